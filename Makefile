@@ -1,0 +1,72 @@
+# Dataspace — the two front-door commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# PostgreSQL and Redis for tests, when reachable (here and in CI); SQLite / no Redis otherwise.
+TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/dataspace
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# The embedded default: SQLite file, in-memory channel layer, in-process workers.
+EMBEDDED_ENV := env -u DATABASE_URL -u REDIS_URL DEBUG=1
+
+.PHONY: help
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build first, so nothing later pulls a CUDA torch.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP)  ## create .venv and install the project with its test tools
+
+.PHONY: chromium
+chromium:  ## install Debian's Chromium for the browser tests, if missing
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+.PHONY: services
+services:  ## start the local PostgreSQL and Redis if they have stopped
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { command -v pg_ctlcluster >/dev/null && pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start && sleep 2; } || true
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || { command -v redis-server >/dev/null && redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null && sleep 1; } || true
+
+.PHONY: lint
+lint: $(STAMP)  ## ruff, mypy (django-stubs) and the import-linter contract
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DEBUG=1 $(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
+
+.PHONY: test
+test: $(STAMP) chromium services lint  ## set up and run every test (PostgreSQL + Redis when reachable)
+	@if pg_isready -q -h 127.0.0.1 -p 5432; then export DATABASE_URL=$(TEST_PG_URL); echo "tests on PostgreSQL ($(TEST_PG_URL))"; else echo "PostgreSQL not reachable: tests on SQLite"; fi; \
+	if redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then export REDIS_URL=$(TEST_REDIS_URL); fi; \
+	SECRET_KEY=test-secret-key-not-for-production DEBUG=0 ALLOWED_HOSTS='*' \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: migrate
+migrate: $(STAMP)
+	$(EMBEDDED_ENV) $(PY) manage.py migrate --no-input -v 0
+
+.PHONY: seed
+seed: migrate  ## catalog, demo accounts, a demo provider and request (idempotent)
+	$(EMBEDDED_ENV) $(PY) manage.py seed_demo
+
+.PHONY: serve
+serve: seed  ## serve the portal on the embedded default at http://$(HOST):$(PORT)/
+	$(EMBEDDED_ENV) $(VENV)/bin/uvicorn dataspace.asgi:application --host $(HOST) --port $(PORT)
+
+.PHONY: demo
+demo: serve  ## the whole federation on the embedded default (grows with the rounds work)
+
+.PHONY: clean
+clean:  ## remove the embedded database, media and caches
+	rm -rf var demo-output staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis

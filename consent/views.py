@@ -1,0 +1,192 @@
+"""The portal: people read notices and grant, refuse or withdraw consent; thin views."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dataspace.errors import DomainError
+
+from . import receipts, selectors, services
+from .forms import DecisionForm, PauseForm, SignUpForm
+from .models import Consent
+
+
+class AuthedRequest(HttpRequest):
+    """A request behind ``login_required``: its user is a real account."""
+
+    user: User
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("portal:home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        services.data_subject_for(user)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome to Dataspace. Your account is ready.")
+        return redirect("portal:home")
+    return render(
+        request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200
+    )
+
+
+@login_required
+@require_GET
+def home(request: AuthedRequest) -> HttpResponse:
+    user = request.user
+    awaiting = selectors.requests_awaiting_decision(user)
+    awaiting_ids = {r.pk for r in awaiting}
+    others = [r for r in selectors.requests_undecided(user) if r.pk not in awaiting_ids]
+    active = [
+        c
+        for c in selectors.consents_of(user)
+        if c.status == Consent.Status.GIVEN and c.expires_at and c.expires_at > timezone.now()
+    ]
+    context = {
+        "awaiting": awaiting,
+        "others": others,
+        "active": active,
+        "paused": selectors.training_paused(user),
+        "has_pods": selectors.active_pods(user).exists(),
+    }
+    return render(request, "consent/home.html", context)
+
+
+@login_required
+@require_GET
+def request_detail(request: AuthedRequest, request_id: uuid.UUID) -> HttpResponse:
+    model_request = selectors.open_request(request_id)
+    notice = services.notice_current(model_request)
+    consent = Consent.objects.filter(user=request.user, model_request=model_request).first()
+    form = DecisionForm(user=request.user, initial={"notice_hash": notice.content_hash})
+    context = {
+        "model_request": model_request,
+        "notice": notice,
+        "consent": consent,
+        "form": form,
+        "can_decide": model_request.is_open
+        and (consent is None or consent.status != Consent.Status.GIVEN),
+    }
+    return render(request, "consent/request_detail.html", context)
+
+
+@login_required
+@require_POST
+def request_decide(request: AuthedRequest, request_id: uuid.UUID) -> HttpResponseBase:
+    model_request = selectors.open_request(request_id)
+    form = DecisionForm(request.POST, user=request.user)
+    if not form.is_valid():
+        messages.error(request, "Your decision could not be read; nothing was recorded.")
+        return redirect("portal:request", request_id=model_request.pk)
+    data = form.cleaned_data
+    try:
+        if data["decision"] == "agree":
+            services.consent_grant(
+                user=request.user,
+                model_request=model_request,
+                pod=data["pod"],
+                seen_notice_hash=data["notice_hash"],
+            )
+            messages.success(request, f"You agreed to “{model_request.title}”.")
+        else:
+            services.consent_refuse(
+                user=request.user, model_request=model_request, seen_notice_hash=data["notice_hash"]
+            )
+            messages.success(request, f"You declined “{model_request.title}”.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("portal:request", request_id=model_request.pk)
+    return redirect("portal:consents")
+
+
+@login_required
+@require_GET
+def consent_list(request: AuthedRequest) -> HttpResponse:
+    consents = list(selectors.consents_of(request.user))
+    return render(request, "consent/consent_list.html", {"consents": consents})
+
+
+@login_required
+@require_POST
+def consent_withdraw(request: AuthedRequest, consent_id: uuid.UUID) -> HttpResponseBase:
+    consent = selectors.consent_of(request.user, consent_id)
+    try:
+        services.consent_withdraw(user=request.user, consent=consent)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"You withdrew your consent to “{consent.model_request.title}”. "
+            "Your pod takes part in no further round.",
+        )
+    return redirect("portal:consents")
+
+
+@login_required
+@require_GET
+@never_cache
+def consent_receipt(request: AuthedRequest, consent_id: uuid.UUID) -> HttpResponse:
+    consent = selectors.consent_of(request.user, consent_id)
+    body = json.dumps(receipts.receipt_signed(consent), indent=2, ensure_ascii=False)
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="consent-receipt-{consent.pk}.json"'
+    return response
+
+
+@login_required
+@require_GET
+@never_cache
+def consent_export(request: AuthedRequest) -> HttpResponse:
+    """All of my consent history, each consent as a signed receipt (GDPR Art. 15 and 20)."""
+    subject = services.data_subject_for(request.user)
+    export: dict[str, Any] = {
+        "subject": {"pseudonym": str(subject.pseudonym), "username": request.user.get_username()},
+        "exported_at": timezone.now().isoformat(),
+        "training_paused": subject.training_paused,
+        "consents": [receipts.receipt_signed(c) for c in selectors.consents_of(request.user)],
+    }
+    response = HttpResponse(
+        json.dumps(export, indent=2, ensure_ascii=False),
+        content_type="application/json; charset=utf-8",
+    )
+    response["Content-Disposition"] = 'attachment; filename="dataspace-consent-history.json"'
+    return response
+
+
+@login_required
+@require_POST
+def training_pause(request: AuthedRequest) -> HttpResponseBase:
+    form = PauseForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "That switch position is not valid; nothing changed.")
+        return redirect("portal:home")
+    paused = form.cleaned_data["paused"]
+    services.training_pause_set(user=request.user, paused=paused)
+    if paused:
+        messages.success(request, "All training is paused. None of your pods takes part in rounds.")
+    else:
+        messages.success(request, "Training resumed for the requests you agreed to.")
+    return redirect("portal:home")
+
+
+@require_GET
+def receipt_keys(request: HttpRequest) -> JsonResponse:
+    response = JsonResponse(receipts.public_jwks())
+    response["Cache-Control"] = "public, max-age=3600"
+    return response

@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from consent import views as consent_views
+from dataspace import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path(
+        ".well-known/dataspace/receipt-keys.json",
+        consent_views.receipt_keys,
+        name="receipt-keys",
+    ),
+    path("admin/", admin.site.urls),
+    path("accounts/signup/", consent_views.signup, name="signup"),
+    path(
+        "accounts/password_reset/",
+        auth_views.PasswordResetView.as_view(
+            email_template_name="registration/password_reset_email.txt"
+        ),
+        name="password_reset",
+    ),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("consent.urls")),
+]

@@ -1,0 +1,68 @@
+"""The demo's model request: a small classifier on the bundled breast-screening data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dataspace.catalog import BUNDLED
+
+BREAST = "health.breast_screening"
+
+
+def breast_features() -> list[str]:
+    categories = json.loads(BUNDLED.read_text(encoding="utf-8"))
+    fields = next(c["fields"] for c in categories if c["slug"] == BREAST)
+    return [f["name"] for f in fields if f["name"] != "diagnosis"]
+
+
+def demo_request_spec(
+    *,
+    rounds: int = 10,
+    cohort_size: int = 50,
+    min_participants: int = 10,
+    dp: dict[str, Any] | None = None,
+    title: str = "Breast screening: a shared risk model",
+    hidden: int = 16,
+) -> dict[str, Any]:
+    features = breast_features()
+    privacy: dict[str, Any] = {"secagg_threshold": 0.6}
+    if dp is not None:
+        privacy["dp"] = dp
+    return {
+        "title": title,
+        "purpose": (
+            "Train a model that helps radiologists tell benign from malignant breast masses "
+            "from fine-needle aspirate measurements, so fewer people need a second biopsy."
+        ),
+        "data": {"category": BREAST, "features": features, "label": "diagnosis"},
+        "model": {
+            "layers": [
+                {"type": "linear", "in_features": len(features), "out_features": hidden},
+                {"type": "relu"},
+                {"type": "linear", "in_features": hidden, "out_features": 2},
+            ]
+        },
+        "training": {
+            "loss": "cross_entropy",
+            "optimizer": {"type": "sgd", "lr": 0.05},
+            "local_epochs": 1,
+            "batch_size": 32,
+            "rounds": rounds,
+            "cohort_size": cohort_size,
+            "min_participants": min_participants,
+        },
+        "privacy": privacy,
+    }
+
+
+def demo_weights(spec: dict[str, Any], seed: int = 0) -> bytes:
+    """Initial weights for a spec: the built module's fresh parameters, as safetensors."""
+    import torch
+
+    from training.modelspec import build_module, dump_weights, validate_spec
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        module = build_module(validate_spec(spec))
+    return dump_weights(module.state_dict())

@@ -1,0 +1,180 @@
+"""Providers and their model requests (training plans). DESIGN.md sections 3 and 4."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+
+class Provider(models.Model):
+    """An AI provider: the organisation that submits model requests and receives models."""
+
+    name = models.CharField(max_length=200, unique=True)
+    contact_email = models.EmailField()
+    dpo_name = models.CharField("data protection officer", max_length=200, blank=True)
+    dpo_email = models.EmailField("DPO e-mail", blank=True)
+    address = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PurposeCategory(models.TextChoices):
+    """Purposes in plain words; values follow the W3C DPV purpose taxonomy."""
+
+    SCIENTIFIC_RESEARCH = "dpv:ScientificResearch", "Scientific research"
+    HEALTH_RESEARCH = "dpv:HealthResearch", "Health research"
+    SERVICE_IMPROVEMENT = "dpv:ServiceOptimisation", "Improving a service"
+    RESEARCH_AND_DEVELOPMENT = "dpv:ResearchAndDevelopment", "Product research and development"
+    PUBLIC_BENEFIT = "dpv:PublicBenefit", "Public benefit"
+
+
+class ModelRequestStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RECRUITING = "recruiting", "Recruiting"
+    TRAINING = "training", "Training"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+def weights_upload_to(instance: ModelRequest, filename: str) -> str:
+    return f"requests/{instance.id}/initial.safetensors"
+
+
+class ModelRequest(models.Model):
+    """A provider's training plan. Its plan (spec, weights, notice) is immutable once recruiting:
+    consent is given to exactly this plan, identified by ``plan_hash``.
+    """
+
+    Status = ModelRequestStatus
+    OPEN_STATUSES: ClassVar[tuple[str, ...]] = (Status.RECRUITING, Status.TRAINING)
+    # Fields that make up the plan people consent to; frozen after draft.
+    PLAN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "provider_id",
+        "title",
+        "purpose",
+        "purpose_category",
+        "data_category_id",
+        "features",
+        "label",
+        "spec",
+        "weights",
+        "weights_sha256",
+        "rounds",
+        "cohort_size",
+        "min_participants",
+        "secagg_threshold",
+        "dp",
+        "retention_days",
+        "plan_hash",
+    )
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="requests")
+    title = models.CharField(max_length=200)
+    purpose = models.TextField(help_text="The purpose in plain language, shown to people.")
+    purpose_category = models.CharField(
+        max_length=64, choices=PurposeCategory.choices, default=PurposeCategory.SCIENTIFIC_RESEARCH
+    )
+    data_category = models.ForeignKey(
+        "dataspace.DataCategory", on_delete=models.PROTECT, related_name="model_requests"
+    )
+    features = models.JSONField(help_text="Names of the category fields the model reads.")
+    label = models.CharField(max_length=200, blank=True)
+    spec = models.JSONField(help_text="The declarative model spec, exactly as submitted.")
+    weights = models.FileField(upload_to=weights_upload_to, max_length=300)
+    weights_sha256 = models.CharField(max_length=64)
+    weights_size = models.PositiveBigIntegerField(default=0)
+    parameter_count = models.PositiveBigIntegerField(default=0)
+    rounds = models.PositiveIntegerField()
+    cohort_size = models.PositiveIntegerField()
+    min_participants = models.PositiveIntegerField()
+    secagg_threshold = models.FloatField(
+        help_text="Fraction of each neighbourhood needed to unmask."
+    )
+    dp = models.JSONField(null=True, blank=True, help_text="Differential-privacy settings, if any.")
+    retention_days = models.PositiveIntegerField(
+        default=365, help_text="How long the service keeps this request's records and models."
+    )
+    recruiting_deadline = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    status_reason = models.TextField(blank=True)
+    plan_hash = models.CharField(max_length=64, blank=True)
+    current_round = models.PositiveIntegerField(default=0)
+    epsilon_spent = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    recruiting_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ModelRequestStatus.values), name="model_request_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(min_participants__gte=2)
+                & Q(min_participants__lte=models.F("cohort_size")),
+                name="model_request_participants_within_cohort",
+            ),
+            models.CheckConstraint(
+                condition=Q(secagg_threshold__gt=0.5) & Q(secagg_threshold__lte=1.0),
+                name="model_request_threshold_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(rounds__gte=1), name="model_request_rounds_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status=ModelRequestStatus.DRAFT) | ~Q(plan_hash=""),
+                name="model_request_plan_hash_when_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            self._refuse_plan_change()
+        super().save(*args, **kwargs)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+    @property
+    def epsilon_budget(self) -> float | None:
+        return float(self.dp["target_epsilon"]) if self.dp else None
+
+    @property
+    def delta(self) -> float | None:
+        return float(self.dp["delta"]) if self.dp else None
+
+    def _refuse_plan_change(self) -> None:
+        stored = (
+            type(self)
+            .objects.filter(pk=self.pk)
+            .values("status", *[f.removesuffix("_id") for f in self.PLAN_FIELDS])
+            .first()
+        )
+        if stored is None or stored["status"] == self.Status.DRAFT:
+            return
+        for field in self.PLAN_FIELDS:
+            name = field.removesuffix("_id")
+            current = getattr(self, field)
+            if name == "weights":
+                current = current.name
+            if stored[name] != current:
+                raise ValidationError(
+                    f"The plan of a model request is immutable once recruiting ({name} changed)."
+                )

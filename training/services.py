@@ -1,0 +1,144 @@
+"""Model-request services: submission, validation, and the request's life cycle.
+
+Nothing a provider sends is executed: the spec is validated against an allow-list
+(``training.modelspec``) and the weights are parsed as safetensors, checked tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from consent.services import notice_publish
+from dataspace.errors import Conflict, DomainError
+from dataspace.models import DataCategory
+from training.modelspec.plan import plan_hash
+
+from .models import ModelRequest, Provider
+
+
+def spec_limits() -> Any:
+    from training.modelspec import SpecLimits
+
+    return SpecLimits(
+        max_parameters=settings.MODEL_MAX_PARAMETERS,
+        max_layers=settings.MODEL_MAX_LAYERS,
+        max_weights_bytes=settings.MODEL_MAX_WEIGHTS_BYTES,
+        max_features=settings.MODEL_MAX_FEATURES,
+    )
+
+
+def _spec_error(exc: Any) -> DomainError:
+    fields = {exc.field: [exc.message]} if getattr(exc, "field", None) else {}
+    return DomainError(exc.message, code=exc.code, fields=fields)
+
+
+def _check_category_fields(category: DataCategory, features: list[str], label: str | None) -> None:
+    names = set(category.field_names())
+    unknown = [f for f in features if f not in names]
+    if unknown:
+        raise DomainError(
+            f"Feature {unknown[0]!r} is not a field of category {category.slug!r}.",
+            code="unknown_feature",
+            fields={"data.features": [f"not in {category.slug}: {', '.join(unknown[:5])}"]},
+        )
+    if len(set(features)) != len(features):
+        raise DomainError(
+            "A feature is listed twice.",
+            code="invalid_value",
+            fields={"data.features": ["duplicate feature"]},
+        )
+    if label is not None and label not in names:
+        raise DomainError(
+            f"Label {label!r} is not a field of category {category.slug!r}.",
+            code="unknown_label",
+            fields={"data.label": [f"not in {category.slug}"]},
+        )
+    if label is not None and label in features:
+        raise DomainError(
+            "The label cannot also be a feature.",
+            code="invalid_value",
+            fields={"data.label": ["also listed as a feature"]},
+        )
+
+
+@transaction.atomic
+def model_request_create(
+    *, provider: Provider, spec: Any, weights: bytes, now: datetime | None = None
+) -> ModelRequest:
+    """Validate a spec and its weights, store them, render the notice and open recruiting.
+
+    All or nothing: any invalid part raises :class:`DomainError` and nothing is stored.
+    """
+    from training.modelspec import SpecError, count_parameters, load_weights, validate_spec
+
+    now = now or timezone.now()
+    limits = spec_limits()
+    if len(weights) > limits.max_weights_bytes:
+        raise DomainError(
+            f"The weights file is larger than the limit of {limits.max_weights_bytes} bytes.",
+            code="weights_too_large",
+        )
+    try:
+        parsed = validate_spec(spec, limits)
+        load_weights(weights, parsed, limits)
+    except SpecError as exc:
+        raise _spec_error(exc) from None
+    category = DataCategory.objects.filter(slug=parsed.data.category).first()
+    if category is None:
+        raise DomainError(
+            f"Unknown data category {parsed.data.category!r}.",
+            code="unknown_category",
+            fields={"data.category": ["not in the catalog"]},
+        )
+    _check_category_fields(category, list(parsed.data.features), parsed.data.label)
+    training = spec["training"]
+    privacy = spec["privacy"]
+    digest = hashlib.sha256(weights).hexdigest()
+    model_request = ModelRequest(
+        provider=provider,
+        title=spec["title"],
+        purpose=spec["purpose"],
+        data_category=category,
+        features=list(parsed.data.features),
+        label=parsed.data.label or "",
+        spec=spec,
+        weights_sha256=digest,
+        weights_size=len(weights),
+        parameter_count=count_parameters(parsed),
+        rounds=training["rounds"],
+        cohort_size=training["cohort_size"],
+        min_participants=training["min_participants"],
+        secagg_threshold=privacy["secagg_threshold"],
+        dp=privacy.get("dp"),
+    )
+    model_request.weights.save("initial.safetensors", ContentFile(weights), save=False)
+    model_request.save()
+    notice = notice_publish(model_request=model_request)
+    model_request.plan_hash = plan_hash(spec, digest, notice.content_hash)
+    model_request.status = ModelRequest.Status.RECRUITING
+    model_request.recruiting_at = now
+    model_request.save()
+    return model_request
+
+
+@transaction.atomic
+def model_request_cancel(*, model_request: ModelRequest, reason: str = "") -> ModelRequest:
+    locked = ModelRequest.objects.select_for_update().get(pk=model_request.pk)
+    if locked.status in (
+        ModelRequest.Status.COMPLETED,
+        ModelRequest.Status.FAILED,
+        ModelRequest.Status.CANCELLED,
+    ):
+        raise Conflict(f"The request is already {locked.status}.", code="request_finished")
+    locked.status = ModelRequest.Status.CANCELLED
+    locked.status_reason = reason or "Cancelled by the provider."
+    locked.finished_at = timezone.now()
+    locked.save()
+    return locked
