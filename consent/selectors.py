@@ -17,9 +17,7 @@ from .chain import ChainBreak, verify_chain
 from .models import Consent, ConsentEvent, DataSubject
 
 
-def consent_active(
-    *, user: User, model_request: ModelRequest, at: datetime | None = None
-) -> bool:
+def consent_active(*, user: User, model_request: ModelRequest, at: datetime | None = None) -> bool:
     """Whether the person's consent to the request is given and not expired at ``at``."""
     at = at or timezone.now()
     return Consent.objects.filter(
@@ -30,9 +28,7 @@ def consent_active(
     ).exists()
 
 
-def consent_usable(
-    *, user: User, model_request: ModelRequest, at: datetime | None = None
-) -> bool:
+def consent_usable(*, user: User, model_request: ModelRequest, at: datetime | None = None) -> bool:
     """Active consent and training not paused: the pod may take part in a round now."""
     paused = DataSubject.objects.filter(user=user, training_paused=True).exists()
     return not paused and consent_active(user=user, model_request=model_request, at=at)

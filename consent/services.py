@@ -351,9 +351,7 @@ def consent_expire_due(*, now: datetime | None = None) -> int:
 
 
 @transaction.atomic
-def training_pause_set(
-    *, user: User, paused: bool, now: datetime | None = None
-) -> DataSubject:
+def training_pause_set(*, user: User, paused: bool, now: datetime | None = None) -> DataSubject:
     """Pause or resume all training for a person: paused pods are dropped from rounds at once."""
     subject = DataSubject.objects.select_for_update().get(pk=data_subject_for(user).pk)
     if subject.training_paused != paused:

@@ -90,13 +90,29 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is None or not isinstance(exc, drf_exceptions.APIException):
         return response
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    message = _first_message(exc.detail)
     fields: dict[str, Any] = {}
+    request = context.get("request")
+    oauth2_error = getattr(request, "oauth2_error", None) or {}
+    if (
+        isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed)
+        and oauth2_error.get("error") == "invalid_token"
+    ):
+        code = "invalid_token"
+        message = str(oauth2_error.get("error_description") or "The access token is invalid.")
+    required = getattr(request, "_insufficient_scope", None)
+    if isinstance(exc, drf_exceptions.PermissionDenied) and required is not None:
+        # RFC 6750 section 3.1: tell the client which scope it lacks.
+        code = "insufficient_scope"
+        scope = " ".join(required)
+        response["WWW-Authenticate"] = (
+            f'Bearer realm="api", error="insufficient_scope", scope="{scope}"'
+        )
+        message = f"This token lacks the scope this endpoint needs ({scope})."
     if isinstance(exc, drf_exceptions.ValidationError) and isinstance(exc.detail, dict):
         fields = {
             k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in exc.detail.items()
         }
         message = "Some fields are invalid."
-    else:
-        message = _first_message(exc.detail)
     response.data = error_body(code, message, fields)
     return response

@@ -1,5 +1,5 @@
 """WebSocket routes of every app, gathered in one list for the ASGI router."""
 
-from typing import Any
+from pods.routing import websocket_urlpatterns as pod_routes
 
-websocket_urlpatterns: list[Any] = []
+websocket_urlpatterns = [*pod_routes]

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "oauth2_provider",
     "channels",
     "dataspace.apps.DataspaceConfig",
@@ -122,6 +123,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent readers while the in-process workers write.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    # A file, not memory, so that server processes started by end-to-end tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +214,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Submit declarative models for consent-driven federated training.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Served from this service (drf-spectacular-sidecar), not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 OAUTH2_PROVIDER = {
     "SCOPES": {
@@ -222,7 +229,21 @@ OAUTH2_PROVIDER = {
     "DEFAULT_SCOPES": [],
     "ACCESS_TOKEN_EXPIRE_SECONDS": env_int("ACCESS_TOKEN_EXPIRE_SECONDS", 3600),
     "PKCE_REQUIRED": True,
+    "SCOPES_BACKEND_CLASS": "training.oauth.ApplicationScopes",
+    # RFC 8628: where a person approves a pod, and the link a pod can show as a QR code.
+    "OAUTH_DEVICE_VERIFICATION_URI": f"{SITE_URL}/pods/pair/",
+    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{SITE_URL}/pods/pair/?code={{user_code}}",
+    "DEVICE_FLOW_INTERVAL": env_int("DEVICE_FLOW_INTERVAL", 5),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env_int("REFRESH_TOKEN_EXPIRE_SECONDS", 90 * 24 * 3600),
 }
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"  # noqa: S105
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"  # noqa: S105
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+OAUTH2_PROVIDER_DEVICE_GRANT_MODEL = "oauth2_provider.DeviceGrant"
+# The public OAuth2 client pods pair with (Device Authorization Grant, RFC 8628).
+POD_CLIENT_ID = os.environ.get("POD_CLIENT_ID", "dataspace-pod")
 
 # ---------------------------------------------------------------------------------------------
 # Dataspace
@@ -251,3 +272,10 @@ MODEL_MAX_PARAMETERS = env_int("MODEL_MAX_PARAMETERS", 10_000_000)
 MODEL_MAX_LAYERS = env_int("MODEL_MAX_LAYERS", 64)
 MODEL_MAX_WEIGHTS_BYTES = env_int("MODEL_MAX_WEIGHTS_BYTES", 64 * 1024 * 1024)
 MODEL_MAX_FEATURES = env_int("MODEL_MAX_FEATURES", 4096)
+MODEL_MAX_SPEC_BYTES = env_int("MODEL_MAX_SPEC_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+
+# The pod control channel: seconds to authenticate, heartbeat interval, and silence allowed.
+POD_AUTH_TIMEOUT = env_int("POD_AUTH_TIMEOUT", 10)
+POD_HEARTBEAT_INTERVAL = env_int("POD_HEARTBEAT_INTERVAL", 20)
+POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)

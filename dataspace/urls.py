@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from oauth2_provider import urls as oauth2_urls
 
 from consent import views as consent_views
 from dataspace import health
@@ -14,6 +16,10 @@ urlpatterns = [
         name="receipt-keys",
     ),
     path("admin/", admin.site.urls),
+    path("o/", include(oauth2_urls)),
+    path("api/v1/", include("training.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularRedocView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/signup/", consent_views.signup, name="signup"),
     path(
         "accounts/password_reset/",
@@ -23,5 +29,7 @@ urlpatterns = [
         name="password_reset",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("pods/", include("pods.urls")),
+    path("api/v1/pod/", include("pods.api_urls")),
     path("", include("consent.urls")),
 ]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from pods.agent.protocol import key_fingerprint
 
-def key_fingerprint(public_key: bytes) -> str:
-    """Human-comparable fingerprint of an Ed25519 public key: SHA-256, first 16 bytes, grouped.
-
-    Shown both by the pod at pairing and in the portal, so a person can compare them.
-    """
-    digest = hashlib.sha256(public_key).digest()[:16]
-    text = base64.b32encode(digest).decode("ascii").rstrip("=")
-    return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+__all__ = ["PairingIntent", "Pod", "PodStatus", "PodToken", "key_fingerprint"]
 
 
 class PodStatus(models.TextChoices):
@@ -41,6 +33,9 @@ class Pod(models.Model):
     # Names and coarse counts only, reported by the pod for its owner's eyes.
     categories_held = models.JSONField(default=list, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    # The channel of the pod's live control connection ("" when offline).
+    channel_name = models.CharField(max_length=200, blank=True, default="")
+    connected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -61,3 +56,50 @@ class Pod(models.Model):
 
     def holds(self, category_slug: str) -> bool:
         return any(c.get("slug") == category_slug for c in self.categories_held or [])
+
+
+class PairingIntent(models.Model):
+    """A pod's request to be paired, bound to one RFC 8628 device grant.
+
+    The pod proves possession of its identity key by signing the device code (a secret only it
+    and the server know); the person then sees the same name and fingerprint when approving.
+    """
+
+    device_grant = models.OneToOneField(
+        settings.OAUTH2_PROVIDER_DEVICE_GRANT_MODEL,
+        on_delete=models.CASCADE,
+        related_name="pairing_intent",
+    )
+    name = models.CharField(max_length=100)
+    public_key = models.BinaryField(max_length=32)
+    fingerprint = models.CharField(max_length=64)
+    agent_version = models.CharField(max_length=50, blank=True)
+    pod = models.OneToOneField(
+        Pod, on_delete=models.CASCADE, null=True, blank=True, related_name="pairing_intent"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"pairing of {self.name} ({self.fingerprint[:9]})"
+
+
+class PodToken(models.Model):
+    """Which OAuth2 tokens were issued to which pod, so revoking a pod ends exactly its tokens."""
+
+    pod = models.ForeignKey(Pod, on_delete=models.CASCADE, related_name="tokens")
+    access_token = models.OneToOneField(
+        settings.OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="pod_token",
+    )
+    refresh_token = models.OneToOneField(
+        settings.OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="pod_token",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"token of pod {self.pod_id}"

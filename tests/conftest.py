@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,25 @@ def _require_postgres_in_ci(django_db_setup: Any, django_db_blocker: Any) -> Non
         pytest.exit(
             f"CI requires PostgreSQL, but the tests run on {connection.vendor}", returncode=3
         )
+
+
+@pytest.fixture(scope="session")
+def live_service(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One real server process for the session, on the test database (use with transactional_db)."""
+    from django.db import connection
+
+    from tests.live import LiveService
+
+    service = LiveService(
+        settings_dict=connection.settings_dict,
+        receipt_key=TEST_RECEIPT_KEY.private_bytes_raw(),
+        data_dir=tmp_path_factory.mktemp("live"),
+        extra_env={"DEVICE_FLOW_INTERVAL": "1"},
+    ).start()
+    yield service
+    service.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -65,4 +65,4 @@ def demo_weights(spec: dict[str, Any], seed: int = 0) -> bytes:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         module = build_module(validate_spec(spec))
-    return dump_weights(module.state_dict())
+    return bytes(dump_weights(module.state_dict()))

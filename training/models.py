@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -178,3 +179,94 @@ class ModelRequest(models.Model):
                 raise ValidationError(
                     f"The plan of a model request is immutable once recruiting ({name} changed)."
                 )
+
+
+class ProviderClient(models.Model):
+    """Links an OAuth2 application (client credentials) to the provider it acts for."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="clients")
+    application = models.OneToOneField(
+        settings.OAUTH2_PROVIDER_APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="provider_client",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider} client"
+
+
+class RoundStatus(models.TextChoices):
+    ADVERTISING = "advertise_keys", "Advertising keys"
+    SHARING = "share_keys", "Sharing keys"
+    COLLECTING = "masked_input", "Collecting masked inputs"
+    UNMASKING = "unmask", "Unmasking"
+    AGGREGATING = "aggregating", "Aggregating"
+    COMPLETED = "completed", "Completed"
+    ABORTED = "aborted", "Aborted"
+
+
+class TrainingRound(models.Model):
+    """One secure-aggregation round of a model request (DESIGN.md section 5)."""
+
+    Status = RoundStatus
+
+    model_request = models.ForeignKey(
+        ModelRequest, on_delete=models.CASCADE, related_name="rounds_run"
+    )
+    number = models.PositiveIntegerField(help_text="1-based; a retried round keeps its number.")
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ADVERTISING)
+    status_reason = models.TextField(blank=True)
+    cohort_size = models.PositiveIntegerField(default=0)
+    survivors = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    epsilon = models.FloatField(
+        null=True, blank=True, help_text="Cumulative epsilon after this round."
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model_request_id", "number", "attempt"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_request", "number", "attempt"], name="training_round_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=RoundStatus.values), name="round_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.number}.{self.attempt} of {self.model_request_id}"
+
+
+def version_upload_to(instance: ModelVersion, filename: str) -> str:
+    return f"requests/{instance.model_request_id}/round-{instance.round_number:04d}.safetensors"
+
+
+class ModelVersion(models.Model):
+    """The global model after a round (round 0: the provider's initial weights)."""
+
+    model_request = models.ForeignKey(
+        ModelRequest, on_delete=models.CASCADE, related_name="versions"
+    )
+    round_number = models.PositiveIntegerField()
+    weights = models.FileField(upload_to=version_upload_to, max_length=300)
+    sha256 = models.CharField(max_length=64)
+    metrics = models.JSONField(default=dict, blank=True)
+    participants = models.PositiveIntegerField(default=0)
+    epsilon = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_request_id", "round_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_request", "round_number"], name="model_version_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"model v{self.round_number} of {self.model_request_id}"

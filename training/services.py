@@ -11,16 +11,19 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
+from oauth2_provider.generators import generate_client_secret
+from oauth2_provider.models import Application
 
 from consent.services import notice_publish
 from dataspace.errors import Conflict, DomainError
 from dataspace.models import DataCategory
 from training.modelspec.plan import plan_hash
 
-from .models import ModelRequest, Provider
+from .models import ModelRequest, ModelVersion, Provider, ProviderClient
 
 
 def spec_limits() -> Any:
@@ -125,7 +128,45 @@ def model_request_create(
     model_request.status = ModelRequest.Status.RECRUITING
     model_request.recruiting_at = now
     model_request.save()
+    ModelVersion.objects.create(
+        model_request=model_request,
+        round_number=0,
+        weights=model_request.weights.name,
+        sha256=digest,
+    )
     return model_request
+
+
+@transaction.atomic
+def provider_create(
+    *, name: str, contact_email: str, dpo_name: str = "", dpo_email: str = ""
+) -> Provider:
+    provider = Provider(
+        name=name, contact_email=contact_email, dpo_name=dpo_name, dpo_email=dpo_email
+    )
+    try:
+        provider.full_clean()
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise DomainError(f"{field}: {messages[0]}", code="invalid_provider") from None
+    provider.save()
+    return provider
+
+
+@transaction.atomic
+def provider_client_issue(*, provider: Provider) -> tuple[Application, str]:
+    """Issue client credentials for a provider. The raw secret is returned once, stored hashed."""
+    secret = generate_client_secret()
+    application = Application(
+        name=f"{provider.name} API client",
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        client_secret=secret,
+        skip_authorization=True,
+    )
+    application.save()
+    ProviderClient.objects.create(provider=provider, application=application)
+    return application, secret
 
 
 @transaction.atomic

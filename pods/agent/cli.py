@@ -1,0 +1,171 @@
+"""``dataspace-pod``: the device software's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .home import PodHome, PodState
+from .importer import ImportFailed, parse_records
+from .service import PodService, ServiceError
+from .store import LocalStore
+
+
+class CliError(Exception):
+    """A one-line message for the person at the terminal; the command exits 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dataspace-pod",
+        description=(
+            "The Dataspace pod: keeps your data on this device and trains only the models "
+            "you agreed to. Only masked updates ever leave it."
+        ),
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="the pod's home directory (default: $DATASPACE_POD_HOME or the per-user data dir)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--version", action="version", version=f"dataspace-pod {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pair = commands.add_parser("pair", help="pair this pod with your account (shows a code)")
+    pair.add_argument("--server", required=True, help="the service's URL")
+    pair.add_argument("--name", default=socket.gethostname(), help="a name you will recognise")
+
+    imp = commands.add_parser("import", help="import CSV or JSON-lines records into a category")
+    imp.add_argument("--category", required=True, help="catalog slug, e.g. health.breast_screening")
+    imp.add_argument("file", type=Path)
+
+    commands.add_parser("data", help="what is stored on this device (counts per category)")
+    commands.add_parser("status", help="pairing and connection status")
+    return parser
+
+
+def _print(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data))
+        return
+    for key, value in data.items():
+        print(f"{key}: {value}")
+
+
+def cmd_pair(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    state = PodState(server=args.server.rstrip("/"), name=args.name)
+    service = PodService(home, state)
+    try:
+        grant = service.start_pairing(args.name, __version__)
+        code = grant["user_code"]
+        shown = f"{code[:4]}-{code[4:]}" if len(code) == 8 else code
+        lines = [
+            f"To pair “{args.name}”, open {grant['verification_uri']}",
+            f"and enter the code: {shown}",
+            f"(or open {grant.get('verification_uri_complete') or grant['verification_uri']})",
+            f"Check that the page shows this key fingerprint: {home.fingerprint()}",
+            "Waiting for approval…",
+        ]
+        stream = sys.stderr if args.json else sys.stdout
+        for line in lines:
+            print(line, file=stream, flush=True)
+        service.wait_for_approval(grant)
+        me = service.me()
+        state.pod_id = me["pod_id"]
+        state.receipt_keys = me["receipt_keys"]
+        home.save_state(state)
+        store = LocalStore(home.store_path)
+        try:
+            service.report(store.counts(), __version__)
+        finally:
+            store.close()
+    finally:
+        service.close()
+    return {"paired": True, "pod_id": state.pod_id, "fingerprint": home.fingerprint()}
+
+
+def cmd_import(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    state = home.load_state()
+    if not state.paired:
+        raise CliError("pair this pod first: the catalog schema comes from the service")
+    service = PodService(home, state)
+    try:
+        categories = {c["slug"]: c for c in service.categories()}
+        category = categories.get(args.category)
+        if category is None:
+            raise CliError(
+                f"unknown category {args.category!r}; known: {', '.join(sorted(categories))}"
+            )
+        try:
+            rows = parse_records(args.file, category["fields"])
+        except ImportFailed as exc:
+            raise CliError(f"{args.file.name}: {exc}; nothing was imported") from None
+        store = LocalStore(home.store_path)
+        try:
+            added = store.add_records(args.category, category["fields"], rows)
+            counts = store.counts()
+        finally:
+            store.close()
+        service.report(counts, __version__)
+    finally:
+        service.close()
+    return {"imported": added, "category": args.category, "total": counts[args.category]}
+
+
+def cmd_data(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    store = LocalStore(home.store_path)
+    try:
+        return {"categories": store.counts()}
+    finally:
+        store.close()
+
+
+def cmd_status(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    state = home.load_state()
+    return {
+        "paired": state.paired,
+        "server": state.server or None,
+        "pod_id": state.pod_id or None,
+        "name": state.name or None,
+        "fingerprint": home.fingerprint(),
+        "home": str(home.path),
+    }
+
+
+COMMANDS = {"pair": cmd_pair, "import": cmd_import, "data": cmd_data, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    home = PodHome(args.home)
+    try:
+        result = COMMANDS[args.command](args, home)
+    except (CliError, ServiceError) as exc:
+        print(f"dataspace-pod: error: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(
+            f"dataspace-pod: error: cannot reach the service ({exc.__class__.__name__})",
+            file=sys.stderr,
+        )
+        return 1
+    except PermissionError as exc:
+        print(f"dataspace-pod: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    _print(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

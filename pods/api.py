@@ -1,0 +1,195 @@
+"""The pod's HTTP API (``/api/v1/pod/``): pairing proof, identity, reports, receipts.
+
+Every call but pairing needs a pod token (scope ``pod``) that belongs to an active pod; a
+provider token is refused here just as a pod token is refused on provider endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from oauth2_provider.models import AccessToken
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from consent import receipts
+from consent.models import Consent
+from dataspace.errors import DomainError, NotFound
+from dataspace.models import DataCategory
+from training.serializers import CategoryOutput, ErrorOutput
+
+from . import services
+from .models import Pod
+
+ERRORS = {400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput, 404: ErrorOutput, 409: ErrorOutput}
+
+
+class PodTokenRequired(BasePermission):
+    message = "This endpoint needs the token of an active pod."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        if not isinstance(token, AccessToken) or not token.allow_scopes(["pod"]):
+            request._insufficient_scope = ["pod"]  # type: ignore[attr-defined]
+            return False
+        pod = services.pod_of_token(token)
+        if pod is None:
+            return False
+        request.pod = pod  # type: ignore[attr-defined]
+        return True
+
+
+class PodApi(APIView):
+    permission_classes = (PodTokenRequired,)
+
+    @staticmethod
+    def pod_of(request: Request) -> Pod:
+        pod: Pod = request.pod  # type: ignore[attr-defined]
+        return pod
+
+
+def _b64(value: Any, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise DomainError(
+            f"{field} must be base64 text.",
+            code="invalid_value",
+            fields={field: ["base64 required"]},
+        )
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise DomainError(
+            f"{field} is not valid base64.",
+            code="invalid_value",
+            fields={field: ["invalid base64"]},
+        ) from None
+
+
+class PairingApi(APIView):
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(
+        request=inline_serializer(
+            "PairingIn",
+            {
+                "device_code": serializers.CharField(),
+                "name": serializers.CharField(),
+                "public_key": serializers.CharField(help_text="base64, raw Ed25519 public key"),
+                "signature": serializers.CharField(
+                    help_text="base64 signature of the pairing message"
+                ),
+                "agent_version": serializers.CharField(required=False),
+            },
+        ),
+        responses={
+            201: inline_serializer("PairingOut", {"fingerprint": serializers.CharField()}),
+            **ERRORS,
+        },
+        summary="Bind a pod's name and identity key to its pending device grant",
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        device_code = data.get("device_code")
+        if not isinstance(device_code, str) or not device_code:
+            raise DomainError("device_code is required.", code="invalid_device_code")
+        intent = services.pairing_intent_create(
+            device_code=device_code,
+            name=str(data.get("name", "")),
+            public_key=_b64(data.get("public_key"), "public_key"),
+            signature=_b64(data.get("signature"), "signature"),
+            agent_version=str(data.get("agent_version", "")),
+        )
+        return Response({"fingerprint": intent.fingerprint}, status=status.HTTP_201_CREATED)
+
+
+class MeApi(PodApi):
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "PodMe",
+                {
+                    "pod_id": serializers.UUIDField(),
+                    "name": serializers.CharField(),
+                    "fingerprint": serializers.CharField(),
+                    "receipt_keys": serializers.DictField(),
+                },
+            ),
+            **ERRORS,
+        },
+        summary="Who this pod is, and the service key to pin",
+    )
+    def get(self, request: Request) -> Response:
+        pod = self.pod_of(request)
+        services.pod_seen(pod_id=pod.pk)
+        return Response(
+            {
+                "pod_id": str(pod.pk),
+                "name": pod.name,
+                "fingerprint": pod.fingerprint,
+                "status": pod.status,
+                "receipt_keys": receipts.public_jwks(),
+            }
+        )
+
+
+class ReportApi(PodApi):
+    @extend_schema(
+        request=inline_serializer(
+            "PodReport",
+            {
+                "categories": serializers.ListField(child=serializers.DictField()),
+                "agent_version": serializers.CharField(required=False),
+            },
+        ),
+        responses={
+            200: inline_serializer(
+                "PodReportOut", {"categories": serializers.ListField(child=serializers.DictField())}
+            ),
+            **ERRORS,
+        },
+        summary="Report the categories this pod holds (names and coarse counts)",
+    )
+    def post(self, request: Request) -> Response:
+        pod = services.pod_report(
+            pod=self.pod_of(request),
+            categories=request.data.get("categories"),
+            agent_version=str(request.data.get("agent_version", "")),
+        )
+        return Response({"categories": pod.categories_held})
+
+
+class PodCategoriesApi(PodApi):
+    @extend_schema(responses={200: CategoryOutput(many=True), **ERRORS}, summary="The catalog")
+    def get(self, request: Request) -> Response:
+        return Response(CategoryOutput(DataCategory.objects.all(), many=True).data)
+
+
+class ReceiptApi(PodApi):
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "SignedReceipt",
+                {"receipt": serializers.DictField(), "signature": serializers.DictField()},
+            ),
+            **ERRORS,
+        },
+        summary="The owner's signed consent receipt for a request",
+    )
+    def get(self, request: Request, request_id: uuid.UUID) -> Response:
+        pod = self.pod_of(request)
+        consent = (
+            Consent.objects.select_related("model_request__provider", "notice", "pod")
+            .filter(user_id=pod.owner_id, model_request_id=request_id)
+            .first()
+        )
+        if consent is None:
+            raise NotFound("Your owner has not decided on this request.", code="no_consent")
+        return Response(receipts.receipt_signed(consent))

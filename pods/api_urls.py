@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import api
+
+app_name = "pod-api"
+
+urlpatterns = [
+    path("pairing/", api.PairingApi.as_view(), name="pairing"),
+    path("me/", api.MeApi.as_view(), name="me"),
+    path("me/report/", api.ReportApi.as_view(), name="report"),
+    path("categories/", api.PodCategoriesApi.as_view(), name="categories"),
+    path("receipts/<uuid:request_id>/", api.ReceiptApi.as_view(), name="receipt"),
+]

@@ -1,0 +1,160 @@
+"""The pod control channel (``/ws/pods/``): authenticate, prove the identity key, then relay.
+
+Connection states, in order: ``AWAIT_HELLO`` (bearer token) → ``AWAIT_PROOF`` (Ed25519
+signature over a fresh nonce) → ``READY``. Any message out of order, of an unknown type or
+malformed closes the connection with a specific code. Training messages in ``READY`` go to the
+orchestrator; round events reach the pod through its channel-layer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import enum
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from pods.agent.protocol import challenge_message
+
+from . import presence
+from .services import pod_group, verify_signature
+
+logger = logging.getLogger(__name__)
+
+
+class Close(enum.IntEnum):
+    """Close codes (4000–4999 are for applications, RFC 6455 section 7.4.2)."""
+
+    PROTOCOL = 4400  # malformed, unknown type or out of order
+    UNAUTHENTICATED = 4401  # bad or expired token, or a proof that does not verify
+    FORBIDDEN = 4403  # the pod was revoked
+    TIMEOUT = 4408  # no hello/proof in time, or heartbeats stopped
+    REPLACED = 4409  # the same pod connected again elsewhere
+
+
+class State(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    AWAIT_PROOF = "await_proof"
+    READY = "ready"
+
+
+class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    state: State
+    pod_id: str | None
+    nonce: bytes | None
+
+    async def connect(self) -> None:
+        self.state = State.AWAIT_HELLO
+        self.pod_id = None
+        self.nonce = None
+        self.public_key: bytes = b""
+        await self.accept()
+        self._auth_timer = asyncio.get_running_loop().call_later(
+            settings.POD_AUTH_TIMEOUT, lambda: asyncio.ensure_future(self._auth_timeout())
+        )
+
+    async def _auth_timeout(self) -> None:
+        if self.state is not State.READY:
+            await self.close(code=Close.TIMEOUT)
+
+    async def disconnect(self, code: int) -> None:
+        self._auth_timer.cancel()
+        if self.pod_id is not None and self.state is State.READY:
+            await self.channel_layer.group_discard(pod_group(self.pod_id), self.channel_name)
+            await database_sync_to_async(presence.mark_offline)(
+                pod_id=self.pod_id, channel_name=self.channel_name
+            )
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.close(code=Close.PROTOCOL)
+            return
+        handler = HANDLERS.get((self.state, content["type"]))
+        if handler is None:
+            await self.send_json({"type": "error", "code": "unexpected_message"})
+            await self.close(code=Close.PROTOCOL)
+            return
+        await handler(self, content)
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    async def on_hello(self, content: dict[str, Any]) -> None:
+        token = content.get("token")
+        pod = (
+            await database_sync_to_async(presence.pod_for_bearer)(token)
+            if isinstance(token, str)
+            else None
+        )
+        if pod is None:
+            await self.close(code=Close.UNAUTHENTICATED)
+            return
+        self.pod_id = str(pod.pk)
+        self.public_key = bytes(pod.public_key)
+        self.nonce = presence.new_nonce()
+        self.state = State.AWAIT_PROOF
+        await self.send_json(
+            {
+                "type": "challenge",
+                "nonce": base64.b64encode(self.nonce).decode(),
+                "pod_id": self.pod_id,
+            }
+        )
+
+    async def on_prove(self, content: dict[str, Any]) -> None:
+        assert self.nonce is not None and self.pod_id is not None
+        try:
+            signature = base64.b64decode(str(content.get("signature", "")), validate=True)
+        except (binascii.Error, ValueError):
+            signature = b""
+        nonce, self.nonce = self.nonce, None  # a nonce answers one proof only
+        if not verify_signature(self.public_key, signature, challenge_message(nonce, self.pod_id)):
+            await self.close(code=Close.UNAUTHENTICATED)
+            return
+        self.state = State.READY
+        self._auth_timer.cancel()
+        await self.channel_layer.group_add(pod_group(self.pod_id), self.channel_name)
+        replaced = await database_sync_to_async(presence.mark_online)(
+            pod_id=self.pod_id, channel_name=self.channel_name
+        )
+        if replaced:
+            await self.channel_layer.send(
+                replaced, {"type": "pod.close", "code": int(Close.REPLACED)}
+            )
+        await self.send_json(
+            {"type": "welcome", "pod_id": self.pod_id, "heartbeat": settings.POD_HEARTBEAT_INTERVAL}
+        )
+
+    async def on_ping(self, content: dict[str, Any]) -> None:
+        assert self.pod_id is not None
+        await database_sync_to_async(presence.mark_seen)(
+            pod_id=self.pod_id, channel_name=self.channel_name
+        )
+        await self.send_json({"type": "pong"})
+
+    # -- events from the channel layer -----------------------------------------------------------
+
+    async def pod_close(self, event: dict[str, Any]) -> None:
+        await self.close(code=int(event.get("code", Close.FORBIDDEN)))
+
+    async def pod_send(self, event: dict[str, Any]) -> None:
+        """Forward a server message (a round stage) to the pod."""
+        if self.state is State.READY:
+            await self.send_json(event["message"])
+
+
+HANDLERS: dict[tuple[State, str], Any] = {
+    (State.AWAIT_HELLO, "hello"): PodConsumer.on_hello,
+    (State.AWAIT_PROOF, "prove"): PodConsumer.on_prove,
+    (State.READY, "ping"): PodConsumer.on_ping,
+}

@@ -1,0 +1,58 @@
+"""Who is online: each pod's live control channel, kept in the database so every web process
+and worker sees the same set, with heartbeats that expire a silent connection."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
+
+from .models import Pod
+from .services import pod_of_token
+
+
+def pod_for_bearer(raw_token: str) -> Pod | None:
+    """The active pod a bearer token belongs to, if the token is valid with scope ``pod``."""
+    checksum = hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
+    token = (
+        AccessToken.objects.select_related("application").filter(token_checksum=checksum).first()
+    )
+    if token is None or not token.is_valid(["pod"]):
+        return None
+    return pod_of_token(token)
+
+
+def new_nonce() -> bytes:
+    return os.urandom(32)
+
+
+def mark_online(*, pod_id: uuid.UUID | str, channel_name: str) -> str:
+    """Record the pod's live channel; return the channel it replaces ("" if none)."""
+    now = timezone.now()
+    previous = Pod.objects.filter(pk=pod_id).values_list("channel_name", flat=True).first() or ""
+    Pod.objects.filter(pk=pod_id).update(
+        channel_name=channel_name, connected_at=now, last_seen_at=now
+    )
+    return previous if previous != channel_name else ""
+
+
+def mark_seen(*, pod_id: uuid.UUID | str, channel_name: str) -> None:
+    Pod.objects.filter(pk=pod_id, channel_name=channel_name).update(last_seen_at=timezone.now())
+
+
+def mark_offline(*, pod_id: uuid.UUID | str, channel_name: str) -> None:
+    Pod.objects.filter(pk=pod_id, channel_name=channel_name).update(channel_name="")
+
+
+def online_pods() -> QuerySet[Pod]:
+    """Active pods with a live connection that sent a heartbeat recently."""
+    horizon = timezone.now() - timedelta(seconds=settings.POD_HEARTBEAT_TIMEOUT)
+    return Pod.objects.filter(status=Pod.Status.ACTIVE, last_seen_at__gte=horizon).exclude(
+        Q(channel_name="")
+    )

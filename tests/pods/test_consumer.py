@@ -1,0 +1,176 @@
+"""The pod control channel, driven with Channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from dataspace.asgi import application
+from pods.agent.protocol import challenge_message
+from pods.consumers import Close
+from pods.models import Pod
+from pods.presence import online_pods
+from tests.pods.conftest import PairedPod, make_paired_pod
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def communicator() -> WebsocketCommunicator:
+    return WebsocketCommunicator(
+        application, "/ws/pods/", headers=[(b"origin", b"http://127.0.0.1")]
+    )
+
+
+async def expect_close(comm: WebsocketCommunicator, code: int) -> None:
+    while True:
+        message = await comm.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            assert message["code"] == code
+            return
+
+
+async def handshake(comm: WebsocketCommunicator, pod: PairedPod) -> dict[str, Any]:
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.send_json_to({"type": "hello", "token": pod.token})
+    challenge = await comm.receive_json_from()
+    assert challenge["type"] == "challenge"
+    nonce = base64.b64decode(challenge["nonce"])
+    signature = pod.key.sign(challenge_message(nonce, challenge["pod_id"]))
+    await comm.send_json_to({"type": "prove", "signature": base64.b64encode(signature).decode()})
+    return dict(challenge)
+
+
+async def test_handshake_heartbeat_and_presence(paired_pod: PairedPod) -> None:
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    welcome = await comm.receive_json_from()
+    assert welcome["type"] == "welcome" and welcome["pod_id"] == str(paired_pod.pod.pk)
+    assert await database_sync_to_async(
+        lambda: list(online_pods().values_list("pk", flat=True))
+    )() == [paired_pod.pod.pk]
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from() == {"type": "pong"}
+    await comm.disconnect()
+    assert await database_sync_to_async(lambda: online_pods().count())() == 0
+
+
+async def test_bad_token_is_refused(paired_pod: PairedPod) -> None:
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": "not-a-token"})
+    await expect_close(comm, Close.UNAUTHENTICATED)
+
+
+async def test_expired_or_provider_token_is_refused(transactional_db: Any) -> None:
+    expired = await database_sync_to_async(make_paired_pod)(expires_in=-5)
+    provider_scoped = await database_sync_to_async(make_paired_pod)(scope="requests:read")
+    for pod in (expired, provider_scoped):
+        comm = communicator()
+        await comm.connect()
+        await comm.send_json_to({"type": "hello", "token": pod.token})
+        await expect_close(comm, Close.UNAUTHENTICATED)
+
+
+async def test_bad_signature_is_refused(paired_pod: PairedPod) -> None:
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})
+    challenge = await comm.receive_json_from()
+    other = await database_sync_to_async(make_paired_pod)()
+    forged = other.key.sign(
+        challenge_message(base64.b64decode(challenge["nonce"]), challenge["pod_id"])
+    )
+    await comm.send_json_to({"type": "prove", "signature": base64.b64encode(forged).decode()})
+    await expect_close(comm, Close.UNAUTHENTICATED)
+
+
+async def test_replayed_challenge_answer_is_refused(paired_pod: PairedPod) -> None:
+    first = communicator()
+    await first.connect()
+    await first.send_json_to({"type": "hello", "token": paired_pod.token})
+    old = await first.receive_json_from()
+    old_signature = paired_pod.key.sign(
+        challenge_message(base64.b64decode(old["nonce"]), old["pod_id"])
+    )
+    await first.disconnect()
+
+    second = communicator()
+    await second.connect()
+    await second.send_json_to({"type": "hello", "token": paired_pod.token})
+    await second.receive_json_from()  # a fresh nonce
+    await second.send_json_to(
+        {"type": "prove", "signature": base64.b64encode(old_signature).decode()}
+    )
+    await expect_close(second, Close.UNAUTHENTICATED)
+
+
+async def test_revoked_pod_is_refused_and_live_connection_closed(paired_pod: PairedPod) -> None:
+    from pods.services import pod_revoke
+
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    await comm.receive_json_from()  # welcome
+    pod = await database_sync_to_async(Pod.objects.select_related("owner").get)(
+        pk=paired_pod.pod.pk
+    )
+    await database_sync_to_async(pod_revoke)(user=pod.owner, pod=pod)
+    await expect_close(comm, Close.FORBIDDEN)
+
+    again = communicator()
+    await again.connect()
+    await again.send_json_to({"type": "hello", "token": paired_pod.token})
+    await expect_close(again, Close.UNAUTHENTICATED)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "prove", "signature": "AAAA"},  # before hello
+        {"type": "ping"},  # before authentication
+        {"type": "masked_input", "round": 1},  # unknown here
+        {"no": "type"},
+        ["a", "list"],
+    ],
+)
+async def test_out_of_order_unknown_or_malformed_messages_close(
+    paired_pod: PairedPod, message: Any
+) -> None:
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to(message)
+    await expect_close(comm, Close.PROTOCOL)
+
+
+async def test_unknown_type_after_welcome_closes(paired_pod: PairedPod) -> None:
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    await comm.receive_json_from()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})  # hello twice
+    assert (await comm.receive_json_from())["code"] == "unexpected_message"
+    await expect_close(comm, Close.PROTOCOL)
+
+
+async def test_invalid_json_closes(paired_pod: PairedPod) -> None:
+    comm = communicator()
+    await comm.connect()
+    await comm.send_to(text_data="{not json")
+    await expect_close(comm, Close.PROTOCOL)
+
+
+async def test_second_connection_replaces_the_first(paired_pod: PairedPod) -> None:
+    first = communicator()
+    await handshake(first, paired_pod)
+    await first.receive_json_from()
+    second = communicator()
+    await handshake(second, paired_pod)
+    await second.receive_json_from()
+    await expect_close(first, Close.REPLACED)
+    layer = get_channel_layer()
+    assert layer is not None
+    await second.disconnect()

@@ -1,0 +1,166 @@
+"""Pairing end to end: the agent process, a live server process, approval in the portal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pods.agent.home import PodHome
+from pods.models import Pod
+from tests.factories import PASSWORD, UserFactory, breast_category
+from tests.portal_http import PortalSession
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+CODE = re.compile(r"enter the code: (\S+)")
+
+
+def pod_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pods.agent.cli", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ),
+    )
+
+
+def start_pairing(
+    live_service: Any, home: Path, name: str
+) -> tuple[subprocess.Popen[str], str, str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pods.agent.cli",
+            "--home",
+            str(home),
+            "pair",
+            "--server",
+            live_service.url,
+            "--name",
+            name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if (match := CODE.search(line)) is not None:
+            fingerprint = next(
+                ln.split(": ")[-1].strip() for ln in process.stdout if "fingerprint" in ln
+            )
+            return process, match.group(1), fingerprint
+    raise AssertionError(
+        f"no code shown: {lines} {process.stderr.read() if process.stderr else ''}"
+    )
+
+
+def test_pair_approve_import_revoke(live_service: Any, tmp_path: Path) -> None:
+    breast_category()
+    person = UserFactory(username="ada")
+    home = tmp_path / "pod"
+    process, code, fingerprint = start_pairing(live_service, home, "Ada's laptop")
+    assert fingerprint == PodHome(home).fingerprint()
+
+    # The person opens the verification URL, types the code, sees the name and fingerprint.
+    portal = PortalSession(live_service.url)
+    portal.login(person.username, PASSWORD)
+    token, confirm_page = portal.csrf(f"/pods/pair/?code={code}")
+    assert (
+        "Approve “Ada’s laptop”?" in confirm_page or "Approve “Ada&#x27;s laptop”?" in confirm_page
+    )
+    assert fingerprint in confirm_page
+    approved = portal.http.post(
+        "/pods/pair/decide/",
+        data={"csrfmiddlewaretoken": token, "code": code.replace("-", ""), "decision": "approve"},
+    )
+    assert "is paired" in approved.text
+
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    pod = Pod.objects.get(owner=person)
+    assert pod.fingerprint == fingerprint
+    assert pod.name == "Ada's laptop"
+    assert (home / "state.json").stat().st_mode & 0o777 == 0o600
+    assert "refresh_token" not in out and "access_token" not in out
+
+    status = json.loads(pod_cli(home, "--json", "status").stdout)
+    assert status["paired"] is True and status["pod_id"] == str(pod.pk)
+
+    # Import local data; the portal then shows the category with a coarse count.
+    csv = tmp_path / "records.csv"
+    from tests.pods.data import breast_csv
+
+    csv.write_text(breast_csv(rows=23))
+    imported = pod_cli(home, "--json", "import", "--category", "health.breast_screening", str(csv))
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout) == {
+        "imported": 23,
+        "category": "health.breast_screening",
+        "total": 23,
+    }
+    pod.refresh_from_db()
+    assert pod.categories_held == [{"slug": "health.breast_screening", "count": 10}]
+    my_pods = portal.http.get("/pods/").text
+    assert "health.breast_screening (about 10 records)" in my_pods
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(breast_csv(rows=3).replace("\n1", "\nx", 1))
+    refused = pod_cli(home, "import", "--category", "health.breast_screening", str(bad))
+    assert refused.returncode == 1
+    assert "nothing was imported" in refused.stderr
+    assert json.loads(pod_cli(home, "--json", "data").stdout) == {
+        "categories": {"health.breast_screening": 23}
+    }
+
+    # Revoke in the portal: the pod's token stops working at once.
+    state = json.loads((home / "state.json").read_text())
+    revoked = portal.post_form("/pods/", f"/pods/{pod.pk}/revoke/", {})
+    assert "is revoked" in revoked.text
+    me = httpx.get(
+        f"{live_service.url}/api/v1/pod/me/",
+        headers={"Authorization": f"Bearer {state['access_token']}"},
+    )
+    assert me.status_code == 401
+    refresh = httpx.post(
+        f"{live_service.url}/o/token/",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": state["refresh_token"],
+            "client_id": "dataspace-pod",
+        },
+    )
+    assert refresh.status_code == 400
+    assert (
+        pod_cli(home, "import", "--category", "health.breast_screening", str(csv)).returncode == 1
+    )
+    portal.close()
+
+
+def test_denied_pairing_gets_no_token(live_service: Any, tmp_path: Path) -> None:
+    person = UserFactory(username="bea")
+    process, code, _ = start_pairing(live_service, tmp_path / "pod", "Bea's phone")
+    portal = PortalSession(live_service.url)
+    portal.login(person.username, PASSWORD)
+    token, _ = portal.csrf(f"/pods/pair/?code={code}")
+    portal.http.post(
+        "/pods/pair/decide/", data={"csrfmiddlewaretoken": token, "code": code, "decision": "deny"}
+    )
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert err.startswith("dataspace-pod: error: access_denied")
+    assert not Pod.objects.exists()
+    portal.close()

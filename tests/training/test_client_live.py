@@ -1,0 +1,98 @@
+"""`dataspace-provider` as a separate process against a live server process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories import breast_category
+from training.demo import demo_request_spec, demo_weights
+from training.models import ModelRequest
+from training.services import provider_client_issue, provider_create
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def cli(live_service: Any, creds: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATASPACE_URL": live_service.url,
+        "DATASPACE_CLIENT_ID": creds["client_id"],
+        "DATASPACE_CLIENT_SECRET": creds["client_secret"],
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "training.client.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def creds() -> dict[str, str]:
+    breast_category()
+    provider = provider_create(name="CLI Lab", contact_email="cli@lab.example")
+    application, secret = provider_client_issue(provider=provider)
+    return {"client_id": application.client_id, "client_secret": secret}
+
+
+def test_submit_status_download_cancel(
+    live_service: Any, creds: dict[str, str], tmp_path: Path
+) -> None:
+    spec = demo_request_spec()
+    spec_path, weights_path = tmp_path / "spec.json", tmp_path / "w.safetensors"
+    spec_path.write_text(json.dumps(spec))
+    weights_path.write_bytes(demo_weights(spec))
+
+    submitted = cli(live_service, creds, "--json", "submit", str(spec_path), str(weights_path))
+    assert submitted.returncode == 0, submitted.stderr
+    request_id = json.loads(submitted.stdout)["id"]
+    assert ModelRequest.objects.filter(pk=request_id, status="recruiting").exists()
+
+    status = cli(live_service, creds, "status", request_id)
+    assert status.returncode == 0
+    assert "recruiting" in status.stdout
+
+    out = tmp_path / "model.safetensors"
+    downloaded = cli(live_service, creds, "--json", "download", request_id, "-o", str(out))
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert json.loads(downloaded.stdout)["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert out.read_bytes() == weights_path.read_bytes()
+
+    cancelled = cli(live_service, creds, "--json", "cancel", request_id)
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    watched = cli(live_service, creds, "--json", "watch", request_id)
+    assert json.loads(watched.stdout.splitlines()[-1])["status"] == "cancelled"
+    assert watched.returncode == 1  # the request did not complete
+
+
+def test_errors_are_one_line_with_the_code(
+    live_service: Any, creds: dict[str, str], tmp_path: Path
+) -> None:
+    spec = demo_request_spec()
+    spec["training"]["loss"] = "hinge"
+    spec_path, weights_path = tmp_path / "spec.json", tmp_path / "w.safetensors"
+    spec_path.write_text(json.dumps(spec))
+    weights_path.write_bytes(demo_weights(demo_request_spec()))
+
+    refused = cli(live_service, creds, "submit", str(spec_path), str(weights_path))
+    bad_creds = cli(live_service, {**creds, "client_secret": "wrong"}, "list")
+    missing = cli(live_service, creds, "status", "00000000-0000-0000-0000-000000000000")
+
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("dataspace-provider: error: unknown_loss:")
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert bad_creds.returncode == 1
+    assert "invalid_client" in bad_creds.stderr
+    assert "wrong" not in bad_creds.stderr
+    assert missing.stderr.startswith("dataspace-provider: error: not_found:")
+    assert ModelRequest.objects.count() == 0

@@ -1,0 +1,138 @@
+"""``dataspace-provider``: submit model requests, follow them, and download trained models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+
+from . import ApiError, DataspaceClient
+
+ENV_HELP = (
+    "Credentials come from --url/--client-id/--client-secret or the environment variables "
+    "DATASPACE_URL, DATASPACE_CLIENT_ID and DATASPACE_CLIENT_SECRET "
+    "(create them with `manage.py create_provider`)."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dataspace-provider",
+        description="Submit model requests to Dataspace and download the trained models.",
+        epilog=ENV_HELP,
+    )
+    parser.add_argument("--url", default=os.environ.get("DATASPACE_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--client-id", default=os.environ.get("DATASPACE_CLIENT_ID"))
+    parser.add_argument("--client-secret", default=os.environ.get("DATASPACE_CLIENT_SECRET"))
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", help="submit SPEC.json with WEIGHTS.safetensors")
+    submit.add_argument("spec", help="the model spec (JSON)")
+    submit.add_argument("weights", help="the initial weights (safetensors)")
+    commands.add_parser("list", help="your model requests")
+    commands.add_parser("categories", help="the data catalog")
+    for name, text in (
+        ("status", "a request's status"),
+        ("rounds", "a request's rounds"),
+        ("card", "a request's model card"),
+        ("cancel", "cancel a request"),
+    ):
+        commands.add_parser(name, help=text).add_argument("id")
+    watch = commands.add_parser("watch", help="live progress over rounds until the request ends")
+    watch.add_argument("id")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    download = commands.add_parser("download", help="download the latest model")
+    download.add_argument("id")
+    download.add_argument("-o", "--output", default="model.safetensors")
+    return parser
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=None if isinstance(data, list) else 2))
+        return
+    if isinstance(data, dict):
+        width = max((len(k) for k in data), default=0)
+        for key, value in data.items():
+            print(
+                f"{key.ljust(width)}  "
+                f"{json.dumps(value) if isinstance(value, dict | list) else value}"
+            )
+    else:
+        for item in data:
+            print(json.dumps(item))
+
+
+def _watch(
+    client: DataspaceClient, request_id: str, interval: float, as_json: bool
+) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    if as_json:
+        for status in client.watch(request_id, interval=interval):
+            print(json.dumps(status), flush=True)
+            last = status
+        return last
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+    ) as progress:
+        task = None
+        for status in client.watch(request_id, interval=interval):
+            detail = f"{status['status']}  ε={status['epsilon_spent']:.2f}"
+            if task is None:
+                task = progress.add_task(
+                    status["title"][:40], total=status["rounds"], detail=detail
+                )
+            progress.update(task, completed=status["current_round"], detail=detail)
+            last = status
+    return last
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.client_id or not args.client_secret:
+        parser.error("missing credentials. " + ENV_HELP)
+    try:
+        with DataspaceClient(args.url, args.client_id, args.client_secret) as client:
+            if args.command == "submit":
+                result: Any = client.submit(args.spec, args.weights)
+            elif args.command == "list":
+                result = client.requests()
+            elif args.command == "categories":
+                result = client.categories()
+            elif args.command == "status":
+                result = client.status(args.id)
+            elif args.command == "rounds":
+                result = client.rounds(args.id)
+            elif args.command == "card":
+                result = client.model_card(args.id)
+            elif args.command == "cancel":
+                result = client.cancel(args.id)
+            elif args.command == "watch":
+                result = _watch(client, args.id, args.interval, args.json)
+                if args.json:
+                    return 0 if result.get("status") == "completed" else 1
+            else:
+                result = client.download(args.id, args.output)
+    except ApiError as exc:
+        print(f"dataspace-provider: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, httpx.HTTPError) as exc:
+        print(f"dataspace-provider: error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+    _print(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
