@@ -10,9 +10,9 @@ import hashlib
 from typing import Any
 
 from django.conf import settings
-from training.modelspec.plan import canonical_json
 
 from training.models import ModelRequest
+from training.modelspec.plan import canonical_json
 
 Section = dict[str, Any]
 
@@ -80,7 +80,7 @@ def notice_sections(model_request: ModelRequest) -> list[Section]:
                 f"Only these fields of your “{category.title}” data, and nothing else:",
                 *special,
             ],
-            "items": fields,
+            "bullets": fields,
         },
         {
             "heading": "What happens on your device",
@@ -138,7 +138,7 @@ def notice_text(sections: list[Section]) -> str:
     for section in sections:
         lines.append(f"## {section['heading']}")
         lines.extend(section.get("paragraphs", []))
-        lines.extend(f"- {item}" for item in section.get("items", []))
+        lines.extend(f"- {item}" for item in section.get("bullets", []))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

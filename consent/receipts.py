@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
+
 from training.modelspec.plan import canonical_json
 
 from .models import Consent, ConsentEvent, DataSubject

@@ -6,6 +6,7 @@ from oauth2_provider import urls as oauth2_urls
 
 from consent import views as consent_views
 from dataspace import health
+from pods.oauth_views import PodAwareTokenView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -16,6 +17,7 @@ urlpatterns = [
         name="receipt-keys",
     ),
     path("admin/", admin.site.urls),
+    path("o/token/", PodAwareTokenView.as_view(), name="token"),
     path("o/", include(oauth2_urls)),
     path("api/v1/", include("training.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

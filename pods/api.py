@@ -11,9 +11,12 @@ import binascii
 import uuid
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.http import FileResponse, HttpResponseBase
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from oauth2_provider.models import AccessToken
 from rest_framework import serializers, status
+from rest_framework.parsers import BaseParser, DataAndFiles
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,7 +26,9 @@ from consent import receipts
 from consent.models import Consent
 from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
+from training.models import RoundParticipant
 from training.serializers import CategoryOutput, ErrorOutput
+from training.uploads import masked_input_store
 
 from . import services
 from .models import Pod
@@ -53,6 +58,13 @@ class PodApi(APIView):
     def pod_of(request: Request) -> Pod:
         pod: Pod = request.pod  # type: ignore[attr-defined]
         return pod
+
+
+def _body(request: Request) -> dict[str, Any]:
+    data = request.data
+    if not isinstance(data, dict):
+        raise DomainError("The body must be a JSON object.", code="malformed_request")
+    return data
 
 
 def _b64(value: Any, field: str) -> bytes:
@@ -96,7 +108,7 @@ class PairingApi(APIView):
         summary="Bind a pod's name and identity key to its pending device grant",
     )
     def post(self, request: Request) -> Response:
-        data = request.data
+        data = _body(request)
         device_code = data.get("device_code")
         if not isinstance(device_code, str) or not device_code:
             raise DomainError("device_code is required.", code="invalid_device_code")
@@ -158,10 +170,11 @@ class ReportApi(PodApi):
         summary="Report the categories this pod holds (names and coarse counts)",
     )
     def post(self, request: Request) -> Response:
+        data = _body(request)
         pod = services.pod_report(
             pod=self.pod_of(request),
-            categories=request.data.get("categories"),
-            agent_version=str(request.data.get("agent_version", "")),
+            categories=data.get("categories"),
+            agent_version=str(data.get("agent_version", "")),
         )
         return Response({"categories": pod.categories_held})
 
@@ -193,3 +206,64 @@ class ReceiptApi(PodApi):
         if consent is None:
             raise NotFound("Your owner has not decided on this request.", code="no_consent")
         return Response(receipts.receipt_signed(consent))
+
+
+class RoundWeightsApi(PodApi):
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            **ERRORS,
+        },
+        summary="The global weights a round trains from (safetensors, ETag = SHA-256)",
+    )
+    def get(self, request: Request, round_id: int) -> HttpResponseBase:
+        participant = (
+            RoundParticipant.objects.select_related("round__base_version")
+            .filter(round_id=round_id, pod=self.pod_of(request))
+            .first()
+        )
+        if participant is None or participant.round.base_version is None:
+            raise NotFound("This pod is not in that round.", code="not_in_round")
+        version = participant.round.base_version
+        etag = f'"{version.sha256}"'
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        response = FileResponse(version.weights.open("rb"), content_type="application/octet-stream")
+        response["ETag"] = etag
+        return response
+
+
+class UnreadStreamParser(BaseParser):
+    """Accepts octet-stream bodies without reading them: the view streams them to storage."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        return DataAndFiles({}, {})
+
+
+class MaskedInputApi(PodApi):
+    parser_classes = (UnreadStreamParser,)
+
+    @extend_schema(
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={
+            201: inline_serializer("MaskedInputOut", {"sha256": serializers.CharField()}),
+            **ERRORS,
+        },
+        summary="Upload this pod's masked input (uint32 little-endian, exact length)",
+    )
+    def put(self, request: Request, round_id: int) -> Response:
+        raw = request._request
+        try:
+            length = int(raw.META.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        participant = masked_input_store(
+            pod=self.pod_of(request),
+            round_id=round_id,
+            stream=raw,  # type: ignore[arg-type]
+            length=length,
+            sha256=request.headers.get("X-Content-SHA256", ""),
+        )
+        return Response({"sha256": participant.masked_sha256}, status=status.HTTP_201_CREATED)

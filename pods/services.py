@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-from oauth2_provider.models import AccessToken, DeviceGrant, RefreshToken
+from oauth2_provider.models import AccessToken, Application, DeviceGrant, RefreshToken
 
 from dataspace.errors import Conflict, DomainError, NotFound
 from pods.agent.protocol import pairing_message
@@ -22,6 +22,20 @@ from pods.agent.protocol import pairing_message
 from .models import PairingIntent, Pod, PodToken, key_fingerprint
 
 logger = logging.getLogger(__name__)
+
+
+def pod_application() -> Application:
+    """The public OAuth2 client pods pair with (created by a migration; recreated if flushed)."""
+    application, _ = Application.objects.get_or_create(
+        client_id=settings.POD_CLIENT_ID,
+        defaults={
+            "name": "Dataspace pod",
+            "client_type": Application.CLIENT_PUBLIC,
+            "authorization_grant_type": Application.GRANT_DEVICE_CODE,
+            "client_secret": "",
+        },
+    )
+    return application
 
 
 def pod_group(pod_id: uuid.UUID | str) -> str:
@@ -141,7 +155,6 @@ def pod_token_link(*, token: AccessToken, device_code: str | None) -> PodToken |
         previous = PodToken.objects.filter(refresh_token_id=token.source_refresh_token_id).first()
         pod = previous.pod if previous else None
     if pod is None or not pod.is_active:
-        token.revoke()
         return None
     refresh = RefreshToken.objects.filter(access_token=token).first()
     return PodToken.objects.create(pod=pod, access_token=token, refresh_token=refresh)

@@ -224,6 +224,14 @@ class TrainingRound(models.Model):
     epsilon = models.FloatField(
         null=True, blank=True, help_text="Cumulative epsilon after this round."
     )
+    # Secure aggregation: the masked vector's length (model coordinates + metadata coordinates),
+    # the protocol's persisted server state, and the current stage's deadline.
+    vector_length = models.PositiveBigIntegerField(default=0)
+    base_version = models.ForeignKey(
+        "ModelVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    secagg_state = models.JSONField(default=dict, blank=True)
+    stage_deadline = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -270,3 +278,50 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"model v{self.round_number} of {self.model_request_id}"
+
+
+class ParticipantStage(models.TextChoices):
+    SELECTED = "selected", "Selected"
+    ADVERTISED = "advertise_keys", "Advertised keys"
+    SHARED = "share_keys", "Shared keys"
+    MASKED = "masked_input", "Sent masked input"
+    UNMASKED = "unmask", "Helped unmask"
+
+
+class RoundParticipant(models.Model):
+    """A pod in a round's cohort: how far it got. This is the person's participation history."""
+
+    Stage = ParticipantStage
+
+    round = models.ForeignKey(TrainingRound, on_delete=models.CASCADE, related_name="participants")
+    pod = models.ForeignKey("pods.Pod", on_delete=models.PROTECT, related_name="participations")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="participations"
+    )
+    index = models.PositiveIntegerField(help_text="1-based index in the round (Shamir x).")
+    stage_reached = models.CharField(
+        max_length=20, choices=ParticipantStage.choices, default=ParticipantStage.SELECTED
+    )
+    dropped_at_stage = models.CharField(max_length=20, blank=True)
+    drop_reason = models.CharField(max_length=100, blank=True)
+    masked_input = models.FileField(upload_to="masked/", max_length=300, blank=True)
+    masked_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "pod"], name="participant_once_per_round"),
+            models.UniqueConstraint(fields=["round", "index"], name="participant_index_unique"),
+            models.CheckConstraint(
+                condition=Q(stage_reached__in=ParticipantStage.values),
+                name="participant_stage_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"participant {self.index} of {self.round}"
+
+    @property
+    def dropped(self) -> bool:
+        return bool(self.dropped_at_stage)

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from django.conf import settings
 from django.utils import timezone
-from oauth2_provider.models import AccessToken, Application
+from oauth2_provider.models import AccessToken
 
 from pods.models import Pod, PodToken, key_fingerprint
+from pods.services import pod_application
 from tests.factories import UserFactory
 
 
@@ -31,7 +31,7 @@ def make_paired_pod(*, expires_in: int = 3600, scope: str = "pod", owner: Any = 
         public_key=public,
         fingerprint=key_fingerprint(public),
     )
-    application = Application.objects.get(client_id=settings.POD_CLIENT_ID)
+    application = pod_application()
     raw = f"pod-token-{pod.pk}-{expires_in}"
     token = AccessToken.objects.create(
         application=application,

@@ -75,13 +75,13 @@ def test_csv_and_json_lines_are_parsed_and_typed(tmp_path: Path) -> None:
         ),
         (
             "bad.jsonl",
-            '{"age": 1, "weight": 2, "smoker": true, "note": ""}\n{oops\n',
+            '{"age": 1, "weight": 2, "smoker": true, "note": "x"}\n{oops\n',
             "line 2: not valid JSON",
         ),
         ("list.jsonl", "[1, 2]\n", "line 1: expected a JSON object"),
         (
             "str.jsonl",
-            '{"age": "41", "weight": 1, "smoker": true, "note": 5}\n',
+            '{"age": "4x", "weight": 1, "smoker": true, "note": 5}\n',
             "field 'age': expected int",
         ),
     ],

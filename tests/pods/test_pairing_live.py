@@ -15,6 +15,7 @@ import pytest
 
 from pods.agent.home import PodHome
 from pods.models import Pod
+from pods.services import pod_application
 from tests.factories import PASSWORD, UserFactory, breast_category
 from tests.portal_http import PortalSession
 
@@ -70,6 +71,7 @@ def start_pairing(
 
 def test_pair_approve_import_revoke(live_service: Any, tmp_path: Path) -> None:
     breast_category()
+    pod_application()  # transactional tests flush what the migration created
     person = UserFactory(username="ada")
     home = tmp_path / "pod"
     process, code, fingerprint = start_pairing(live_service, home, "Ada's laptop")
@@ -151,6 +153,7 @@ def test_pair_approve_import_revoke(live_service: Any, tmp_path: Path) -> None:
 
 
 def test_denied_pairing_gets_no_token(live_service: Any, tmp_path: Path) -> None:
+    pod_application()
     person = UserFactory(username="bea")
     process, code, _ = start_pairing(live_service, tmp_path / "pod", "Bea's phone")
     portal = PortalSession(live_service.url)

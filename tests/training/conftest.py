@@ -5,11 +5,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.test import Client
 from django.utils import timezone
-from oauth2_provider.models import AccessToken, Application
+from oauth2_provider.models import AccessToken
 
+from pods.services import pod_application
 from tests.factories import ProviderFactory, breast_category
 from training.models import Provider
 from training.services import provider_client_issue
@@ -35,14 +35,7 @@ def make_token(db: Any) -> TokenMaker:
         if provider is not None:
             application, _ = provider_client_issue(provider=provider)
         else:
-            application, _ = Application.objects.get_or_create(
-                client_id=settings.POD_CLIENT_ID,
-                defaults={
-                    "name": "Dataspace pod",
-                    "client_type": Application.CLIENT_PUBLIC,
-                    "authorization_grant_type": Application.GRANT_DEVICE_CODE,
-                },
-            )
+            application = pod_application()
         token = AccessToken.objects.create(
             application=application,
             token=f"tok-{AccessToken.objects.count()}-{application.pk}",

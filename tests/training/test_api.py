@@ -15,7 +15,6 @@ import torch
 from django.core.files.storage import default_storage
 from django.test import Client
 from safetensors.torch import save as save_safetensors
-from training.modelspec.plan import plan_hash
 
 from consent.models import PrivacyNotice
 from consent.services import consent_grant, consent_refuse
@@ -23,6 +22,7 @@ from tests.factories import ProviderFactory, UserFactory, open_request
 from tests.training.conftest import TokenMaker
 from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest, ModelVersion, Provider
+from training.modelspec.plan import plan_hash
 
 pytestmark = pytest.mark.django_db
 

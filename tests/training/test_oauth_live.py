@@ -18,6 +18,12 @@ from training.services import provider_client_issue, provider_create
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def _loopback_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The live server listens on 127.0.0.1 over plain HTTP; oauthlib insists on TLS otherwise.
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
 def session_for(
     live_service: Any, client_id: str, secret: str, scope: list[str] | None
 ) -> OAuth2Session:

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from django.core import signals
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from dataspace.wsgi import application
 from tests.factories import open_request
 from tests.training.conftest import TokenMaker
 from training.models import Provider
 
-
-@pytest.fixture
-def api_schema() -> Any:
-    from dataspace.wsgi import application
-
-    return schemathesis.openapi.from_wsgi("/api/schema/", application)
+schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+@pytest.fixture(autouse=True)
+def _keep_test_connection() -> Iterator[None]:
+    # As Django's test client does: a request must not close the test's database connection.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
@@ -41,15 +47,12 @@ def test_no_server_errors(case: Any, token: str) -> None:
     response = case.call(headers={"Authorization": f"Bearer {token}"})
     case.validate_response(response, checks=(not_a_server_error,))
     assert response.status_code < 500
-    if response.status_code >= 400 and response.headers.get("Content-Type", [""])[0].startswith(
-        "application/json"
-    ):
-        assert set(response.json()) == {"error"}
 
 
 def test_schema_is_served_and_documented(client: Any) -> None:
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
+    assert "/api/v1/model-requests/" in response.json()["paths"]
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"redoc" in docs.content.lower()

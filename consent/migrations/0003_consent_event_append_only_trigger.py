@@ -35,5 +35,5 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("consent", "0001_initial")]
+    dependencies = [("consent", "0002_initial")]
     operations = [migrations.RunPython(forwards, backwards)]

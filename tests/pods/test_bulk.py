@@ -1,0 +1,132 @@
+"""Bulk HTTP for pods: round weights (ETag) and masked-input uploads (exact, checked, once)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pytest
+from django.test import Client
+
+from tests.factories import open_request
+from tests.pods.conftest import PairedPod, make_paired_pod
+from training.models import ModelVersion, RoundParticipant, TrainingRound
+
+pytestmark = pytest.mark.django_db
+
+VECTOR = 40
+
+
+@pytest.fixture
+def collecting() -> tuple[TrainingRound, PairedPod]:
+    model_request = open_request()
+    training_round = TrainingRound.objects.create(
+        model_request=model_request,
+        number=1,
+        status=TrainingRound.Status.COLLECTING,
+        vector_length=VECTOR,
+        base_version=ModelVersion.objects.get(model_request=model_request, round_number=0),
+    )
+    paired = make_paired_pod()
+    RoundParticipant.objects.create(
+        round=training_round,
+        pod=paired.pod,
+        user=paired.pod.owner,
+        index=1,
+        stage_reached=RoundParticipant.Stage.SHARED,
+    )
+    return training_round, paired
+
+
+def put(client: Client, round_id: int, token: str, body: bytes, sha: str | None = None) -> Any:
+    return client.generic(
+        "PUT",
+        f"/api/v1/pod/rounds/{round_id}/masked-input",
+        body,
+        content_type="application/octet-stream",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_X_CONTENT_SHA256=sha if sha is not None else hashlib.sha256(body).hexdigest(),
+    )
+
+
+def vector() -> bytes:
+    return np.arange(VECTOR, dtype="<u4").tobytes()
+
+
+def test_upload_once_then_refused(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    training_round, paired = collecting
+    body = vector()
+    first = put(client, training_round.pk, paired.token, body)
+    second = put(client, training_round.pk, paired.token, body)
+    assert first.status_code == 201, first.content
+    assert first.json() == {"sha256": hashlib.sha256(body).hexdigest()}
+    participant = RoundParticipant.objects.get()
+    assert participant.stage_reached == "masked_input"
+    assert participant.masked_input.read() == body
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "already_uploaded"
+
+
+@pytest.mark.parametrize(
+    ("body", "sha", "code"),
+    [
+        (vector()[:-4], None, "wrong_length"),
+        (vector() + b"\0\0\0\0", None, "wrong_length"),
+        (vector(), "0" * 64, "checksum_mismatch"),
+        (vector(), "", "missing_checksum"),
+    ],
+)
+def test_bad_uploads_store_nothing(
+    client: Client,
+    collecting: tuple[TrainingRound, PairedPod],
+    body: bytes,
+    sha: str | None,
+    code: str,
+) -> None:
+    training_round, paired = collecting
+    response = put(client, training_round.pk, paired.token, body, sha)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    participant = RoundParticipant.objects.get()
+    assert not participant.masked_input
+    assert participant.stage_reached == "share_keys"
+
+
+def test_outsider_and_wrong_stage_are_refused(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    training_round, _ = collecting
+    outsider = make_paired_pod()
+    assert put(client, training_round.pk, outsider.token, vector()).status_code == 404
+    TrainingRound.objects.filter(pk=training_round.pk).update(status=TrainingRound.Status.UNMASKING)
+    _, paired = collecting
+    late = put(client, training_round.pk, paired.token, vector())
+    assert late.status_code == 409 and late.json()["error"]["code"] == "wrong_stage"
+
+
+def test_provider_token_cannot_upload(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    training_round, _ = collecting
+    provider_like = make_paired_pod(scope="requests:read")
+    response = put(client, training_round.pk, provider_like.token, vector())
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_round_weights_with_etag(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    training_round, paired = collecting
+    url = f"/api/v1/pod/rounds/{training_round.pk}/weights"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {paired.token}"}
+    response = client.get(url, **auth)
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    assert response.status_code == 200
+    assert response["ETag"] == f'"{hashlib.sha256(body).hexdigest()}"'
+    assert client.get(url, HTTP_IF_NONE_MATCH=response["ETag"], **auth).status_code == 304
+    outsider = make_paired_pod()
+    assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {outsider.token}").status_code == 404

@@ -1,0 +1,54 @@
+"""Flat float32 vectors of a model's state, the unit secure aggregation adds up.
+
+Convention: the floating-point tensors of ``state_dict()`` in its order, each flattened. Integer
+buffers (BatchNorm's ``num_batches_tracked``) are not part of the vector: they are counters,
+kept from the global model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from .build import expected_tensors
+from .spec import ModelSpec
+
+
+def _float_names(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
+    return [
+        (n, shape)
+        for n, (shape, dtype) in expected_tensors(spec).items()
+        if dtype.is_floating_point
+    ]
+
+
+def vector_size(spec: ModelSpec) -> int:
+    return sum(int(np.prod(shape)) for _, shape in _float_names(spec))
+
+
+def flatten_state(state: Mapping[str, torch.Tensor], spec: ModelSpec) -> npt.NDArray[np.float32]:
+    parts = [
+        state[n].detach().cpu().reshape(-1).to(torch.float32).numpy() for n, _ in _float_names(spec)
+    ]
+    return (
+        np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+    )
+
+
+def unflatten_state(
+    vector: npt.NDArray[np.float32], spec: ModelSpec, like: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`flatten_state`; integer buffers are copied from ``like``."""
+    if vector.shape != (vector_size(spec),):
+        raise ValueError(f"expected a vector of {vector_size(spec)} values, got {vector.shape}")
+    out = {name: tensor.detach().clone() for name, tensor in like.items()}
+    offset = 0
+    for name, shape in _float_names(spec):
+        size = int(np.prod(shape))
+        chunk = torch.from_numpy(np.array(vector[offset : offset + size], dtype=np.float32))
+        out[name] = chunk.reshape(shape).to(like[name].dtype)
+        offset += size
+    return out
