@@ -1,0 +1,204 @@
+"""The pod's side of a round, as a state machine: each stage method takes the server's message,
+checks it completely, and returns the reply. Out-of-order calls are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from . import crypto, shamir
+from .encoding import Layout, encode_vector
+from .errors import AbortError, CryptoError, ProtocolError
+from .prg import MaskStreams
+from .wire import Stage, b64, expect_stage, index, index_list, index_map, unb64
+
+ENVELOPE = struct.Struct(">II66s66s")
+
+
+@dataclass
+class _Secrets:
+    c_sk: X25519PrivateKey = field(repr=False)
+    s_sk: X25519PrivateKey = field(repr=False)
+    b_seed: bytes = field(repr=False, default=b"")
+
+
+class ClientRound:
+    """One pod in one round. Holds secrets in memory only; its repr shows none of them."""
+
+    def __init__(
+        self, identity: Ed25519PrivateKey, *, rng: np.random.Generator | None = None
+    ) -> None:
+        self._identity = identity
+        self._rng = rng or np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
+        self.stage = Stage.ADVERTISE_KEYS
+        self.round_id = b""
+        self.index = 0
+        self.neighbours: list[int] = []
+        self.threshold = 0
+        self.layout: Layout | None = None
+        self._secrets: _Secrets | None = None
+        self._adverts: dict[int, tuple[bytes, bytes]] = {}  # v -> (c_pk, s_pk)
+        self._held: dict[int, tuple[int, int]] = {}  # v -> (b share, s share) that v gave us
+        self._maskers: list[int] = []  # neighbours we masked with (finished ShareKeys)
+
+    def __repr__(self) -> str:
+        return f"ClientRound(index={self.index}, stage={self.stage.value})"
+
+    def _require(self, stage: Stage) -> None:
+        if self.stage is not stage:
+            raise ProtocolError(
+                f"Not expecting {stage.value} now ({self.stage.value}).", code="out_of_order"
+            )
+
+    def _abort(self, message: str) -> AbortError:
+        self.stage = Stage.ABORTED
+        return AbortError(message)
+
+    # Stage 1 -------------------------------------------------------------------------------------
+
+    def advertise_keys(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        self._require(Stage.ADVERTISE_KEYS)
+        m = expect_stage(message, Stage.ADVERTISE_KEYS)
+        round_id = m.get("round_id")
+        if not isinstance(round_id, str) or not 1 <= len(round_id) <= 128:
+            raise ProtocolError("round_id must be a short text.", code="malformed_message")
+        me = index(m.get("index"), "index")
+        neighbours = index_list(m.get("neighbours"), "neighbours")
+        if me in neighbours or not neighbours:
+            raise ProtocolError("Invalid neighbourhood.", code="malformed_message")
+        threshold = index(m.get("threshold"), "threshold")
+        if not len(neighbours) // 2 + 1 <= threshold <= len(neighbours):
+            raise ProtocolError(
+                "The threshold must be a majority of the neighbourhood.", code="malformed_message"
+            )
+        layout = m.get("layout")
+        if not isinstance(layout, dict):
+            raise ProtocolError("layout is required.", code="malformed_message")
+        try:
+            self.layout = Layout.from_dict(layout)
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError("layout is malformed.", code="malformed_message") from None
+        self.round_id, self.index = round_id.encode("utf-8"), me
+        self.neighbours, self.threshold = sorted(neighbours), threshold
+        self._secrets = _Secrets(c_sk=X25519PrivateKey.generate(), s_sk=X25519PrivateKey.generate())
+        c_pk = crypto.x25519_public(self._secrets.c_sk)
+        s_pk = crypto.x25519_public(self._secrets.s_sk)
+        signature = crypto.sign_advert(self._identity, self.round_id, me, c_pk, s_pk)
+        self.stage = Stage.SHARE_KEYS
+        return {"c_pk": b64(c_pk), "s_pk": b64(s_pk), "signature": b64(signature)}
+
+    # Stage 2 -------------------------------------------------------------------------------------
+
+    def share_keys(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        self._require(Stage.SHARE_KEYS)
+        assert self._secrets is not None
+        adverts = index_map(expect_stage(message, Stage.SHARE_KEYS).get("adverts"), "adverts")
+        if not set(adverts) <= set(self.neighbours):
+            raise ProtocolError(
+                "Adverts from pods outside my neighbourhood.", code="not_a_neighbour"
+            )
+        for v, advert in adverts.items():
+            if not isinstance(advert, Mapping):
+                raise ProtocolError("An advert must be an object.", code="malformed_message")
+            c_pk = unb64(advert.get("c_pk"), "c_pk", size=32)
+            s_pk = unb64(advert.get("s_pk"), "s_pk", size=32)
+            signature = unb64(advert.get("signature"), "signature", size=64)
+            identity_key = unb64(advert.get("identity_key"), "identity_key", size=32)
+            crypto.verify_advert(identity_key, signature, self.round_id, v, c_pk, s_pk)
+            self._adverts[v] = (c_pk, s_pk)
+        if len(self._adverts) < self.threshold:
+            raise self._abort("Too few neighbours advertised keys.")
+        self._secrets.b_seed = os.urandom(32)
+        holders = sorted(self._adverts)
+        b_shares = shamir.split(self._secrets.b_seed, self.threshold, holders)
+        s_shares = shamir.split(self._secrets.s_sk.private_bytes_raw(), self.threshold, holders)
+        out: dict[str, str] = {}
+        for v in holders:
+            plaintext = ENVELOPE.pack(
+                self.index, v, shamir.share_bytes(b_shares[v]), shamir.share_bytes(s_shares[v])
+            )
+            out[str(v)] = b64(
+                crypto.seal(
+                    self._secrets.c_sk, self._adverts[v][0], self.round_id, self.index, v, plaintext
+                )
+            )
+        self.stage = Stage.MASKED_INPUT
+        return {"shares": out}
+
+    # Stage 3 -------------------------------------------------------------------------------------
+
+    def masked_input(
+        self, message: Mapping[str, Any], parts: Mapping[str, npt.NDArray[np.floating]]
+    ) -> npt.NDArray[np.uint32]:
+        """Decrypt the shares neighbours sent us, then encode and mask our input."""
+        self._require(Stage.MASKED_INPUT)
+        assert self._secrets is not None and self.layout is not None
+        envelopes = index_map(expect_stage(message, Stage.MASKED_INPUT).get("shares"), "shares")
+        if not set(envelopes) <= set(self._adverts):
+            raise ProtocolError(
+                "Shares from pods that did not advertise to me.", code="not_a_neighbour"
+            )
+        for v, value in envelopes.items():
+            plaintext = crypto.open_sealed(
+                self._secrets.c_sk,
+                self._adverts[v][0],
+                self.round_id,
+                v,
+                self.index,
+                unb64(value, "share", max_size=512),
+            )
+            if len(plaintext) != ENVELOPE.size:
+                raise CryptoError()
+            sender, receiver, b_share, s_share = ENVELOPE.unpack(plaintext)
+            if sender != v or receiver != self.index:
+                raise CryptoError()
+            self._held[v] = (shamir.share_from_bytes(b_share), shamir.share_from_bytes(s_share))
+        if len(self._held) < self.threshold:
+            raise self._abort("Too few neighbours finished sharing keys.")
+        self._maskers = sorted(self._held)
+        vector = encode_vector(dict(parts), self.layout, self._rng)
+        streams = MaskStreams(len(vector))
+        streams.add(vector, crypto.self_mask_key(self._secrets.b_seed, self.round_id, self.index))
+        for v in self._maskers:
+            shared = crypto.agree(self._secrets.s_sk, self._adverts[v][1])
+            key = crypto.mask_key(shared, self.round_id, self.index, v)
+            if self.index < v:
+                streams.add(vector, key)
+            else:
+                streams.subtract(vector, key)
+        self.stage = Stage.UNMASK
+        return vector
+
+    # Stage 4 -------------------------------------------------------------------------------------
+
+    def unmask(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Reveal b-shares of surviving neighbours and s-shares of dropped ones — never both."""
+        self._require(Stage.UNMASK)
+        m = expect_stage(message, Stage.UNMASK)
+        alive = set(index_list(m.get("alive"), "alive"))
+        dropped = set(index_list(m.get("dropped"), "dropped"))
+        maskers = set(self._maskers)
+        if alive & dropped:
+            raise ProtocolError("A pod cannot be both alive and dropped.", code="alive_and_dropped")
+        if not (alive | dropped) <= maskers:
+            raise ProtocolError(
+                "Unmask names pods outside my neighbourhood.", code="not_a_neighbour"
+            )
+        if len(alive) < self.threshold:
+            raise self._abort("Too few neighbours survived to unmask safely.")
+        self.stage = Stage.DONE  # at most one answer per round, whatever follows
+        return {
+            "b_shares": {str(v): b64(shamir.share_bytes(self._held[v][0])) for v in sorted(alive)},
+            "s_shares": {
+                str(v): b64(shamir.share_bytes(self._held[v][1])) for v in sorted(dropped)
+            },
+        }

@@ -1,0 +1,138 @@
+"""Fixed-point encoding into Z_2^32 (two's complement), with clipping and stochastic rounding.
+
+Each segment of the vector (the model update, the example count, the evaluation sums) has a
+bound on one pod's value; its scale 2^f is the largest for which the sum over ``max_clients``
+pods cannot leave the int32 range, so the aggregate never wraps (DESIGN.md section 5a). No
+offset encoding: a zero update encodes to zero whatever the cohort size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import SecAggError
+
+INT32_MAX = 2**31 - 1
+MAX_SCALE_BITS = 24
+
+
+def scale_bits(max_clients: int, bound: float) -> int:
+    """Largest f ≤ 24 with max_clients · bound · 2^f < 2^31."""
+    if max_clients < 1 or bound <= 0 or not math.isfinite(bound):
+        raise SecAggError("Scale needs a positive client count and bound.", code="invalid_layout")
+    f = math.floor(math.log2(INT32_MAX / (max_clients * bound)))
+    if f < 0:
+        raise SecAggError("The cohort is too large for this value bound.", code="invalid_layout")
+    f = min(f, MAX_SCALE_BITS)
+    while max_clients * (bound * 2**f + 1) >= 2**31:  # rounding up adds at most 1 per pod
+        f -= 1
+    return f
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    size: int
+    bound: float  # the largest absolute value one pod may contribute per coordinate
+    bits: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part lives in the masked vector and at which scale."""
+
+    segments: tuple[Segment, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def slices(self) -> dict[str, slice]:
+        out: dict[str, slice] = {}
+        start = 0
+        for s in self.segments:
+            out[s.name] = slice(start, start + s.size)
+            start += s.size
+        return out
+
+    def to_dict(self) -> dict[str, list[list[object]]]:
+        return {"segments": [[s.name, s.size, s.bound, s.bits] for s in self.segments]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Layout:
+        return cls(
+            tuple(Segment(str(n), int(z), float(b), int(f)) for n, z, b, f in data["segments"])
+        )
+
+    @classmethod
+    def for_training(
+        cls,
+        *,
+        model_dim: int,
+        max_clients: int,
+        clip_norm: float,
+        max_weight: int = 1,
+        max_eval_examples: int = 10_000,
+        max_loss_per_example: float = 100.0,
+    ) -> Layout:
+        """Model update (each pod sends weight · update, weight ≤ max_weight, |coord| ≤ C),
+        then the example weight, eval loss sum, correct count and eval example count."""
+
+        def seg(name: str, size: int, bound: float) -> Segment:
+            return Segment(name, size, bound, scale_bits(max_clients, bound))
+
+        return cls(
+            (
+                seg("update", model_dim, clip_norm * max_weight),
+                seg("weight", 1, float(max_weight)),
+                seg("eval_loss", 1, max_loss_per_example * max_eval_examples),
+                seg("eval_correct", 1, float(max_eval_examples)),
+                seg("eval_examples", 1, float(max_eval_examples)),
+            )
+        )
+
+
+def clip_l2(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.float32]:
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    if norm <= max_norm or norm == 0.0:
+        return vector.astype(np.float32, copy=True)
+    return (vector * np.float32(max_norm / norm)).astype(np.float32)
+
+
+def encode(
+    values: npt.NDArray[np.floating], segment: Segment, rng: np.random.Generator
+) -> npt.NDArray[np.uint32]:
+    """Clamp to the segment bound, scale by 2^f, round stochastically (unbiased), wrap to uint32."""
+    scaled = np.clip(np.asarray(values, dtype=np.float64), -segment.bound, segment.bound)
+    scaled *= float(2**segment.bits)
+    # floor(x + u), u ~ U[0, 1): rounds up with probability frac(x), so E[q] = x.
+    scaled += rng.random(scaled.shape, dtype=np.float32)
+    np.floor(scaled, out=scaled)
+    # |q| < 2^31 by the choice of scale, so int32 holds it; its bits are the uint32 encoding.
+    return scaled.astype(np.int32).view(np.uint32)
+
+
+def encode_vector(
+    parts: dict[str, npt.NDArray[np.floating]], layout: Layout, rng: np.random.Generator
+) -> npt.NDArray[np.uint32]:
+    out = np.empty(layout.length, dtype=np.uint32)
+    for segment, (name, where) in zip(layout.segments, layout.slices().items(), strict=True):
+        value = np.asarray(parts[name], dtype=np.float64).reshape(-1)
+        if value.shape[0] != segment.size:
+            raise SecAggError(f"Segment {name} has the wrong size.", code="invalid_input")
+        out[where] = encode(value, segment, rng)
+    return out
+
+
+def decode(total: npt.NDArray[np.uint32], layout: Layout) -> dict[str, npt.NDArray[np.float64]]:
+    """Decode an aggregate: reinterpret as int32 and divide by each segment's scale."""
+    signed = total.view(np.int32).astype(np.float64)
+    return {
+        s.name: signed[where] / float(2**s.bits)
+        for s, where in zip(layout.segments, layout.slices().values(), strict=True)
+    }

@@ -1,0 +1,296 @@
+"""The server's side of a round: route keys and shares, track survivors, plan the unmasking.
+
+The state is plain JSON (``to_dict``/``from_dict``) so the orchestrator can persist it between
+stages and any worker can continue it. The server never needs an individual masked vector:
+mask removal works on the (sharded) sum.
+
+Rule enforced here and by every pod: for each pod the server asks either for shares of its self
+mask seed b (it survived) or of its masking key s_sk (it dropped) — never both, so it can never
+unmask an individual input (Bonawitz et al. 2017, section 4).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import crypto, graph, shamir
+from .encoding import Layout
+from .errors import AbortError, ProtocolError
+from .wire import Stage, b64, index_map, unb64
+
+
+@dataclass
+class UnmaskPlan:
+    """What mask removal needs: survivors' self-mask seeds and dropped pods' masking keys."""
+
+    round_id: bytes
+    survivors: list[int]
+    b_seeds: dict[int, bytes] = field(repr=False)
+    dropped_keys: dict[int, bytes] = field(repr=False)
+    # (alive u, dropped v, u's masking public key): pairwise masks u applied and v never will
+    pairs: list[tuple[int, int, bytes]] = field(repr=False)
+
+
+class ServerRound:
+    def __init__(
+        self,
+        *,
+        round_id: str,
+        identity_keys: Mapping[int, bytes],
+        threshold_fraction: float,
+        min_survivors: int,
+        layout: Layout,
+        seed: bytes | None = None,
+        k: int | None = None,
+    ) -> None:
+        indices = sorted(identity_keys)
+        if len(indices) < 2:
+            raise AbortError("A round needs at least two pods.")
+        self.round_id = round_id
+        self.identity_keys = dict(identity_keys)
+        self.min_survivors = max(2, min_survivors)
+        self.layout = layout
+        self.k = min(k, len(indices) - 1) if k is not None else graph.choose_k(len(indices))
+        self.t = graph.choose_t(self.k, threshold_fraction)
+        self.graph_seed = seed if seed is not None else os.urandom(16)
+        self.neighbours = graph.neighbours(indices, self.k, self.graph_seed)
+        self.stage = Stage.ADVERTISE_KEYS
+        self.adverts: dict[int, dict[str, str]] = {}
+        self.routed: dict[int, dict[int, str]] = {}  # receiver -> sender -> envelope (base64)
+        self.shared: list[int] = []
+        self.masked: list[int] = []
+        self.requested: dict[int, str] = {}  # pod -> "b" or "s": fixed once, never both
+        self.responses: dict[int, dict[str, dict[int, str]]] = {}
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round_id": self.round_id,
+            "identity_keys": {str(k): b64(v) for k, v in self.identity_keys.items()},
+            "min_survivors": self.min_survivors,
+            "layout": self.layout.to_dict(),
+            "k": self.k,
+            "t": self.t,
+            "graph_seed": b64(self.graph_seed),
+            "neighbours": {str(k): v for k, v in self.neighbours.items()},
+            "stage": self.stage.value,
+            "adverts": {str(k): v for k, v in self.adverts.items()},
+            "routed": {str(r): {str(s): e for s, e in m.items()} for r, m in self.routed.items()},
+            "shared": self.shared,
+            "masked": self.masked,
+            "requested": {str(k): v for k, v in self.requested.items()},
+            "responses": {
+                str(u): {kind: {str(v): s for v, s in shares.items()} for kind, shares in r.items()}
+                for u, r in self.responses.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServerRound:
+        self = cls.__new__(cls)
+        self.round_id = data["round_id"]
+        self.identity_keys = {
+            int(k): unb64(v, "identity_key", size=32) for k, v in data["identity_keys"].items()
+        }
+        self.min_survivors = int(data["min_survivors"])
+        self.layout = Layout.from_dict(data["layout"])
+        self.k, self.t = int(data["k"]), int(data["t"])
+        self.graph_seed = unb64(data["graph_seed"], "graph_seed")
+        self.neighbours = {int(k): [int(x) for x in v] for k, v in data["neighbours"].items()}
+        self.stage = Stage(data["stage"])
+        self.adverts = {int(k): dict(v) for k, v in data["adverts"].items()}
+        self.routed = {int(r): {int(s): e for s, e in m.items()} for r, m in data["routed"].items()}
+        self.shared = [int(x) for x in data["shared"]]
+        self.masked = [int(x) for x in data["masked"]]
+        self.requested = {int(k): str(v) for k, v in data["requested"].items()}
+        self.responses = {
+            int(u): {kind: {int(v): s for v, s in shares.items()} for kind, shares in r.items()}
+            for u, r in data["responses"].items()
+        }
+        return self
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def indices(self) -> list[int]:
+        return sorted(self.identity_keys)
+
+    def _require(self, stage: Stage) -> None:
+        if self.stage is not stage:
+            raise ProtocolError(
+                f"The round is at {self.stage.value}, not {stage.value}.", code="out_of_order"
+            )
+
+    def _abort(self, message: str) -> AbortError:
+        self.stage = Stage.ABORTED
+        return AbortError(message)
+
+    def _check_survivors(self, survivors: list[int], what: str) -> None:
+        if len(survivors) < self.min_survivors:
+            raise self._abort(
+                f"Only {len(survivors)} pods {what}; {self.min_survivors} are needed."
+            )
+
+    # -- stage 1: AdvertiseKeys ---------------------------------------------------------------
+
+    def advertise_request(self, u: int) -> dict[str, Any]:
+        return {
+            "stage": Stage.ADVERTISE_KEYS.value,
+            "round_id": self.round_id,
+            "index": u,
+            "neighbours": self.neighbours[u],
+            "threshold": self.t,
+            "layout": self.layout.to_dict(),
+        }
+
+    def receive_advert(self, u: int, reply: Mapping[str, Any]) -> None:
+        """Check the pod's keys are signed by its registered identity key, then keep them."""
+        self._require(Stage.ADVERTISE_KEYS)
+        if u not in self.identity_keys or u in self.adverts:
+            raise ProtocolError("Unexpected or repeated advertisement.", code="unexpected_reply")
+        c_pk = unb64(reply.get("c_pk"), "c_pk", size=32)
+        s_pk = unb64(reply.get("s_pk"), "s_pk", size=32)
+        signature = unb64(reply.get("signature"), "signature", size=64)
+        crypto.verify_advert(
+            self.identity_keys[u], signature, self.round_id.encode(), u, c_pk, s_pk
+        )
+        self.adverts[u] = {"c_pk": b64(c_pk), "s_pk": b64(s_pk), "signature": b64(signature)}
+
+    def close_advertise(self) -> list[int]:
+        self._require(Stage.ADVERTISE_KEYS)
+        survivors = [u for u in self.indices if u in self.adverts]
+        self._check_survivors(survivors, "advertised keys")
+        self.stage = Stage.SHARE_KEYS
+        return survivors
+
+    def share_request(self, u: int) -> dict[str, Any]:
+        adverts = {
+            str(v): {**self.adverts[v], "identity_key": b64(self.identity_keys[v])}
+            for v in self.neighbours[u]
+            if v in self.adverts
+        }
+        return {"stage": Stage.SHARE_KEYS.value, "adverts": adverts}
+
+    # -- stage 2: ShareKeys -------------------------------------------------------------------
+
+    def receive_shares(self, u: int, reply: Mapping[str, Any]) -> None:
+        self._require(Stage.SHARE_KEYS)
+        if u not in self.adverts or u in self.shared:
+            raise ProtocolError("Unexpected or repeated shares.", code="unexpected_reply")
+        shares = index_map(reply.get("shares"), "shares")
+        expected = {v for v in self.neighbours[u] if v in self.adverts}
+        if set(shares) != expected:
+            raise ProtocolError(
+                "Shares must go to exactly the advertised neighbours.", code="wrong_receivers"
+            )
+        for v, envelope in shares.items():
+            unb64(envelope, "share", max_size=512)
+            self.routed.setdefault(v, {})[u] = str(envelope)
+        self.shared.append(u)
+
+    def close_share(self) -> list[int]:
+        self._require(Stage.SHARE_KEYS)
+        self.shared.sort()
+        self._check_survivors(self.shared, "shared keys")
+        self.stage = Stage.MASKED_INPUT
+        return list(self.shared)
+
+    def masked_request(self, u: int) -> dict[str, Any]:
+        shared = set(self.shared)
+        envelopes = {str(v): e for v, e in self.routed.get(u, {}).items() if v in shared}
+        return {"stage": Stage.MASKED_INPUT.value, "shares": envelopes}
+
+    # -- stage 3: MaskedInput -----------------------------------------------------------------
+
+    def receive_masked(self, u: int) -> None:
+        """Record that u's masked vector was stored (the vector itself stays in storage)."""
+        self._require(Stage.MASKED_INPUT)
+        if u not in self.shared or u in self.masked:
+            raise ProtocolError("Unexpected or repeated masked input.", code="unexpected_reply")
+        self.masked.append(u)
+
+    def close_masked(self) -> list[int]:
+        self._require(Stage.MASKED_INPUT)
+        self.masked.sort()
+        self._check_survivors(self.masked, "sent masked inputs")
+        masked = set(self.masked)
+        for v in self.shared:
+            self.requested[v] = "b" if v in masked else "s"
+        self.stage = Stage.UNMASK
+        return list(self.masked)
+
+    def unmask_request(self, u: int) -> dict[str, Any]:
+        shared, masked = set(self.shared), set(self.masked)
+        mine = [v for v in self.neighbours[u] if v in shared]
+        return {
+            "stage": Stage.UNMASK.value,
+            "alive": [v for v in mine if v in masked],
+            "dropped": [v for v in mine if v not in masked],
+        }
+
+    # -- stage 4: Unmask ----------------------------------------------------------------------
+
+    def receive_unmask(self, u: int, reply: Mapping[str, Any]) -> None:
+        self._require(Stage.UNMASK)
+        if u not in self.masked or u in self.responses:
+            raise ProtocolError("Unexpected or repeated unmask reply.", code="unexpected_reply")
+        request = self.unmask_request(u)
+        b_shares = index_map(reply.get("b_shares"), "b_shares")
+        s_shares = index_map(reply.get("s_shares"), "s_shares")
+        for kind, shares, allowed in (
+            ("b", b_shares, request["alive"]),
+            ("s", s_shares, request["dropped"]),
+        ):
+            for v, value in shares.items():
+                if self.requested.get(v) != kind or v not in allowed:
+                    # Accepting it could give the server both kinds of one pod's secrets.
+                    raise ProtocolError("A share of the wrong kind was sent.", code="both_shares")
+                shamir.share_from_bytes(unb64(value, "share", size=66))
+        self.responses[u] = {
+            "b": {v: str(s) for v, s in b_shares.items()},
+            "s": {v: str(s) for v, s in s_shares.items()},
+        }
+
+    def close_unmask(self) -> UnmaskPlan:
+        """Reconstruct b for survivors and s_sk for dropped pods, or abort revealing nothing."""
+        self._require(Stage.UNMASK)
+        collected: dict[tuple[str, int], dict[int, int]] = {}
+        for holder, reply in self.responses.items():
+            for kind, shares in reply.items():
+                for v, value in shares.items():
+                    collected.setdefault((kind, v), {})[holder] = shamir.share_from_bytes(
+                        unb64(value, "share", size=66)
+                    )
+        masked = set(self.masked)
+        b_seeds: dict[int, bytes] = {}
+        dropped_keys: dict[int, bytes] = {}
+        pairs: list[tuple[int, int, bytes]] = []
+        for v in self.shared:
+            kind = self.requested[v]
+            points = collected.get((kind, v), {})
+            involved = kind == "b" or any(u in masked for u in self.neighbours[v])
+            if not involved:
+                continue
+            if len(points) < self.t:
+                raise self._abort(f"Too few shares to unmask ({len(points)} of {self.t} needed).")
+            subset = dict(sorted(points.items())[: self.t])
+            secret = shamir.combine(subset)
+            if kind == "b":
+                b_seeds[v] = secret
+            else:
+                dropped_keys[v] = secret
+                for u in self.neighbours[v]:
+                    if u in masked:
+                        pairs.append((u, v, unb64(self.adverts[u]["s_pk"], "s_pk", size=32)))
+        self.stage = Stage.DONE
+        return UnmaskPlan(
+            round_id=self.round_id.encode(),
+            survivors=list(self.masked),
+            b_seeds=b_seeds,
+            dropped_keys=dropped_keys,
+            pairs=pairs,
+        )

@@ -1,0 +1,80 @@
+"""Run a whole round in one process: the benchmark and the property tests use this.
+
+Pods listed in ``drop`` vanish before the given stage (they send nothing from then on).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .aggregate import remove_masks, sum_range
+from .client import ClientRound
+from .encoding import Layout
+from .server import ServerRound
+from .wire import Stage
+
+
+@dataclass
+class RoundResult:
+    total: npt.NDArray[np.uint32]
+    survivors: list[int]
+
+
+def simulate_round(
+    inputs: Mapping[int, Mapping[str, npt.NDArray[np.floating]]],
+    layout: Layout,
+    *,
+    drop: Mapping[int, Stage] | None = None,
+    threshold_fraction: float = 0.6,
+    min_survivors: int = 2,
+    seed: int = 0,
+) -> RoundResult:
+    drop = drop or {}
+    identities = {u: Ed25519PrivateKey.generate() for u in inputs}
+    server = ServerRound(
+        round_id=f"sim-{seed}",
+        identity_keys={u: k.public_key().public_bytes_raw() for u, k in identities.items()},
+        threshold_fraction=threshold_fraction,
+        min_survivors=min_survivors,
+        layout=layout,
+        seed=seed.to_bytes(8, "big"),
+    )
+    clients = {
+        u: ClientRound(k, rng=np.random.default_rng(seed * 1000 + u)) for u, k in identities.items()
+    }
+
+    for u, client in clients.items():
+        if _alive(drop, u, Stage.ADVERTISE_KEYS):
+            server.receive_advert(u, client.advertise_keys(server.advertise_request(u)))
+    server.close_advertise()
+    for u in server.adverts:
+        if _alive(drop, u, Stage.SHARE_KEYS):
+            server.receive_shares(u, clients[u].share_keys(server.share_request(u)))
+    server.close_share()
+    stored: dict[int, bytes] = {}
+    for u in server.shared:
+        if _alive(drop, u, Stage.MASKED_INPUT):
+            vector = clients[u].masked_input(server.masked_request(u), inputs[u])
+            stored[u] = vector.astype("<u4").tobytes()
+            server.receive_masked(u)
+    server.close_masked()
+    for u in server.masked:
+        if _alive(drop, u, Stage.UNMASK):
+            server.receive_unmask(u, clients[u].unmask(server.unmask_request(u)))
+    plan = server.close_unmask()
+    masked_sum = sum_range([io.BytesIO(stored[u]) for u in plan.survivors], 0, layout.length)
+    return RoundResult(total=remove_masks(masked_sum, plan), survivors=plan.survivors)
+
+
+def _alive(drop: Mapping[int, Stage], u: int, stage: Stage) -> bool:
+    """Whether u still takes part at ``stage`` (it drops *before* its listed stage)."""
+    if u not in drop:
+        return True
+    order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
+    return order.index(stage) < order.index(drop[u])
