@@ -67,6 +67,10 @@ serve: seed  ## serve the portal on the embedded default at http://$(HOST):$(POR
 .PHONY: demo
 demo: serve  ## the whole federation on the embedded default (grows with the rounds work)
 
+.PHONY: bench
+bench: $(STAMP)  ## secure-aggregation benchmark (1M parameters, 100 pods, K=16, 10% dropout)
+	$(PY) -m training.secagg.bench --clients 100 --neighbours 16 --dim 1000000 --dropout 0.1
+
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
 	rm -rf var demo-output staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis
