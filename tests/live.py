@@ -42,8 +42,9 @@ class LiveService:
         receipt_key: bytes,
         data_dir: Path,
         extra_env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
         self.env = {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 
 from . import __version__
+from .channel import PodChannel, PodRevoked
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
 from .service import PodService, ServiceError
@@ -50,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("data", help="what is stored on this device (counts per category)")
     commands.add_parser("status", help="pairing and connection status")
+    run = commands.add_parser(
+        "run", help="stay connected to the service (reconnects with back-off) until interrupted"
+    )
+    run.add_argument(
+        "--max-backoff", type=float, default=30.0, help="longest wait between retries (s)"
+    )
     return parser
 
 
@@ -141,7 +150,43 @@ def cmd_status(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"pair": cmd_pair, "import": cmd_import, "data": cmd_data, "status": cmd_status}
+def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    state = home.load_state()
+    if not state.paired:
+        raise CliError("pair this pod first (dataspace-pod pair --server URL)")
+    service = PodService(home, state)
+
+    def report(event: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(event), flush=True)
+        else:
+            print(" ".join(f"{k}={v}" for k, v in event.items()), flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await PodChannel(home, state, service, on_event=report, max_delay=args.max_backoff).run(
+            stop
+        )
+
+    try:
+        asyncio.run(main())
+    except PodRevoked:
+        raise CliError("this pod was revoked by its owner; pair it again to take part") from None
+    finally:
+        service.close()
+    return {"stopped": True}
+
+
+COMMANDS = {
+    "pair": cmd_pair,
+    "import": cmd_import,
+    "data": cmd_data,
+    "status": cmd_status,
+    "run": cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

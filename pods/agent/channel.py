@@ -1,0 +1,149 @@
+"""The pod's control channel: connect, prove the identity key, heartbeat, and reconnect.
+
+Reconnection uses capped exponential back-off with full jitter, so a restarted service is not
+hit by every pod at once. A revoked pod (close code 4403) stops for good; an expired token
+(4401) is refreshed once before trying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.typing import Origin
+
+from .home import PodHome, PodState
+from .protocol import challenge_message
+from .service import PodService, ServiceError
+
+Event = dict[str, Any]
+Handler = Callable[[Event, ClientConnection], Awaitable[None]]
+
+REVOKED = 4403
+UNAUTHENTICATED = 4401
+
+
+class PodRevoked(Exception):
+    """The service closed the channel because this pod was revoked."""
+
+
+def websocket_url(server: str) -> str:
+    if server.startswith("https://"):
+        return "wss://" + server.removeprefix("https://") + "/ws/pods/"
+    return "ws://" + server.removeprefix("http://") + "/ws/pods/"
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base · 2^attempt)] (and at least 0.1 s)."""
+    return max(0.1, rng.uniform(0, min(cap, base * 2**attempt)))
+
+
+class PodChannel:
+    def __init__(
+        self,
+        home: PodHome,
+        state: PodState,
+        service: PodService,
+        *,
+        on_event: Callable[[Event], None],
+        handler: Handler | None = None,
+        base_delay: float = 1.0,
+        max_delay: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.home = home
+        self.state = state
+        self.service = service
+        self.on_event = on_event
+        self.handler = handler
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.rng = rng or random.SystemRandom()
+
+    async def _handshake(self, ws: ClientConnection) -> int:
+        await ws.send(json.dumps({"type": "hello", "token": self.state.access_token}))
+        challenge = json.loads(await ws.recv())
+        if challenge.get("type") != "challenge" or challenge.get("pod_id") != self.state.pod_id:
+            raise ServiceError("bad_challenge", "the service sent an unexpected challenge")
+        nonce = base64.b64decode(challenge["nonce"])
+        signature = self.home.identity().sign(challenge_message(nonce, self.state.pod_id))
+        await ws.send(
+            json.dumps({"type": "prove", "signature": base64.b64encode(signature).decode()})
+        )
+        welcome = json.loads(await ws.recv())
+        if welcome.get("type") != "welcome":
+            raise ServiceError("bad_welcome", "the service did not accept the proof")
+        return int(welcome.get("heartbeat", 20))
+
+    async def _session(self, ws: ClientConnection, heartbeat: int, stop: asyncio.Event) -> None:
+        async def pinger() -> None:
+            while True:
+                await asyncio.sleep(heartbeat)
+                await ws.send(json.dumps({"type": "ping"}))
+
+        ping_task = asyncio.create_task(pinger())
+        stop_task = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                recv_task = asyncio.create_task(ws.recv())
+                done, _ = await asyncio.wait(
+                    {recv_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if recv_task not in done:
+                    recv_task.cancel()
+                    return
+                message = json.loads(recv_task.result())
+                if message.get("type") == "pong":
+                    continue
+                if self.handler is not None:
+                    await self.handler(message, ws)
+                else:
+                    self.on_event({"event": "message", "type": message.get("type")})
+        finally:
+            ping_task.cancel()
+            stop_task.cancel()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        refreshed = False
+        while not stop.is_set():
+            try:
+                async with connect(
+                    websocket_url(self.state.server),
+                    origin=Origin(self.state.server),
+                    ping_interval=None,
+                ) as ws:
+                    heartbeat = await self._handshake(ws)
+                    attempt, refreshed = 0, False
+                    self.on_event({"event": "connected", "pod_id": self.state.pod_id})
+                    await self._session(ws, heartbeat, stop)
+                    await ws.close()
+                    if stop.is_set():
+                        return
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                self.on_event({"event": "disconnected", "code": code})
+                if code == REVOKED:
+                    raise PodRevoked() from None
+                if code == UNAUTHENTICATED and not refreshed and self.state.refresh_token:
+                    refreshed = True
+                    try:
+                        await asyncio.to_thread(self.service.refresh)
+                        continue
+                    except ServiceError as error:
+                        if error.code == "invalid_grant":
+                            raise PodRevoked() from None
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ServiceError) as exc:
+                self.on_event({"event": "disconnected", "reason": exc.__class__.__name__})
+            delay = backoff_delay(attempt, base=self.base_delay, cap=self.max_delay, rng=self.rng)
+            attempt += 1
+            self.on_event({"event": "retrying", "in_s": round(delay, 2)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
