@@ -1,12 +1,40 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
-from .models import ModelRequest, Provider
+from .models import ModelRequest, Provider, ProviderClient
+from .services import provider_client_issue
+
+
+class ProviderClientInline(admin.TabularInline[ProviderClient, Provider]):
+    model = ProviderClient
+    fields = ("application", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Provider | None = None) -> bool:
+        return False
 
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin[Provider]):
     list_display = ("name", "contact_email", "dpo_email", "created_at")
     search_fields = ("name",)
+    inlines = [ProviderClientInline]
+    actions = ["issue_credentials"]
+
+    @admin.action(description="Issue API credentials (client credentials grant)")
+    def issue_credentials(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            application, secret = provider_client_issue(provider=provider)
+            # Shown once, to the operator who asked; stored only hashed.
+            self.message_user(
+                request,
+                f"{provider.name}: client_id {application.client_id}, client_secret {secret} "
+                "(copy it now; it is not shown again).",
+                messages.WARNING,
+            )
 
 
 @admin.register(ModelRequest)
