@@ -279,3 +279,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 POD_AUTH_TIMEOUT = env_int("POD_AUTH_TIMEOUT", 10)
 POD_HEARTBEAT_INTERVAL = env_int("POD_HEARTBEAT_INTERVAL", 20)
 POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)
+
+# Rounds: seconds per secure-aggregation stage before silent pods are dropped, attempts per
+# round before a request fails, the example count at which a pod's FedAvg weight saturates,
+# and the L2 clip honest pods apply to updates when a request has no DP clip of its own.
+ROUND_STAGE_SECONDS = env_int("ROUND_STAGE_SECONDS", 60)
+ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
+ROUND_MAX_EXAMPLES = env_int("ROUND_MAX_EXAMPLES", 1000)
+ROUND_UPDATE_CLIP = float(os.environ.get("ROUND_UPDATE_CLIP", "10.0"))

@@ -142,6 +142,22 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         )
         await self.send_json({"type": "pong"})
 
+    async def on_round_reply(self, content: dict[str, Any]) -> None:
+        """A stage reply (advertise_keys, share_keys, unmask) goes to the orchestrator."""
+        round_id, stage = content.get("round"), content.get("stage")
+        if (
+            not isinstance(round_id, int)
+            or isinstance(round_id, bool)
+            or not isinstance(stage, str)
+        ):
+            await self.close(code=Close.PROTOCOL)
+            return
+        accepted = await database_sync_to_async(_round_reply)(
+            self.pod_id, round_id, stage, content.get("payload")
+        )
+        if not accepted:
+            await self.send_json({"type": "error", "code": "unknown_round", "round": round_id})
+
     # -- events from the channel layer -----------------------------------------------------------
 
     async def pod_close(self, event: dict[str, Any]) -> None:
@@ -153,8 +169,24 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json(event["message"])
 
 
+def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
+    from training.models import TrainingRound
+    from training.orchestrator import round_reply
+
+    from .models import Pod
+
+    if pod_id is None:
+        return False
+    pod = Pod.objects.filter(pk=pod_id, status=Pod.Status.ACTIVE).first()
+    if pod is None or not TrainingRound.objects.filter(pk=round_id, participants__pod=pod).exists():
+        return False
+    round_reply(pod=pod, round_id=round_id, stage=stage, payload=payload)
+    return True
+
+
 HANDLERS: dict[tuple[State, str], Any] = {
     (State.AWAIT_HELLO, "hello"): PodConsumer.on_hello,
     (State.AWAIT_PROOF, "prove"): PodConsumer.on_prove,
     (State.READY, "ping"): PodConsumer.on_ping,
+    (State.READY, "round.reply"): PodConsumer.on_round_reply,
 }

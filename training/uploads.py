@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from django.core.files import File
 from django.db import transaction
+from django.utils import timezone
 
 from dataspace.errors import Conflict, DomainError, NotFound
 from pods.models import Pod
@@ -24,7 +25,9 @@ CHUNK = 1 << 20
 
 def _participant(pod: Pod, round_id: int) -> RoundParticipant:
     participant = (
-        RoundParticipant.objects.select_related("round").filter(round_id=round_id, pod=pod).first()
+        RoundParticipant.objects.select_related("round__model_request", "pod")
+        .filter(round_id=round_id, pod=pod)
+        .first()
     )
     if participant is None:
         raise NotFound("This pod is not in that round.", code="not_in_round")
@@ -43,6 +46,10 @@ def masked_input_store(
         raise Conflict("This pod already sent its masked input.", code="already_uploaded")
     if participant.dropped or participant.stage_reached != RoundParticipant.Stage.SHARED:
         raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")
+    from .orchestrator import usable
+
+    if not usable(training_round.model_request, participant, timezone.now()):
+        raise Conflict("The owner's consent no longer covers this round.", code="consent_withdrawn")
     expected = training_round.vector_length * 4
     if length != expected:
         raise DomainError(
@@ -75,4 +82,7 @@ def masked_input_store(
             locked.masked_sha256 = digest.hexdigest()
             locked.stage_reached = RoundParticipant.Stage.MASKED
             locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
+    from .orchestrator import round_masked_received
+
+    round_masked_received(locked)
     return locked

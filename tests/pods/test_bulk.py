@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from django.test import Client
 
+from consent.services import consent_grant, consent_withdraw
 from tests.factories import open_request
 from tests.pods.conftest import PairedPod, make_paired_pod
 from training.models import ModelVersion, RoundParticipant, TrainingRound
@@ -29,6 +30,7 @@ def collecting() -> tuple[TrainingRound, PairedPod]:
         base_version=ModelVersion.objects.get(model_request=model_request, round_number=0),
     )
     paired = make_paired_pod()
+    consent_grant(user=paired.pod.owner, model_request=model_request, pod=paired.pod)
     RoundParticipant.objects.create(
         round=training_round,
         pod=paired.pod,
@@ -130,3 +132,15 @@ def test_round_weights_with_etag(
     assert client.get(url, HTTP_IF_NONE_MATCH=response["ETag"], **auth).status_code == 304
     outsider = make_paired_pod()
     assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {outsider.token}").status_code == 404
+
+
+def test_withdrawn_consent_refuses_the_upload(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    training_round, paired = collecting
+    consent = paired.pod.consents.get()
+    consent_withdraw(user=paired.pod.owner, consent=consent)
+    response = put(client, training_round.pk, paired.token, vector())
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "consent_withdrawn"
+    assert not RoundParticipant.objects.get().masked_input

@@ -174,3 +174,19 @@ async def test_second_connection_replaces_the_first(paired_pod: PairedPod) -> No
     layer = get_channel_layer()
     assert layer is not None
     await second.disconnect()
+
+
+async def test_round_replies_are_checked_before_the_orchestrator(paired_pod: PairedPod) -> None:
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    await comm.receive_json_from()
+    await comm.send_json_to(
+        {"type": "round.reply", "round": 999, "stage": "advertise_keys", "payload": {}}
+    )
+    assert await comm.receive_json_from() == {
+        "type": "error",
+        "code": "unknown_round",
+        "round": 999,
+    }
+    await comm.send_json_to({"type": "round.reply", "round": "x", "stage": "advertise_keys"})
+    await expect_close(comm, Close.PROTOCOL)

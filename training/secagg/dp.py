@@ -58,3 +58,15 @@ def next_round_fits(
 ) -> bool:
     """Whether one more round keeps the total within the budget (checked before each round)."""
     return epsilon(noise_multiplier, sample_rate, rounds_done + 1, delta) <= target_epsilon
+
+
+def epsilon_of(history: list[tuple[float, float, int]], delta: float) -> float:
+    """ε of a sequence of (noise multiplier, sample rate, rounds) entries, composed in RDP."""
+    steps = [(s, min(1.0, q), n) for s, q, n in history if n > 0]
+    if not steps:
+        return 0.0
+    if any(s <= 0 for s, _, _ in steps):
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = steps
+    return float(accountant.get_epsilon(delta=delta))

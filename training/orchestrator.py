@@ -1,0 +1,513 @@
+"""The orchestrator: a model request's rounds as a state machine persisted in the database.
+
+recruiting → training when enough pods with a usable consent are online; each round runs the
+four SecAgg+ stages (``training.secagg``) with a deadline per stage — a silent pod is dropped,
+never waited for — and a round whose survivors fall below the threshold aborts (revealing
+nothing) and is retried with a fresh cohort, a bounded number of times. Consent is re-checked
+whenever a pod speaks: a withdrawal or "pause all training" drops the pod at once.
+
+Rows are locked in a fixed order (the round, then its participants by index); messages to pods
+leave only after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from consent.models import Consent, DataSubject
+from pods.models import Pod
+from pods.presence import online_pods
+from pods.services import pod_group
+
+from .models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
+
+logger = logging.getLogger(__name__)
+
+Status = TrainingRound.Status
+STAGE_OF_STATUS = {
+    Status.ADVERTISING: "advertise_keys",
+    Status.SHARING: "share_keys",
+    Status.COLLECTING: "masked_input",
+    Status.UNMASKING: "unmask",
+}
+NEXT_STATUS = {
+    Status.ADVERTISING: Status.SHARING,
+    Status.SHARING: Status.COLLECTING,
+    Status.COLLECTING: Status.UNMASKING,
+}
+REACHED = {
+    Status.ADVERTISING: RoundParticipant.Stage.ADVERTISED,
+    Status.SHARING: RoundParticipant.Stage.SHARED,
+    Status.UNMASKING: RoundParticipant.Stage.UNMASKED,
+}
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+
+def deliver(pod_id: uuid.UUID | str, message: dict[str, Any]) -> None:
+    """Send a message to a pod's live connection (after commit; tests replace this)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(pod_group(pod_id), {"type": "pod.send", "message": message})
+
+
+def _send_after_commit(pod_id: uuid.UUID, message: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: deliver(pod_id, message))
+
+
+# -- who may take part -------------------------------------------------------------------------
+
+
+def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
+    """One online pod per person whose consent is given, unexpired and not paused."""
+    consents = Consent.objects.filter(
+        model_request=model_request, status=Consent.Status.GIVEN, expires_at__gt=now
+    ).exclude(user__in=DataSubject.objects.filter(training_paused=True).values("user"))
+    chosen: dict[int, Pod] = {}
+    pods = (
+        online_pods().filter(owner__in=consents.values("user")).order_by("owner_id", "created_at")
+    )
+    bound = dict(consents.exclude(pod=None).values_list("user_id", "pod_id"))
+    slug = model_request.data_category.slug
+    for pod in pods:
+        if bound.get(pod.owner_id) not in (None, pod.pk):
+            continue  # the person chose another pod for this request
+        if pod.owner_id not in chosen and (bound.get(pod.owner_id) == pod.pk or pod.holds(slug)):
+            chosen[pod.owner_id] = pod
+    return list(chosen.values())
+
+
+def usable(model_request: ModelRequest, participant: RoundParticipant, now: datetime) -> bool:
+    return (
+        participant.pod.is_active
+        and not DataSubject.objects.filter(
+            user_id=participant.user_id, training_paused=True
+        ).exists()
+        and Consent.objects.filter(
+            user_id=participant.user_id,
+            model_request=model_request,
+            status=Consent.Status.GIVEN,
+            expires_at__gt=now,
+        ).exists()
+    )
+
+
+# -- rounds ------------------------------------------------------------------------------------
+
+
+def _layout(model_request: ModelRequest, cohort: int) -> Any:
+    from training.modelspec import validate_spec, vector_size
+    from training.secagg.encoding import Layout
+
+    spec = validate_spec(model_request.spec)
+    dp = model_request.dp
+    return Layout.for_training(
+        model_dim=vector_size(spec),
+        max_clients=cohort,
+        clip_norm=float(dp["clip_norm"]) if dp else settings.ROUND_UPDATE_CLIP,
+        max_weight=1,
+        max_eval_examples=settings.ROUND_MAX_EXAMPLES,
+    )
+
+
+def _task(
+    model_request: ModelRequest, training_round: TrainingRound, min_survivors: int
+) -> dict[str, Any]:
+    base = training_round.base_version
+    assert base is not None
+    return {
+        "request": str(model_request.pk),
+        "plan_hash": model_request.plan_hash,
+        "spec": model_request.spec,
+        "weights_url": f"/api/v1/pod/rounds/{training_round.pk}/weights",
+        "weights_sha256": base.sha256,
+        "masked_input_url": f"/api/v1/pod/rounds/{training_round.pk}/masked-input",
+        "weighting": "uniform" if model_request.dp else "examples",
+        "max_examples": settings.ROUND_MAX_EXAMPLES,
+        "clip_norm": float(model_request.dp["clip_norm"])
+        if model_request.dp
+        else settings.ROUND_UPDATE_CLIP,
+        "dp": model_request.dp,
+        "min_survivors": min_survivors,
+        "seed": random.SystemRandom().randrange(2**31),
+    }
+
+
+@transaction.atomic
+def round_open(
+    model_request: ModelRequest, *, number: int, attempt: int, now: datetime
+) -> TrainingRound | None:
+    """Draw a cohort at random from eligible pods and start AdvertiseKeys, or wait."""
+    from training.secagg.server import ServerRound
+
+    pool = eligible_pods(model_request, now)
+    if len(pool) < model_request.min_participants:
+        return None
+    cohort = random.SystemRandom().sample(pool, min(model_request.cohort_size, len(pool)))
+    layout = _layout(model_request, len(cohort))
+    base = model_request.versions.order_by("-round_number").first()
+    training_round = TrainingRound.objects.create(
+        model_request=model_request,
+        number=number,
+        attempt=attempt,
+        status=Status.ADVERTISING,
+        cohort_size=len(cohort),
+        vector_length=layout.length,
+        base_version=base,
+        stage_deadline=now + timedelta(seconds=settings.ROUND_STAGE_SECONDS),
+        metrics={"sample_rate": len(cohort) / len(pool)},
+    )
+    identity = {}
+    for index, pod in enumerate(sorted(cohort, key=lambda p: str(p.pk)), start=1):
+        RoundParticipant.objects.create(
+            round=training_round, pod=pod, user_id=pod.owner_id, index=index
+        )
+        identity[index] = bytes(pod.public_key)
+    min_survivors = model_request.min_participants
+    server = ServerRound(
+        round_id=f"{model_request.pk}/{number}/{attempt}",
+        identity_keys=identity,
+        threshold_fraction=model_request.secagg_threshold,
+        min_survivors=min_survivors,
+        layout=layout,
+    )
+    training_round.secagg_state = server.to_dict()
+    training_round.save(update_fields=["secagg_state"])
+    task = _task(model_request, training_round, min_survivors)
+    for participant in training_round.participants.select_related("pod"):
+        _send_after_commit(
+            participant.pod_id,
+            {
+                "type": "round.stage",
+                "round": training_round.pk,
+                "stage": "advertise_keys",
+                "deadline": training_round.stage_deadline.isoformat()
+                if training_round.stage_deadline
+                else None,
+                "task": task,
+                "payload": server.advertise_request(participant.index),
+            },
+        )
+    return training_round
+
+
+@transaction.atomic
+def request_try_start(
+    model_request: ModelRequest, now: datetime | None = None
+) -> TrainingRound | None:
+    now = now or timezone.now()
+    locked = ModelRequest.objects.select_for_update().get(pk=model_request.pk)
+    if locked.status != ModelRequest.Status.RECRUITING:
+        return None
+    training_round = round_open(locked, number=1, attempt=1, now=now)
+    if training_round is not None:
+        locked.status = ModelRequest.Status.TRAINING
+        locked.save(update_fields=["status", "updated_at"])
+    return training_round
+
+
+def _locked(round_id: int) -> tuple[TrainingRound, Any]:
+    from training.secagg.server import ServerRound
+
+    training_round = (
+        TrainingRound.objects.select_for_update().select_related("model_request").get(pk=round_id)
+    )
+    return training_round, ServerRound.from_dict(training_round.secagg_state)
+
+
+def _drop(participant: RoundParticipant, stage: str, reason: str) -> None:
+    if not participant.dropped_at_stage:
+        participant.dropped_at_stage = stage
+        participant.drop_reason = reason
+        participant.save(update_fields=["dropped_at_stage", "drop_reason"])
+
+
+@transaction.atomic
+def round_reply(
+    *, pod: Pod, round_id: int, stage: str, payload: Any, now: datetime | None = None
+) -> None:
+    """A pod's answer to the current stage (advertise_keys, share_keys or unmask)."""
+    from training.secagg.errors import SecAggError
+
+    now = now or timezone.now()
+    training_round, server = _locked(round_id)
+    participant = training_round.participants.select_related("pod").filter(pod=pod).first()
+    if participant is None or participant.dropped:
+        return
+    current = STAGE_OF_STATUS.get(Status(training_round.status))
+    if stage != current or stage == "masked_input" or not isinstance(payload, dict):
+        _drop(participant, current or stage, "out_of_order")
+        return
+    if not usable(training_round.model_request, participant, now):
+        _drop(participant, stage, "consent_withdrawn_or_paused")
+        return
+    try:
+        if stage == "advertise_keys":
+            server.receive_advert(participant.index, payload)
+        elif stage == "share_keys":
+            server.receive_shares(participant.index, payload)
+        else:
+            server.receive_unmask(participant.index, payload)
+    except SecAggError as exc:
+        _drop(participant, stage, exc.code)
+        return
+    participant.stage_reached = REACHED[Status(training_round.status)]
+    participant.save(update_fields=["stage_reached"])
+    training_round.secagg_state = server.to_dict()
+    training_round.save(update_fields=["secagg_state"])
+    if _all_answered(training_round):
+        transaction.on_commit(lambda: round_advance(training_round.pk))
+
+
+def round_masked_received(participant: RoundParticipant) -> None:
+    """Called once a pod's masked input is stored."""
+    from training.secagg.server import ServerRound
+
+    with transaction.atomic():
+        training_round = TrainingRound.objects.select_for_update().get(pk=participant.round_id)
+        if training_round.status != Status.COLLECTING or not training_round.secagg_state:
+            return
+        server = ServerRound.from_dict(training_round.secagg_state)
+        server.receive_masked(participant.index)
+        training_round.secagg_state = server.to_dict()
+        training_round.save(update_fields=["secagg_state"])
+        complete = _all_answered(training_round)
+    if complete:
+        round_advance(training_round.pk)
+
+
+def _all_answered(training_round: TrainingRound) -> bool:
+    target = REACHED.get(Status(training_round.status), RoundParticipant.Stage.MASKED)
+    live = training_round.participants.filter(dropped_at_stage="")
+    expected = {
+        Status.ADVERTISING: RoundParticipant.Stage.SELECTED,
+        Status.SHARING: RoundParticipant.Stage.ADVERTISED,
+        Status.COLLECTING: RoundParticipant.Stage.SHARED,
+        Status.UNMASKING: RoundParticipant.Stage.MASKED,
+    }[Status(training_round.status)]
+    return (
+        not live.filter(stage_reached=expected).exists()
+        and live.filter(stage_reached=target).exists()
+    )
+
+
+def round_advance(round_id: int, now: datetime | None = None) -> None:
+    """Close the current stage (dropping whoever did not answer) and start the next."""
+    from training.secagg.errors import AbortError
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        training_round, server = _locked(round_id)
+        status = Status(training_round.status)
+        if status not in STAGE_OF_STATUS:
+            return
+        stage = STAGE_OF_STATUS[status]
+        participants = list(training_round.participants.select_related("pod").order_by("index"))
+        try:
+            if status == Status.ADVERTISING:
+                alive = set(server.close_advertise())
+            elif status == Status.SHARING:
+                alive = set(server.close_share())
+            elif status == Status.COLLECTING:
+                alive = set(server.close_masked())
+            else:
+                plan = server.close_unmask()
+                alive = set(plan.survivors)
+        except AbortError as exc:
+            _abort(training_round, participants, stage, exc.message, now)
+            return
+        for p in participants:
+            if p.index not in alive and not p.dropped and status != Status.UNMASKING:
+                _drop(p, stage, "silent")
+        training_round.secagg_state = server.to_dict()
+        if status == Status.UNMASKING:
+            _finish(training_round, server, plan, participants, now)
+            return
+        training_round.status = NEXT_STATUS[status]
+        training_round.stage_deadline = now + timedelta(seconds=settings.ROUND_STAGE_SECONDS)
+        training_round.save(update_fields=["status", "stage_deadline", "secagg_state"])
+        next_stage = STAGE_OF_STATUS[Status(training_round.status)]
+        for p in participants:
+            if p.index in alive:
+                request = {
+                    "share_keys": server.share_request,
+                    "masked_input": server.masked_request,
+                    "unmask": server.unmask_request,
+                }[next_stage](p.index)
+                _send_after_commit(
+                    p.pod_id,
+                    {
+                        "type": "round.stage",
+                        "round": training_round.pk,
+                        "stage": next_stage,
+                        "deadline": training_round.stage_deadline.isoformat(),
+                        "payload": request,
+                    },
+                )
+
+
+def _abort(
+    training_round: TrainingRound,
+    participants: list[RoundParticipant],
+    stage: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    training_round.status = Status.ABORTED
+    training_round.status_reason = reason
+    training_round.finished_at = now
+    training_round.secagg_state = {}
+    training_round.save()
+    _discard_inputs(participants)
+    for p in participants:
+        _send_after_commit(
+            p.pod_id, {"type": "round.end", "round": training_round.pk, "status": "aborted"}
+        )
+    model_request = ModelRequest.objects.select_for_update().get(pk=training_round.model_request_id)
+    if training_round.attempt >= settings.ROUND_MAX_ATTEMPTS:
+        model_request.status = ModelRequest.Status.FAILED
+        model_request.status_reason = (
+            f"Round {training_round.number} aborted {training_round.attempt} times: {reason}"
+        )
+        model_request.finished_at = now
+        model_request.save()
+        return
+    transaction.on_commit(
+        lambda: _reopen(model_request.pk, training_round.number, training_round.attempt + 1)
+    )
+
+
+def _reopen(request_id: uuid.UUID, number: int, attempt: int) -> None:
+    with transaction.atomic():
+        model_request = ModelRequest.objects.select_for_update().get(pk=request_id)
+        if model_request.status == ModelRequest.Status.TRAINING:
+            round_open(model_request, number=number, attempt=attempt, now=timezone.now())
+
+
+def _discard_inputs(participants: list[RoundParticipant]) -> None:
+    """Masked inputs are deleted once a round is aggregated or aborted."""
+    for p in participants:
+        if p.masked_input:
+            p.masked_input.delete(save=False)
+            p.save(update_fields=["masked_input"])
+
+
+def _finish(
+    training_round: TrainingRound,
+    server: Any,
+    plan: Any,
+    participants: list[RoundParticipant],
+    now: datetime,
+) -> None:
+    import torch
+
+    from training.modelspec import dump_weights, load_weights, unflatten_state, validate_spec
+    from training.modelspec.vectors import flatten_state
+    from training.secagg.aggregate import remove_masks, shard_ranges, sum_range
+    from training.secagg.encoding import decode
+
+    model_request = ModelRequest.objects.select_for_update().get(pk=training_round.model_request_id)
+    layout = server.layout
+    survivors = [p for p in participants if p.index in set(plan.survivors)]
+    # The aggregation tree: shard sums by coordinate range stay masked; masks come off per range.
+    pieces = []
+    for start, stop in shard_ranges(layout.length, 4):
+        handles = [p.masked_input.open("rb") for p in survivors]
+        try:
+            pieces.append(remove_masks(sum_range(handles, start, stop), plan, start))
+        finally:
+            for handle in handles:
+                handle.close()
+    totals = decode(np.concatenate(pieces), layout)
+    weight = float(totals["weight"][0])
+    spec = validate_spec(model_request.spec)
+    base = training_round.base_version
+    assert base is not None
+    with base.weights.open("rb") as handle:
+        state = load_weights(handle.read(), spec)
+    average = (totals["update"] / max(weight, 1e-12)).astype(np.float32)
+    new_state = unflatten_state(flatten_state(state, spec) + average, spec, like=state)
+    blob = dump_weights(
+        {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in new_state.items()}
+    )
+    examples = float(totals["eval_examples"][0])
+    metrics = {
+        **training_round.metrics,
+        "participants": len(survivors),
+        "weight_total": weight,
+        "eval_examples": round(examples),
+        "eval_loss": float(totals["eval_loss"][0]) / examples if examples else None,
+        "eval_accuracy": float(totals["eval_correct"][0]) / examples if examples else None,
+    }
+    epsilon = None
+    if model_request.dp:
+        from training.secagg.dp import epsilon_of
+
+        history = [
+            (
+                float(model_request.dp["noise_multiplier"]),
+                float(r.metrics.get("sample_rate", 1.0)),
+                1,
+            )
+            for r in model_request.rounds_run.filter(status=Status.COMPLETED)
+        ] + [(float(model_request.dp["noise_multiplier"]), float(metrics["sample_rate"]), 1)]
+        epsilon = epsilon_of(history, float(model_request.dp["delta"]))
+        model_request.epsilon_spent = epsilon
+    version = ModelVersion(
+        model_request=model_request,
+        round_number=training_round.number,
+        sha256=hashlib.sha256(blob).hexdigest(),
+        metrics=metrics,
+        participants=len(survivors),
+        epsilon=epsilon,
+    )
+    version.weights.save(
+        f"round-{training_round.number}.safetensors", ContentFile(blob), save=False
+    )
+    version.save()
+    training_round.status = Status.COMPLETED
+    training_round.survivors = len(survivors)
+    training_round.metrics = metrics
+    training_round.epsilon = epsilon
+    training_round.finished_at = now
+    training_round.secagg_state = {}
+    training_round.save()
+    _discard_inputs(participants)
+    model_request.current_round = training_round.number
+    done = training_round.number >= model_request.rounds
+    if done:
+        model_request.status = ModelRequest.Status.COMPLETED
+        model_request.finished_at = now
+    model_request.save()
+    for p in participants:
+        _send_after_commit(
+            p.pod_id, {"type": "round.end", "round": training_round.pk, "status": "completed"}
+        )
+    if not done:
+        number = training_round.number + 1
+        transaction.on_commit(lambda: _reopen(model_request.pk, number, 1))
+
+
+def rounds_tick(now: datetime | None = None) -> None:
+    """Advance stages past their deadline and start requests that can start."""
+    now = now or timezone.now()
+    for round_id in TrainingRound.objects.filter(
+        status__in=list(STAGE_OF_STATUS), stage_deadline__lte=now
+    ).values_list("pk", flat=True):
+        round_advance(round_id, now)
+    for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING):
+        request_try_start(model_request, now)
