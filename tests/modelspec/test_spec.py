@@ -107,6 +107,13 @@ NETWORKS: dict[str, tuple[int, list[dict[str, Any]]]] = {
             {"type": "linear", "in_features": 24, "out_features": 2},
         ],
     ),
+    "standardize": (
+        4,
+        [
+            {"type": "standardize", "mean": [0.5, 1, 2, 3], "std": [1, 2, 0.25, 4]},
+            {"type": "linear", "in_features": 4, "out_features": 2},
+        ],
+    ),
     "embedding": (
         6,
         [
@@ -200,6 +207,16 @@ def test_unsupported_module_is_refused_by_the_helper() -> None:
         ([{"type": "softmax", "dim": 0}], "invalid_value", "model.layers[0].dim"),
         ([{"type": "dropout", "p": 1.0}], "invalid_value", "model.layers[0].p"),
         (["linear"], "malformed_spec", "model.layers[0]"),
+        (
+            [{"type": "standardize", "mean": [0.0] * 30, "std": [1.0] * 29 + [0.0]}],
+            "invalid_value",
+            "model.layers[0].std[29]",
+        ),
+        (
+            [{"type": "standardize", "mean": [0.0] * 29, "std": [1.0] * 29}],
+            "shape_mismatch",
+            "model.layers[0]",
+        ),
     ],
 )
 def test_bad_layers(layers: list[Any], code: str, field: str) -> None:

@@ -19,6 +19,27 @@ class IndexEmbedding(nn.Embedding):
         return super().forward(input.long())
 
 
+class Standardize(nn.Module):
+    """``(x - mean) / std`` over the last dimension, with constants from the spec.
+
+    The constants are non-persistent buffers: they are not in the weights file nor in the
+    vector secure aggregation adds up.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: Any, std: Any) -> None:
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False
+        )
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), persistent=False)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return (input - self.mean) / self.std
+
+
 class _Recurrent:
     output: str
 
@@ -50,6 +71,8 @@ class SequenceLSTM(nn.LSTM, _Recurrent):
 
 
 def _make(layer_type: str, a: Mapping[str, Any]) -> nn.Module:
+    if layer_type == "standardize":
+        return Standardize(a["mean"], a["std"])
     if layer_type == "linear":
         return nn.Linear(a["in_features"], a["out_features"], bias=a["bias"])
     if layer_type in ("conv1d", "conv2d"):
@@ -130,6 +153,12 @@ def _layer_of(module: nn.Module, index: int) -> dict[str, Any]:
             "type": "embedding",
             "num_embeddings": module.num_embeddings,
             "embedding_dim": module.embedding_dim,
+        }
+    if isinstance(module, Standardize):
+        return {
+            "type": "standardize",
+            "mean": [float(v) for v in module.mean.tolist()],
+            "std": [float(v) for v in module.std.tolist()],
         }
     if isinstance(module, SequenceGRU | SequenceLSTM):
         return {

@@ -258,6 +258,28 @@ def _layernorm_shape(a: Mapping[str, Any], shape: Shape, path: str) -> Shape:
     return shape
 
 
+def _constants(positive: bool) -> Callable[[Any, str], tuple[float, ...]]:
+    def read(value: Any, path: str) -> tuple[float, ...]:
+        if not isinstance(value, list) or not 1 <= len(value) <= 4096:
+            raise SpecError("invalid_value", "Must be a list of 1 to 4096 numbers.", path)
+        return tuple(
+            _num(v, f"{path}[{i}]", 0.0 if positive else -BIG, BIG, lo_open=positive)
+            for i, v in enumerate(value)
+        )
+
+    return read
+
+
+def _standardize_shape(a: Mapping[str, Any], shape: Shape, path: str) -> Shape:
+    if len(a["mean"]) != len(a["std"]):
+        raise SpecError("invalid_value", "mean and std must have the same length.", f"{path}.std")
+    if not shape or shape[-1] != len(a["mean"]):
+        raise _mismatch(
+            path, f"standardize has {len(a['mean'])} constants, the input shape is {list(shape)}."
+        )
+    return shape
+
+
 def _unflatten_args(value: Any, path: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not 1 <= len(value) <= 4:
         raise SpecError("invalid_value", "Must be a list of 1 to 4 positive whole numbers.", path)
@@ -411,6 +433,14 @@ LAYERS: dict[str, LayerKind] = {
     ),
     "lstm": LayerKind(
         _RNN, ("input_size", "hidden_size"), _RNN_DEFAULTS, _rnn_shape, _rnn_params(4)
+    ),
+    # (x - mean) / std with constants fixed in the spec: no parameters, nothing trained.
+    "standardize": LayerKind(
+        {"mean": _constants(False), "std": _constants(True)},
+        ("mean", "std"),
+        {},
+        _standardize_shape,
+        _none,
     ),
     "relu": LayerKind({}, (), {}, _same, _none),
     "gelu": LayerKind({}, (), {}, _same, _none),
