@@ -35,6 +35,7 @@ class Close(enum.IntEnum):
     FORBIDDEN = 4403  # the pod was revoked
     TIMEOUT = 4408  # no hello/proof in time, or heartbeats stopped
     REPLACED = 4409  # the same pod connected again elsewhere
+    PAUSED = 4423  # the owner paused all training: come back later
 
 
 class State(enum.Enum):
@@ -54,6 +55,9 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.nonce = None
         self.public_key: bytes = b""
         await self.accept()
+        from training.ticker import ensure_running
+
+        ensure_running()  # the embedded default's rounds clock, on this process's loop
         self._auth_timer = asyncio.get_running_loop().call_later(
             settings.POD_AUTH_TIMEOUT, lambda: asyncio.ensure_future(self._auth_timeout())
         )
@@ -121,6 +125,9 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not verify_signature(self.public_key, signature, challenge_message(nonce, self.pod_id)):
             await self.close(code=Close.UNAUTHENTICATED)
             return
+        if await database_sync_to_async(_owner_paused)(self.pod_id):
+            await self.close(code=Close.PAUSED)
+            return
         self.state = State.READY
         self._auth_timer.cancel()
         await self.channel_layer.group_add(pod_group(self.pod_id), self.channel_name)
@@ -158,6 +165,22 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not accepted:
             await self.send_json({"type": "error", "code": "unknown_round", "round": round_id})
 
+    async def on_round_decline(self, content: dict[str, Any]) -> None:
+        """The pod refuses a task (its own consent check failed, or it holds no such data)."""
+        round_id, code = content.get("round"), content.get("code")
+        if (
+            not isinstance(round_id, int)
+            or isinstance(round_id, bool)
+            or not isinstance(code, str)
+            or not code.replace("_", "").isalnum()
+            or len(code) > 64
+        ):
+            await self.close(code=Close.PROTOCOL)
+            return
+        accepted = await database_sync_to_async(_round_decline)(self.pod_id, round_id, code)
+        if not accepted:
+            await self.send_json({"type": "error", "code": "unknown_round", "round": round_id})
+
     # -- events from the channel layer -----------------------------------------------------------
 
     async def pod_close(self, event: dict[str, Any]) -> None:
@@ -169,18 +192,47 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json(event["message"])
 
 
-def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
+def _owner_paused(pod_id: str) -> bool:
+    from consent.models import DataSubject
+
+    from .models import Pod
+
+    owner = Pod.objects.filter(pk=pod_id).values_list("owner_id", flat=True).first()
+    if owner is None:
+        return False
+    return DataSubject.objects.filter(user_id=owner, training_paused=True).exists()
+
+
+def _participant_pod(pod_id: str | None, round_id: int) -> Any:
     from training.models import TrainingRound
-    from training.orchestrator import round_reply
 
     from .models import Pod
 
     if pod_id is None:
-        return False
+        return None
     pod = Pod.objects.filter(pk=pod_id, status=Pod.Status.ACTIVE).first()
     if pod is None or not TrainingRound.objects.filter(pk=round_id, participants__pod=pod).exists():
+        return None
+    return pod
+
+
+def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
+    from training.orchestrator import round_reply
+
+    pod = _participant_pod(pod_id, round_id)
+    if pod is None:
         return False
     round_reply(pod=pod, round_id=round_id, stage=stage, payload=payload)
+    return True
+
+
+def _round_decline(pod_id: str | None, round_id: int, code: str) -> bool:
+    from training.orchestrator import round_decline
+
+    pod = _participant_pod(pod_id, round_id)
+    if pod is None:
+        return False
+    round_decline(pod=pod, round_id=round_id, code=code)
     return True
 
 
@@ -189,4 +241,5 @@ HANDLERS: dict[tuple[State, str], Any] = {
     (State.AWAIT_PROOF, "prove"): PodConsumer.on_prove,
     (State.READY, "ping"): PodConsumer.on_ping,
     (State.READY, "round.reply"): PodConsumer.on_round_reply,
+    (State.READY, "round.decline"): PodConsumer.on_round_decline,
 }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -239,3 +241,39 @@ def coarse_count(count: int) -> int:
 
 def pod_seen(*, pod_id: uuid.UUID | str) -> None:
     Pod.objects.filter(pk=pod_id).update(last_seen_at=timezone.now())
+
+
+@transaction.atomic
+def pod_provision(
+    *, owner: User, name: str, public_key: bytes, categories: Any = ()
+) -> tuple[Pod, str, str]:
+    """Register a pod whose key was made by the operator, with tokens, skipping the device flow.
+
+    For simulated pods only (demos, load tests, the compose file's pods service): the operator
+    runs it with database access (``manage.py provision_pods``); nothing on the network can.
+    Returns the pod, its access token and its refresh token.
+    """
+    pod = Pod.objects.create(
+        owner=owner,
+        name=name,
+        public_key=public_key,
+        fingerprint=key_fingerprint(public_key),
+        agent_version="simulated",
+        categories_held=[
+            {"slug": c["slug"], "count": coarse_count(int(c["count"]))} for c in categories
+        ],
+    )
+    application = pod_application()
+    lifetime: Any = settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"]
+    access = AccessToken.objects.create(
+        user=owner,
+        application=application,
+        token=secrets.token_urlsafe(32),
+        expires=timezone.now() + timedelta(seconds=int(lifetime)),
+        scope="pod",
+    )
+    refresh = RefreshToken.objects.create(
+        user=owner, application=application, token=secrets.token_urlsafe(32), access_token=access
+    )
+    PodToken.objects.create(pod=pod, access_token=access, refresh_token=refresh)
+    return pod, access.token, refresh.token

@@ -2,7 +2,8 @@
 
 Reconnection uses capped exponential back-off with full jitter, so a restarted service is not
 hit by every pod at once. A revoked pod (close code 4403) stops for good; an expired token
-(4401) is refreshed once before trying again.
+(4401) is refreshed once before trying again; a pod whose owner paused all training (4423)
+retries at the longest delay until they resume.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ Handler = Callable[[Event, ClientConnection], Awaitable[None]]
 
 REVOKED = 4403
 UNAUTHENTICATED = 4401
+PAUSED = 4423  # the owner paused all training: retry slowly until they resume
 
 
 class PodRevoked(Exception):
@@ -132,6 +134,8 @@ class PodChannel:
                 self.on_event({"event": "disconnected", "code": code})
                 if code == REVOKED:
                     raise PodRevoked() from None
+                if code == PAUSED:
+                    attempt = max(attempt, 16)  # straight to the longest back-off
                 if code == UNAUTHENTICATED and not refreshed and self.state.refresh_token:
                     refreshed = True
                     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -17,6 +18,7 @@ from . import __version__
 from .channel import PodChannel, PodRevoked
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
+from .rounds import RoundWorker, StoreData, Vanish, channel_handler
 from .service import PodService, ServiceError
 from .store import LocalStore
 
@@ -59,6 +61,44 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-backoff", type=float, default=30.0, help="longest wait between retries (s)"
     )
+    run.add_argument(
+        "--crash-at",
+        choices=["advertise_keys", "share_keys", "masked_input", "unmask"],
+        default=None,
+        help="testing: die abruptly (no goodbye, exit 70) when this round stage arrives",
+    )
+    sim = commands.add_parser(
+        "simulate",
+        help="run N simulated pods in this process (demos and load tests)",
+        description=(
+            "Run N pods in one asyncio process, each with its own home (key and tokens, from "
+            "'manage.py provision_pods'), connection and partition of a bundled data set. "
+            "Stops on Ctrl-C/SIGTERM or after --duration, then prints a summary."
+        ),
+    )
+    sim.add_argument("--pods", type=int, required=True, help="how many pods to run")
+    sim.add_argument(
+        "--homes", type=Path, required=True, help="directory of pod homes (provision_pods)"
+    )
+    sim.add_argument(
+        "--claim",
+        action="store_true",
+        help="take only homes no other simulator holds (several replicas share one directory)",
+    )
+    sim.add_argument("--dataset", choices=["breast_screening", "digits"], required=True)
+    sim.add_argument(
+        "--partition", default="iid", help="'iid' or 'dirichlet:ALPHA' (label skew; e.g. 0.3)"
+    )
+    sim.add_argument("--seed", type=int, default=0, help="data split and partition seed")
+    sim.add_argument(
+        "--kill",
+        action="append",
+        default=[],
+        metavar="STAGE=COUNT",
+        help="make the first COUNT pods reaching STAGE vanish there (repeatable)",
+    )
+    sim.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")
+    sim.add_argument("--stats-every", type=float, default=5.0, help="progress line interval (s)")
     return parser
 
 
@@ -167,9 +207,23 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await PodChannel(home, state, service, on_event=report, max_delay=args.max_backoff).run(
-            stop
+        worker = RoundWorker(
+            identity=home.identity(),
+            transport=service,
+            data=StoreData(home.store_path),
+            pinned_keys=state.receipt_keys,
+            on_event=lambda event: loop.call_soon_threadsafe(report, event),
+            vanish=(lambda stage: stage == args.crash_at) if args.crash_at else None,
         )
+
+        def crash(gone: Vanish) -> None:
+            report({"event": "crashed", "stage": str(gone)})
+            os._exit(70)  # like a device losing power: no close frame, no cleanup
+
+        handler = channel_handler(worker, on_vanish=crash)
+        await PodChannel(
+            home, state, service, on_event=report, handler=handler, max_delay=args.max_backoff
+        ).run(stop)
 
     try:
         asyncio.run(main())
@@ -180,12 +234,24 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
     return {"stopped": True}
 
 
+def cmd_simulate(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    from .simulate import main as simulate_main
+
+    if args.pods < 1:
+        raise CliError("--pods must be at least 1")
+    try:
+        return simulate_main(args, args.homes)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 COMMANDS = {
     "pair": cmd_pair,
     "import": cmd_import,
     "data": cmd_data,
     "status": cmd_status,
     "run": cmd_run,
+    "simulate": cmd_simulate,
 }
 
 

@@ -8,7 +8,6 @@ from the spec and weights the pod actually received — and only for fields the 
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -58,10 +57,17 @@ def check_task(
     receipt: Mapping[str, Any],
     request_id: str,
     spec: Mapping[str, Any],
-    weights: bytes,
+    weights_sha256: str,
     now: datetime,
 ) -> None:
-    """Refuse unless the owner's consent covers exactly this task."""
+    """Refuse unless the owner's consent covers exactly this task.
+
+    ``weights_sha256`` is the SHA-256 of the request's *initial* weights: the plan hash binds
+    spec, initial weights and notice. In a request's first round the pod checks it against the
+    bytes it downloaded; in later rounds the global model is the service's aggregate, which no
+    pod can check (an honest-but-curious service is the threat model, README section "Threat
+    model").
+    """
     purpose = receipt.get("purpose", {}).get("model_request", {})
     consent = receipt.get("consent", {})
     if purpose.get("id") != request_id:
@@ -71,9 +77,7 @@ def check_task(
     expires = consent.get("expires_at")
     if not isinstance(expires, str) or datetime.fromisoformat(expires) <= now:
         raise ConsentRefused("consent_expired", "the owner's consent has expired")
-    computed = plan_hash(
-        spec, hashlib.sha256(weights).hexdigest(), str(receipt.get("notice", {}).get("hash"))
-    )
+    computed = plan_hash(spec, weights_sha256, str(receipt.get("notice", {}).get("hash")))
     if computed != purpose.get("plan_hash"):
         raise ConsentRefused("plan_mismatch", "this task is not the plan the owner agreed to")
     data = receipt.get("data", {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -161,3 +162,19 @@ class PodService:
 
     def receipt(self, request_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/pod/receipts/{request_id}/").json())
+
+    def download(self, path: str) -> bytes:
+        """A round's global weights (safetensors)."""
+        return bytes(self.request("GET", path).content)
+
+    def upload(self, path: str, body: bytes) -> None:
+        """A masked input: octet-stream, with its SHA-256 for the service to check."""
+        self.request(
+            "PUT",
+            path,
+            content=body,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
+            },
+        )

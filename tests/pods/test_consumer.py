@@ -128,6 +128,31 @@ async def test_revoked_pod_is_refused_and_live_connection_closed(paired_pod: Pai
     await expect_close(again, Close.UNAUTHENTICATED)
 
 
+async def test_pausing_all_training_closes_the_connection_and_refuses_new_ones(
+    paired_pod: PairedPod,
+) -> None:
+    from consent.services import training_pause_set
+
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    await comm.receive_json_from()  # welcome
+    pod = await database_sync_to_async(Pod.objects.select_related("owner").get)(
+        pk=paired_pod.pod.pk
+    )
+    await database_sync_to_async(training_pause_set)(user=pod.owner, paused=True)
+    await expect_close(comm, Close.PAUSED)
+
+    again = communicator()
+    await handshake(again, paired_pod)
+    await expect_close(again, Close.PAUSED)
+
+    await database_sync_to_async(training_pause_set)(user=pod.owner, paused=False)
+    resumed = communicator()
+    await handshake(resumed, paired_pod)
+    assert (await resumed.receive_json_from())["type"] == "welcome"
+    await resumed.disconnect()
+
+
 @pytest.mark.parametrize(
     "message",
     [

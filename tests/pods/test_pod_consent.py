@@ -37,7 +37,7 @@ def check(task: dict, **changes: object) -> None:  # type: ignore[type-arg]
     args = {
         "request_id": task["request_id"],
         "spec": task["spec"],
-        "weights": task["weights"],
+        "weights_sha256": hashlib.sha256(task["weights"]).hexdigest(),
         "now": timezone.now(),
     }
     args.update(changes)
@@ -60,7 +60,10 @@ def test_changed_weights_or_spec_is_a_different_plan(task: dict) -> None:  # typ
     other_weights[-1] ^= 1
     spec = copy.deepcopy(task["spec"])
     spec["training"]["rounds"] = 99
-    assert refused(task, weights=bytes(other_weights)) == "plan_mismatch"
+    assert (
+        refused(task, weights_sha256=hashlib.sha256(bytes(other_weights)).hexdigest())
+        == "plan_mismatch"
+    )
     assert refused(task, spec=spec) == "plan_mismatch"
 
 
@@ -77,7 +80,7 @@ def test_fields_outside_the_consent_are_refused(task: dict) -> None:  # type: ig
             receipt=receipt,
             request_id=task["request_id"],
             spec=spec,
-            weights=task["weights"],
+            weights_sha256=hashlib.sha256(task["weights"]).hexdigest(),
             now=timezone.now(),
         )
     assert excinfo.value.code == "fields_not_consented"

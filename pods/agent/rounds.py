@@ -1,0 +1,327 @@
+"""Taking part in a round: consent check, local training, and the SecAgg+ client stages.
+
+The service sends ``round.stage`` messages over the control channel; the pod answers each stage
+with a ``round.reply`` (keys, encrypted shares, unmasking shares), uploads its masked input over
+HTTP, or declines with ``round.decline`` and a reason code. What leaves the pod is never a record
+and never an unmasked update: the update is clipped, weighted and (under DP) noised, then masked.
+
+First stage (``advertise_keys``): the pod downloads the round's global weights (checking their
+SHA-256 against the task), fetches its owner's signed consent receipt and verifies it with the
+service key pinned at pairing, checks the task against it (:mod:`pods.agent.consent`), reads the
+consented fields from the local store and trains. Only then does it advertise keys, so a pod that
+declines never enters the round's graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from training.modelspec import load_weights, validate_spec
+from training.modelspec.errors import SpecError
+from training.modelspec.trainer import LocalResult, train_local
+from training.secagg.client import ClientRound
+from training.secagg.dp import privatize
+from training.secagg.encoding import clip_l2
+from training.secagg.errors import SecAggError
+
+from .consent import ConsentRefused, check_task, verify_receipt
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+Reply = dict[str, Any]
+Event = dict[str, Any]
+
+
+class DataSource(Protocol):
+    """Where a pod's records come from: the local store, or a partition in ``simulate``."""
+
+    def arrays(
+        self, category: str, features: Sequence[str], label: str
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]: ...
+
+
+class Transport(Protocol):
+    """The HTTP calls a round needs (:class:`pods.agent.service.PodService` provides them)."""
+
+    def receipt(self, request_id: str) -> dict[str, Any]: ...
+
+    def download(self, path: str) -> bytes: ...
+
+    def upload(self, path: str, body: bytes) -> None: ...
+
+
+class Declined(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class _Round:
+    task: Mapping[str, Any]
+    client: ClientRound
+    parts: dict[str, npt.NDArray[np.floating[Any]]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    bytes_sent: int = 0
+
+
+def contribution(
+    result: LocalResult, task: Mapping[str, Any]
+) -> dict[str, npt.NDArray[np.floating[Any]]]:
+    """The vector parts a pod adds to the sum: weighted clipped update (noised under DP),
+    its weight, and the evaluation sums of the global model on the pod's held-out split."""
+    clip = float(task["clip_norm"])
+    dp = task.get("dp")
+    if dp:
+        weight = 1.0  # DP requests use uniform weighting (DESIGN.md section 6)
+        update = privatize(
+            result.update,
+            clip_norm=clip,
+            noise_multiplier=float(dp["noise_multiplier"]),
+            min_survivors=int(task["min_survivors"]),
+        )
+    else:
+        cap = int(task["max_examples"])
+        weight = min(result.num_examples, cap) / cap if task["weighting"] == "examples" else 1.0
+        update = weight * clip_l2(result.update, clip)
+    return {
+        "update": np.asarray(update, dtype=np.float32),
+        "weight": np.array([weight]),
+        "eval_loss": np.array([result.evaluation.loss_sum]),
+        "eval_correct": np.array([float(result.evaluation.correct)]),
+        "eval_examples": np.array([float(result.evaluation.examples)]),
+    }
+
+
+class RoundWorker:
+    """One pod's side of every round it is asked to join. Synchronous: call it from a thread.
+
+    ``handle`` takes a message from the service and returns the message to send back on the
+    control channel (or ``None``). ``on_event`` gets progress events without any secret.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: Ed25519PrivateKey,
+        transport: Transport,
+        data: DataSource,
+        pinned_keys: Mapping[str, Any],
+        on_event: Callable[[Event], object] = lambda event: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        vanish: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.transport = transport
+        self.data = data
+        self.pinned_keys = pinned_keys
+        self.on_event = on_event
+        self.now = now
+        self.vanish = vanish  # demos and tests: whether to drop off the network at a stage
+        self.rounds: dict[int, _Round] = {}
+        self.bytes_sent: dict[int, int] = {}
+
+    def handle(self, message: Message) -> Reply | None:
+        kind = message.get("type")
+        round_id = message.get("round")
+        if not isinstance(round_id, int):
+            return None
+        if kind == "round.end":
+            state = self.rounds.pop(round_id, None)
+            self.on_event(
+                {
+                    "event": "round_end",
+                    "round": round_id,
+                    "status": message.get("status"),
+                    "bytes_sent": state.bytes_sent if state else 0,
+                }
+            )
+            return None
+        if kind != "round.stage":
+            return None
+        stage = str(message.get("stage"))
+        if self.vanish is not None and self.vanish(stage):
+            raise Vanish(stage)
+        try:
+            reply = self._stage(round_id, stage, message)
+        except Declined as declined:
+            self.rounds.pop(round_id, None)
+            self.on_event({"event": "declined", "round": round_id, "code": declined.code})
+            return self._sent(
+                round_id, {"type": "round.decline", "round": round_id, "code": declined.code}
+            )
+        except SecAggError as exc:
+            # The service sent something inconsistent: stop this round, reveal nothing more.
+            self.rounds.pop(round_id, None)
+            self.on_event({"event": "aborted", "round": round_id, "code": exc.code})
+            return None
+        except TransportFailed as failed:
+            # The service refused or could not be reached: this round goes on without us.
+            self.rounds.pop(round_id, None)
+            self.on_event(
+                {"event": "failed", "round": round_id, "stage": stage, "code": str(failed)}
+            )
+            return None
+        self.on_event({"event": "stage", "round": round_id, "stage": stage})
+        return self._sent(round_id, reply) if reply is not None else None
+
+    def _sent(self, round_id: int, reply: Reply) -> Reply:
+        size = len(json.dumps(reply))
+        state = self.rounds.get(round_id)
+        if state is not None:
+            state.bytes_sent += size
+        return reply
+
+    def _stage(self, round_id: int, stage: str, message: Message) -> Reply | None:
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise Declined("malformed_stage")
+        if stage == "advertise_keys":
+            task = message.get("task")
+            if not isinstance(task, dict):
+                raise Declined("malformed_task")
+            parts = self._prepare(task)
+            joined = _Round(task=task, client=ClientRound(self.identity), parts=parts)
+            self.rounds[round_id] = joined
+            return self._reply(round_id, stage, joined.client.advertise_keys(payload))
+        state = self.rounds.get(round_id)
+        if state is None:
+            return None  # not a round this pod joined (or one it already left)
+        if stage == "share_keys":
+            return self._reply(round_id, stage, state.client.share_keys(payload))
+        if stage == "masked_input":
+            vector = state.client.masked_input(payload, state.parts)
+            body = vector.astype("<u4").tobytes()
+            try:
+                self.transport.upload(str(state.task["masked_input_url"]), body)
+            except Exception as exc:  # the transport's own errors (HTTP status, network)
+                raise TransportFailed(getattr(exc, "code", exc.__class__.__name__)) from None
+            state.bytes_sent += len(body)
+            state.parts = {}  # the plain contribution is not kept past masking
+            return None
+        if stage == "unmask":
+            return self._reply(round_id, stage, state.client.unmask(payload))
+        raise Declined("unknown_stage")
+
+    @staticmethod
+    def _reply(round_id: int, stage: str, payload: dict[str, Any]) -> Reply:
+        return {"type": "round.reply", "round": round_id, "stage": stage, "payload": payload}
+
+    def _prepare(self, task: Mapping[str, Any]) -> dict[str, npt.NDArray[np.floating[Any]]]:
+        """Check consent, then train: the pod's contribution, before any key is advertised."""
+        try:
+            spec = validate_spec(task["spec"])
+            request_id = str(task["request"])
+            try:
+                weights = self.transport.download(str(task["weights_url"]))
+                signed = self.transport.receipt(request_id)
+            except Exception as exc:  # the transport's own errors (HTTP status, network)
+                raise TransportFailed(getattr(exc, "code", exc.__class__.__name__)) from None
+            if hashlib.sha256(weights).hexdigest() != task["weights_sha256"]:
+                raise Declined("weights_mismatch")
+            initial = str(task["initial_weights_sha256"])
+            if int(task.get("base_round", 0)) == 0 and task["weights_sha256"] != initial:
+                raise Declined("plan_mismatch")
+            receipt = verify_receipt(signed, self.pinned_keys)
+            check_task(
+                receipt=receipt,
+                request_id=request_id,
+                spec=task["spec"],
+                weights_sha256=initial,
+                now=self.now(),
+            )
+            state = load_weights(weights, spec)
+        except ConsentRefused as refused:
+            raise Declined(refused.code) from None
+        except SpecError:
+            raise Declined("bad_spec") from None
+        except (KeyError, TypeError, ValueError):
+            raise Declined("malformed_task") from None
+        if not spec.data.label:
+            raise Declined("no_label")
+        try:
+            x, y = self.data.arrays(spec.data.category, spec.data.features, spec.data.label)
+        except (KeyError, ValueError):
+            raise Declined("no_data") from None
+        if len(x) == 0:
+            raise Declined("no_data")
+        result = train_local(spec, state, x, y, seed=int(task.get("seed", 0)))
+        return contribution(result, task)
+
+
+def channel_handler(
+    worker: RoundWorker, on_vanish: Callable[[Vanish], None] | None = None
+) -> Callable[[Message, Any], Awaitable[None]]:
+    """A :class:`pods.agent.channel.PodChannel` handler: the worker runs in a thread (training
+    must not stall heartbeats); its reply goes back on the socket. ``on_vanish`` sees a pod told
+    to vanish before the :class:`Vanish` ends the channel (``run --crash-at`` exits there)."""
+
+    async def handle(message: Message, ws: Any) -> None:
+        try:
+            reply = await asyncio.to_thread(worker.handle, message)
+        except Vanish as gone:
+            if on_vanish is not None:
+                on_vanish(gone)
+            raise
+        if reply is not None:
+            await ws.send(json.dumps(reply))
+
+    return handle
+
+
+class TransportFailed(Exception):
+    """An HTTP call of a round failed; the message is the service's error code."""
+
+
+class Vanish(Exception):
+    """Raised by a worker told to fail at a stage: the pod drops off the network there."""
+
+
+class StoreData:
+    """Records from the pod's local SQLite store."""
+
+    def __init__(self, store_path: Any) -> None:
+        self.store_path = store_path
+
+    def arrays(
+        self, category: str, features: Sequence[str], label: str
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+        from .store import LocalStore
+
+        store = LocalStore(self.store_path)
+        try:
+            return store.arrays(category, features, label)
+        finally:
+            store.close()
+
+
+@dataclass
+class MemoryData:
+    """Records held in memory (``simulate``): one category's columns by field name."""
+
+    category: str
+    columns: dict[str, npt.NDArray[np.float64]]
+
+    def arrays(
+        self, category: str, features: Sequence[str], label: str
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+        if category != self.category:
+            raise KeyError(category)
+        x = np.stack([self.columns[f] for f in features], axis=1).astype(np.float32)
+        return x, np.asarray(self.columns[label], dtype=np.float64)
+
+    def count(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0

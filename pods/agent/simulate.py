@@ -1,0 +1,306 @@
+"""``dataspace-pod simulate``: many pods in one asyncio process, for demos and load tests.
+
+Each simulated pod is a real pod on the network: its own home (identity key, tokens, pinned
+receipt key — made by ``manage.py provision_pods``), its own WebSocket and HTTP client, its own
+partition of a bundled data set held in memory, and the same round worker as ``run``. Training
+runs in worker threads so the event loop keeps every connection's heartbeat going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, datasets
+from .channel import PodChannel, PodRevoked
+from .home import STATE_FILE, PodHome
+from .rounds import MemoryData, RoundWorker, Vanish, channel_handler
+from .service import PodService
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Stats:
+    """What the simulation saw, for the progress line and the final summary (no secrets)."""
+
+    pods: int
+    connected: set[str] = field(default_factory=set)
+    max_connected: int = 0
+    stages: Counter[str] = field(default_factory=Counter)
+    declined: Counter[str] = field(default_factory=Counter)
+    vanished: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    rounds: dict[int, str] = field(default_factory=dict)
+    bytes_per_round: list[int] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> dict[str, Any]:
+        sent = self.bytes_per_round
+        return {
+            "pods": self.pods,
+            "connected": len(self.connected),
+            "max_connected": self.max_connected,
+            "rounds_seen": len(self.rounds),
+            "rounds_completed": sum(1 for s in self.rounds.values() if s == "completed"),
+            "stages_answered": dict(self.stages),
+            "declined": dict(self.declined),
+            "vanished": dict(self.vanished),
+            "failed": dict(self.failed),
+            "bytes_sent_per_pod_round": round(sum(sent) / len(sent)) if sent else None,
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+        }
+
+
+class KillSwitch:
+    """Makes the first COUNT pods that reach a stage vanish there (``--kill STAGE=COUNT``)."""
+
+    def __init__(self, plan: dict[str, int]) -> None:
+        self.left = dict(plan)
+
+    def __call__(self, stage: str) -> bool:
+        if self.left.get(stage, 0) > 0:
+            self.left[stage] -= 1
+            return True
+        return False
+
+
+def parse_kills(values: list[str]) -> dict[str, int]:
+    stages = ("advertise_keys", "share_keys", "masked_input", "unmask")
+    plan: dict[str, int] = {}
+    for value in values:
+        stage, _, count = value.partition("=")
+        if stage not in stages or not count.isdigit():
+            raise ValueError(f"--kill takes STAGE=COUNT with STAGE one of {', '.join(stages)}")
+        plan[stage] = plan.get(stage, 0) + int(count)
+    return plan
+
+
+CLAIM_FILE = "claimed"
+
+
+def pod_homes(root: Path, count: int, *, claim: bool = False) -> list[PodHome]:
+    """The first ``count`` pod homes under ``root``; with ``claim``, homes no other simulator
+    holds (each claimed by creating a file exclusively; released on a clean exit)."""
+    homes = sorted(p for p in root.iterdir() if (p / STATE_FILE).exists()) if root.is_dir() else []
+    chosen: list[Path] = []
+    for home in homes:
+        if len(chosen) == count:
+            break
+        if claim:
+            try:
+                os.close(os.open(home / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                continue
+        chosen.append(home)
+    if len(chosen) < count:
+        release(chosen if claim else [])
+        free = "unclaimed " if claim else ""
+        raise ValueError(
+            f"{root} holds {len(chosen)} {free}pod homes, {count} asked for "
+            "(make them with: manage.py provision_pods --count N --homes DIR --server URL)"
+        )
+    return [PodHome(p) for p in chosen]
+
+
+def release(homes: list[Path]) -> None:
+    for home in homes:
+        (home / CLAIM_FILE).unlink(missing_ok=True)
+
+
+def partitions(
+    service: PodService, dataset_name: str, pods: int, partition: str, seed: int
+) -> tuple[str, list[MemoryData]]:
+    """Each pod's share of the data set's pool (the held-out test split is never handed out)."""
+    dataset = datasets.load(dataset_name)
+    categories = {c["slug"]: c for c in service.categories()}
+    if dataset.category not in categories:
+        raise ValueError(f"the service has no category {dataset.category}")
+    names = [f["name"] for f in categories[dataset.category]["fields"]]
+    features = [n for n in names if n != dataset.label]
+    if len(features) != dataset.x.shape[1]:
+        raise ValueError(f"{dataset.category} has {len(features)} features, the data set does not")
+    pool, _test = datasets.split(dataset, seed=seed)
+    parts = datasets.partition(
+        dataset.y[pool], pods, alpha=datasets.parse_partition(partition), seed=seed
+    )
+    out = []
+    for rows in parts:
+        chosen = pool[rows]
+        columns = {name: dataset.x[chosen, i] for i, name in enumerate(features)}
+        columns[dataset.label] = dataset.y[chosen].astype(float)
+        out.append(MemoryData(dataset.category, columns))
+    return dataset.category, out
+
+
+async def simulate(
+    *,
+    homes: list[PodHome],
+    dataset: str,
+    partition: str,
+    seed: int,
+    kills: dict[str, int],
+    duration: float,
+    report: Callable[[Event], None],
+    stats: Stats,
+    stop: asyncio.Event,
+) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # many pods share two cores: no oversubscription
+    states = [home.load_state() for home in homes]
+    services = [PodService(home, state) for home, state in zip(homes, states, strict=True)]
+    try:
+        category, data = await asyncio.to_thread(
+            partitions, services[0], dataset, len(homes), partition, seed
+        )
+        limit = asyncio.Semaphore(16)
+
+        async def tell(service: PodService, part: MemoryData) -> None:
+            async with limit:
+                await asyncio.to_thread(service.report, {category: part.count()}, __version__)
+
+        await asyncio.gather(*(tell(s, d) for s, d in zip(services, data, strict=True)))
+        report({"event": "reported", "pods": len(homes), "category": category})
+        kill = KillSwitch(kills)
+        if duration > 0:
+            asyncio.get_running_loop().call_later(duration, stop.set)
+        rng = random.Random(seed)
+        await asyncio.gather(
+            *(
+                _one_pod(home, state, service, part, kill, stats, report, stop, rng.random() * 2)
+                for home, state, service, part in zip(homes, states, services, data, strict=True)
+            )
+        )
+    finally:
+        for service in services:
+            service.close()
+
+
+async def _one_pod(
+    home: PodHome,
+    state: Any,
+    service: PodService,
+    data: MemoryData,
+    kill: KillSwitch,
+    stats: Stats,
+    report: Callable[[Event], None],
+    stop: asyncio.Event,
+    delay: float,
+) -> None:
+    pod = state.pod_id
+
+    def on_event(event: Event) -> None:
+        kind = event.get("event")
+        if kind == "connected":
+            stats.connected.add(pod)
+            stats.max_connected = max(stats.max_connected, len(stats.connected))
+        elif kind == "disconnected":
+            stats.connected.discard(pod)
+        elif kind == "stage":
+            stats.stages[event["stage"]] += 1
+        elif kind == "declined":
+            stats.declined[event["code"]] += 1
+            report({"event": "declined", "round": event["round"], "code": event["code"]})
+        elif kind == "aborted":
+            stats.failed[f"aborted:{event['code']}"] += 1
+            report(event)
+        elif kind == "failed":
+            stats.failed[f"{event['stage']}:{event['code']}"] += 1
+            report(event)
+        elif kind == "round_end":
+            stats.rounds[int(event["round"])] = str(event["status"])
+            if event.get("status") == "completed" and event.get("bytes_sent"):
+                stats.bytes_per_round.append(int(event["bytes_sent"]))
+            report({"event": "round_end", "round": event["round"], "status": event["status"]})
+
+    worker = RoundWorker(
+        identity=home.identity(),
+        transport=service,
+        data=data,
+        pinned_keys=state.receipt_keys,
+        on_event=lambda e: loop.call_soon_threadsafe(on_event, e),
+        vanish=kill,
+    )
+    loop = asyncio.get_running_loop()
+
+    await asyncio.sleep(delay)  # spread the first connections
+    try:
+        await PodChannel(
+            home, state, service, on_event=on_event, handler=channel_handler(worker), max_delay=10.0
+        ).run(stop)
+    except Vanish as gone:
+        stats.connected.discard(pod)
+        stats.vanished[str(gone)] += 1
+        report({"event": "vanished", "stage": str(gone)})
+    except PodRevoked:
+        stats.connected.discard(pod)
+        report({"event": "revoked"})
+
+
+def main(args: Any, home_root: Path) -> dict[str, Any]:
+    """Entry point for the CLI (``args`` from :func:`pods.agent.cli.build_parser`)."""
+    homes = pod_homes(home_root, args.pods, claim=args.claim)
+    stats = Stats(pods=len(homes))
+    as_json: bool = args.json
+
+    def report(event: Event) -> None:
+        if as_json:
+            print(json.dumps(event), flush=True)
+        elif event.get("event") in ("round_end", "vanished", "reported"):
+            print(" ".join(f"{k}={v}" for k, v in event.items()), flush=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def progress() -> None:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+            while not stop.is_set():
+                await asyncio.sleep(args.stats_every)
+                line = (
+                    f"connected {len(stats.connected)}/{stats.pods} · rounds "
+                    f"{sum(1 for s in stats.rounds.values() if s == 'completed')} done · "
+                    f"answers {sum(stats.stages.values())} · vanished "
+                    f"{sum(stats.vanished.values())}"
+                )
+                if as_json:
+                    print(json.dumps({"event": "progress", **stats.summary()}), flush=True)
+                else:
+                    console.print(line, highlight=False)
+
+        ticker = asyncio.create_task(progress())
+        try:
+            await simulate(
+                homes=homes,
+                dataset=args.dataset,
+                partition=args.partition,
+                seed=args.seed,
+                kills=parse_kills(args.kill),
+                duration=args.duration,
+                report=report,
+                stats=stats,
+                stop=stop,
+            )
+        finally:
+            ticker.cancel()
+
+    try:
+        asyncio.run(run())
+    finally:
+        if args.claim:
+            release([home.path for home in homes])
+    return {"simulated": True, **stats.summary()}
