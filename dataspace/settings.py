@@ -122,7 +122,15 @@ DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent readers while the in-process workers write.
     DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    # WAL lets readers run beside the one writer; synchronous=NORMAL is WAL's usual pairing
+    # (durable at checkpoints, never corrupt), so each small round write is not an fsync.
+    DATABASES["default"]["OPTIONS"].update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
     # A file, not memory, so that server processes started by end-to-end tests share it.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -287,3 +295,14 @@ ROUND_STAGE_SECONDS = env_int("ROUND_STAGE_SECONDS", 60)
 ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
 ROUND_MAX_EXAMPLES = env_int("ROUND_MAX_EXAMPLES", 1000)
 ROUND_UPDATE_CLIP = float(os.environ.get("ROUND_UPDATE_CLIP", "10.0"))
+# Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree).
+ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
+# Run the rounds clock (stage deadlines) in the web process: the embedded default. Production
+# runs it on Celery beat (training.tasks.rounds_tick) instead.
+ROUNDS_TICK_IN_PROCESS = env_bool("ROUNDS_TICK_IN_PROCESS", not REDIS_URL)
+ROUNDS_TICK_SECONDS = float(os.environ.get("ROUNDS_TICK_SECONDS", "2.0"))
+CELERY_BEAT_SCHEDULE = {
+    "rounds-tick": {"task": "training.tasks.rounds_tick", "schedule": ROUNDS_TICK_SECONDS}
+}
+# Seconds a provider has to send its token on the progress socket (/ws/requests/<id>/).
+PROGRESS_AUTH_TIMEOUT = env_int("PROGRESS_AUTH_TIMEOUT", 5)

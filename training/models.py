@@ -266,6 +266,12 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     participants = models.PositiveIntegerField(default=0)
     epsilon = models.FloatField(null=True, blank=True)
+    optimizer_state = models.FileField(
+        upload_to=version_upload_to,
+        max_length=300,
+        blank=True,
+        help_text="Server optimizer moments (FedAdam) carried to the next round; never served.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -32,6 +32,7 @@ from pods.models import Pod
 from pods.presence import online_pods
 from pods.services import pod_group
 
+from . import progress
 from .models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,13 @@ NEXT_STATUS = {
     Status.ADVERTISING: Status.SHARING,
     Status.SHARING: Status.COLLECTING,
     Status.COLLECTING: Status.UNMASKING,
+}
+# The stage a live participant has reached while the round waits for its answer.
+EXPECTED_BEFORE = {
+    Status.ADVERTISING: RoundParticipant.Stage.SELECTED,
+    Status.SHARING: RoundParticipant.Stage.ADVERTISED,
+    Status.COLLECTING: RoundParticipant.Stage.SHARED,
+    Status.UNMASKING: RoundParticipant.Stage.MASKED,
 }
 REACHED = {
     Status.ADVERTISING: RoundParticipant.Stage.ADVERTISED,
@@ -135,6 +143,8 @@ def _task(
         "spec": model_request.spec,
         "weights_url": f"/api/v1/pod/rounds/{training_round.pk}/weights",
         "weights_sha256": base.sha256,
+        "base_round": base.round_number,
+        "initial_weights_sha256": model_request.weights_sha256,
         "masked_input_url": f"/api/v1/pod/rounds/{training_round.pk}/masked-input",
         "weighting": "uniform" if model_request.dp else "examples",
         "max_examples": settings.ROUND_MAX_EXAMPLES,
@@ -143,7 +153,7 @@ def _task(
         else settings.ROUND_UPDATE_CLIP,
         "dp": model_request.dp,
         "min_survivors": min_survivors,
-        "seed": random.SystemRandom().randrange(2**31),
+        "seed": int(training_round.metrics["seed"]),
     }
 
 
@@ -169,7 +179,11 @@ def round_open(
         vector_length=layout.length,
         base_version=base,
         stage_deadline=now + timedelta(seconds=settings.ROUND_STAGE_SECONDS),
-        metrics={"sample_rate": len(cohort) / len(pool)},
+        # The training seed is public (pods train deterministically; anyone may reproduce).
+        metrics={
+            "sample_rate": len(cohort) / len(pool),
+            "seed": random.SystemRandom().randrange(2**31),
+        },
     )
     identity = {}
     for index, pod in enumerate(sorted(cohort, key=lambda p: str(p.pk)), start=1):
@@ -187,6 +201,7 @@ def round_open(
     )
     training_round.secagg_state = server.to_dict()
     training_round.save(update_fields=["secagg_state"])
+    _progress(training_round, ModelRequest.Status.TRAINING)
     task = _task(model_request, training_round, min_survivors)
     for participant in training_round.participants.select_related("pod"):
         _send_after_commit(
@@ -218,6 +233,12 @@ def request_try_start(
         locked.status = ModelRequest.Status.TRAINING
         locked.save(update_fields=["status", "updated_at"])
     return training_round
+
+
+def _progress(training_round: TrainingRound, request_status: str) -> None:
+    progress.publish(
+        training_round.model_request_id, progress.round_event(training_round, request_status)
+    )
 
 
 def _locked(round_id: int) -> tuple[TrainingRound, Any]:
@@ -273,32 +294,24 @@ def round_reply(
         transaction.on_commit(lambda: round_advance(training_round.pk))
 
 
-def round_masked_received(participant: RoundParticipant) -> None:
-    """Called once a pod's masked input is stored."""
+def round_masked_received(training_round: TrainingRound, participant: RoundParticipant) -> bool:
+    """Record a stored masked input in the protocol state (inside the upload's transaction,
+    the round row locked). True when every live participant has now sent one."""
     from training.secagg.server import ServerRound
 
-    with transaction.atomic():
-        training_round = TrainingRound.objects.select_for_update().get(pk=participant.round_id)
-        if training_round.status != Status.COLLECTING or not training_round.secagg_state:
-            return
-        server = ServerRound.from_dict(training_round.secagg_state)
-        server.receive_masked(participant.index)
-        training_round.secagg_state = server.to_dict()
-        training_round.save(update_fields=["secagg_state"])
-        complete = _all_answered(training_round)
-    if complete:
-        round_advance(training_round.pk)
+    if not training_round.secagg_state:
+        return False
+    server = ServerRound.from_dict(training_round.secagg_state)
+    server.receive_masked(participant.index)
+    training_round.secagg_state = server.to_dict()
+    training_round.save(update_fields=["secagg_state"])
+    return _all_answered(training_round)
 
 
 def _all_answered(training_round: TrainingRound) -> bool:
     target = REACHED.get(Status(training_round.status), RoundParticipant.Stage.MASKED)
     live = training_round.participants.filter(dropped_at_stage="")
-    expected = {
-        Status.ADVERTISING: RoundParticipant.Stage.SELECTED,
-        Status.SHARING: RoundParticipant.Stage.ADVERTISED,
-        Status.COLLECTING: RoundParticipant.Stage.SHARED,
-        Status.UNMASKING: RoundParticipant.Stage.MASKED,
-    }[Status(training_round.status)]
+    expected = EXPECTED_BEFORE[Status(training_round.status)]
     return (
         not live.filter(stage_reached=expected).exists()
         and live.filter(stage_reached=target).exists()
@@ -306,7 +319,12 @@ def _all_answered(training_round: TrainingRound) -> bool:
 
 
 def round_advance(round_id: int, now: datetime | None = None) -> None:
-    """Close the current stage (dropping whoever did not answer) and start the next."""
+    """Close the current stage (dropping whoever did not answer) and start the next.
+
+    Closing the unmasking stage moves the round to ``aggregating`` and hands the sum to the
+    aggregation tree (:func:`shard_sum` per coordinate range, then :func:`round_finalize`).
+    Idempotent: a round no longer in a protocol stage is left alone.
+    """
     from training.secagg.errors import AbortError
 
     now = now or timezone.now()
@@ -317,6 +335,10 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
             return
         stage = STAGE_OF_STATUS[status]
         participants = list(training_round.participants.select_related("pod").order_by("index"))
+        if training_round.model_request.status != ModelRequest.Status.TRAINING:
+            _abort(training_round, participants, stage, "The request was stopped.", now)
+            return
+        state_before = server.to_dict()
         try:
             if status == Status.ADVERTISING:
                 alive = set(server.close_advertise())
@@ -325,29 +347,59 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
             elif status == Status.COLLECTING:
                 alive = set(server.close_masked())
             else:
-                plan = server.close_unmask()
-                alive = set(plan.survivors)
+                alive = set(server.close_unmask().survivors)
         except AbortError as exc:
+            waiting_for = EXPECTED_BEFORE[status]
+            for p in participants:
+                if not p.dropped and p.stage_reached == waiting_for:
+                    _drop(p, stage, "silent")
             _abort(training_round, participants, stage, exc.message, now)
             return
         for p in participants:
             if p.index not in alive and not p.dropped and status != Status.UNMASKING:
                 _drop(p, stage, "silent")
-        training_round.secagg_state = server.to_dict()
+        logger.info(
+            "round %s (%s/%s): %s closed, %d of %d pods go on",
+            training_round.pk,
+            training_round.number,
+            training_round.attempt,
+            stage,
+            len(alive),
+            len(participants),
+        )
         if status == Status.UNMASKING:
-            _finish(training_round, server, plan, participants, now)
+            # Keep the state from before close_unmask: the root recomputes the plan from it.
+            training_round.secagg_state = state_before
+            training_round.status = Status.AGGREGATING
+            training_round.survivors = len(alive)
+            training_round.metrics = {**training_round.metrics, "shards_done": []}
+            training_round.stage_deadline = now + timedelta(seconds=settings.ROUND_STAGE_SECONDS)
+            training_round.save(
+                update_fields=["secagg_state", "status", "survivors", "metrics", "stage_deadline"]
+            )
+            _progress(training_round, training_round.model_request.status)
+            transaction.on_commit(lambda: _dispatch_shards(round_id))
             return
         training_round.status = NEXT_STATUS[status]
         training_round.stage_deadline = now + timedelta(seconds=settings.ROUND_STAGE_SECONDS)
-        training_round.save(update_fields=["status", "stage_deadline", "secagg_state"])
         next_stage = STAGE_OF_STATUS[Status(training_round.status)]
+        requests = {
+            p.index: {
+                "share_keys": server.share_request,
+                "masked_input": server.masked_request,
+                "unmask": server.unmask_request,
+            }[next_stage](p.index)
+            for p in participants
+            if p.index in alive
+        }
+        if next_stage == "masked_input":
+            server.forget_routed()
+        training_round.secagg_state = server.to_dict()
+        training_round.save(update_fields=["status", "stage_deadline", "secagg_state"])
+        _progress(training_round, training_round.model_request.status)
         for p in participants:
             if p.index in alive:
-                request = {
-                    "share_keys": server.share_request,
-                    "masked_input": server.masked_request,
-                    "unmask": server.unmask_request,
-                }[next_stage](p.index)
+                request = requests[p.index]
                 _send_after_commit(
                     p.pod_id,
                     {
@@ -358,6 +410,115 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
                         "payload": request,
                     },
                 )
+
+
+# -- the aggregation tree ----------------------------------------------------------------------
+
+
+def _shards(training_round: TrainingRound) -> list[tuple[int, int]]:
+    from training.secagg.aggregate import shard_ranges
+
+    return shard_ranges(int(training_round.vector_length), settings.ROUND_AGGREGATION_SHARDS)
+
+
+def _shard_path(round_id: int, index: int) -> str:
+    return f"aggregates/round-{round_id}/shard-{index}.u32"
+
+
+def _dispatch_shards(round_id: int, only_missing: bool = False) -> None:
+    from . import tasks
+
+    training_round = TrainingRound.objects.get(pk=round_id)
+    done = set(training_round.metrics.get("shards_done", [])) if only_missing else set()
+    for index in range(len(_shards(training_round))):
+        if index not in done:
+            tasks.aggregate_shard.delay(round_id, index)
+
+
+def shard_sum(round_id: int, index: int) -> None:
+    """One leaf of the aggregation tree: Σ of the survivors' masked inputs over one coordinate
+    range, still masked (self masks and masks shared with dropped pods remain). Idempotent."""
+    from django.core.files.storage import default_storage
+
+    from training.secagg.aggregate import sum_range
+
+    training_round = TrainingRound.objects.get(pk=round_id)
+    if training_round.status != Status.AGGREGATING:
+        return
+    if index in training_round.metrics.get("shards_done", []):
+        return
+    start, stop = _shards(training_round)[index]
+    survivors = [
+        p
+        for p in training_round.participants.filter(dropped_at_stage="").order_by("index")
+        if p.masked_input
+    ]
+    handles = [p.masked_input.open("rb") for p in survivors]
+    try:
+        partial = sum_range(handles, start, stop)
+    finally:
+        for handle in handles:
+            handle.close()
+    path = _shard_path(round_id, index)
+    if default_storage.exists(path):
+        default_storage.delete(path)  # a retried task rewrites the same sum
+    default_storage.save(path, ContentFile(partial.astype("<u4").tobytes()))
+    with transaction.atomic():
+        locked = TrainingRound.objects.select_for_update().get(pk=round_id)
+        if locked.status != Status.AGGREGATING:
+            return
+        done = sorted({*locked.metrics.get("shards_done", []), index})
+        locked.metrics = {**locked.metrics, "shards_done": done}
+        locked.save(update_fields=["metrics"])
+        complete = len(done) == len(_shards(locked))
+    if complete:
+        from . import tasks
+
+        tasks.finalize_round.delay(round_id)
+
+
+def round_finalize(round_id: int, now: datetime | None = None) -> None:
+    """The root: remove the masks from each shard sum, decode, update the model. Idempotent."""
+    from django.core.files.storage import default_storage
+
+    from training.secagg.errors import AbortError
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        training_round, server = _locked(round_id)
+        if training_round.status != Status.AGGREGATING:
+            return
+        shards = _shards(training_round)
+        if len(training_round.metrics.get("shards_done", [])) != len(shards):
+            return
+        participants = list(training_round.participants.select_related("pod").order_by("index"))
+        if training_round.model_request.status != ModelRequest.Status.TRAINING:
+            _abort(training_round, participants, "aggregating", "The request was stopped.", now)
+            transaction.on_commit(lambda: _delete_shards(round_id, len(shards)))
+            return
+        try:
+            plan = server.close_unmask()
+        except AbortError as exc:  # cannot happen after a successful close; never half-apply
+            _abort(training_round, participants, "aggregating", exc.message, now)
+            return
+        from training.secagg.aggregate import remove_masks
+
+        pieces = []
+        for index, (start, _stop) in enumerate(shards):
+            with default_storage.open(_shard_path(round_id, index), "rb") as handle:
+                partial = np.frombuffer(handle.read(), dtype="<u4").astype(np.uint32)
+            pieces.append(remove_masks(partial, plan, start))
+        _finish(training_round, server.layout, np.concatenate(pieces), participants, plan, now)
+        transaction.on_commit(lambda: _delete_shards(round_id, len(shards)))
+
+
+def _delete_shards(round_id: int, count: int) -> None:
+    from django.core.files.storage import default_storage
+
+    for index in range(count):
+        path = _shard_path(round_id, index)
+        if default_storage.exists(path):
+            default_storage.delete(path)
 
 
 def _abort(
@@ -378,6 +539,9 @@ def _abort(
             p.pod_id, {"type": "round.end", "round": training_round.pk, "status": "aborted"}
         )
     model_request = ModelRequest.objects.select_for_update().get(pk=training_round.model_request_id)
+    if model_request.status != ModelRequest.Status.TRAINING:
+        _progress(training_round, model_request.status)
+        return  # cancelled meanwhile: nothing to retry, nothing to overwrite
     if training_round.attempt >= settings.ROUND_MAX_ATTEMPTS:
         model_request.status = ModelRequest.Status.FAILED
         model_request.status_reason = (
@@ -385,7 +549,9 @@ def _abort(
         )
         model_request.finished_at = now
         model_request.save()
+        _progress(training_round, model_request.status)
         return
+    _progress(training_round, model_request.status)
     transaction.on_commit(
         lambda: _reopen(model_request.pk, training_round.number, training_round.attempt + 1)
     )
@@ -408,31 +574,21 @@ def _discard_inputs(participants: list[RoundParticipant]) -> None:
 
 def _finish(
     training_round: TrainingRound,
-    server: Any,
-    plan: Any,
+    layout: Any,
+    total: Any,
     participants: list[RoundParticipant],
+    plan: Any,
     now: datetime,
 ) -> None:
     import torch
 
     from training.modelspec import dump_weights, load_weights, unflatten_state, validate_spec
     from training.modelspec.vectors import flatten_state
-    from training.secagg.aggregate import remove_masks, shard_ranges, sum_range
     from training.secagg.encoding import decode
 
     model_request = ModelRequest.objects.select_for_update().get(pk=training_round.model_request_id)
-    layout = server.layout
     survivors = [p for p in participants if p.index in set(plan.survivors)]
-    # The aggregation tree: shard sums by coordinate range stay masked; masks come off per range.
-    pieces = []
-    for start, stop in shard_ranges(layout.length, 4):
-        handles = [p.masked_input.open("rb") for p in survivors]
-        try:
-            pieces.append(remove_masks(sum_range(handles, start, stop), plan, start))
-        finally:
-            for handle in handles:
-                handle.close()
-    totals = decode(np.concatenate(pieces), layout)
+    totals = decode(total, layout)
     weight = float(totals["weight"][0])
     spec = validate_spec(model_request.spec)
     base = training_round.base_version
@@ -440,13 +596,19 @@ def _finish(
     with base.weights.open("rb") as handle:
         state = load_weights(handle.read(), spec)
     average = (totals["update"] / max(weight, 1e-12)).astype(np.float32)
-    new_state = unflatten_state(flatten_state(state, spec) + average, spec, like=state)
+    vector, optimizer_state = server_step(
+        spec.training.server_optimizer,
+        flatten_state(state, spec),
+        average,
+        _optimizer_state(base),
+    )
+    new_state = unflatten_state(vector, spec, like=state)
     blob = dump_weights(
         {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in new_state.items()}
     )
     examples = float(totals["eval_examples"][0])
     metrics = {
-        **training_round.metrics,
+        **{k: v for k, v in training_round.metrics.items() if k != "shards_done"},
         "participants": len(survivors),
         "weight_total": weight,
         "eval_examples": round(examples),
@@ -454,6 +616,7 @@ def _finish(
         "eval_accuracy": float(totals["eval_correct"][0]) / examples if examples else None,
     }
     epsilon = None
+    over_budget = False
     if model_request.dp:
         from training.secagg.dp import epsilon_of
 
@@ -467,6 +630,10 @@ def _finish(
         ] + [(float(model_request.dp["noise_multiplier"]), float(metrics["sample_rate"]), 1)]
         epsilon = epsilon_of(history, float(model_request.dp["delta"]))
         model_request.epsilon_spent = epsilon
+        # Stop before the budget is exceeded: one more round like this one must still fit.
+        over_budget = epsilon_of([*history, history[-1]], float(model_request.dp["delta"])) > float(
+            model_request.dp["target_epsilon"]
+        )
     version = ModelVersion(
         model_request=model_request,
         round_number=training_round.number,
@@ -478,6 +645,12 @@ def _finish(
     version.weights.save(
         f"round-{training_round.number}.safetensors", ContentFile(blob), save=False
     )
+    if optimizer_state is not None:
+        version.optimizer_state.save(
+            f"round-{training_round.number}-server.safetensors",
+            ContentFile(_dump_vectors(optimizer_state)),
+            save=False,
+        )
     version.save()
     training_round.status = Status.COMPLETED
     training_round.survivors = len(survivors)
@@ -489,10 +662,17 @@ def _finish(
     _discard_inputs(participants)
     model_request.current_round = training_round.number
     done = training_round.number >= model_request.rounds
+    if not done and model_request.dp and over_budget:
+        done = True
+        model_request.status_reason = (
+            f"Stopped after round {training_round.number}: another round would exceed the "
+            f"privacy budget (ε ≤ {model_request.dp['target_epsilon']})."
+        )
     if done:
         model_request.status = ModelRequest.Status.COMPLETED
         model_request.finished_at = now
     model_request.save()
+    _progress(training_round, model_request.status)
     for p in participants:
         _send_after_commit(
             p.pod_id, {"type": "round.end", "round": training_round.pk, "status": "completed"}
@@ -502,12 +682,140 @@ def _finish(
         transaction.on_commit(lambda: _reopen(model_request.pk, number, 1))
 
 
+# -- server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization") --------------------
+
+
+def server_step(
+    optimizer: Any, current: Any, average: Any, state: dict[str, Any] | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """Apply the aggregate: FedAvg adds the average update; FedAdam treats it as a pseudo-
+    gradient with server-side first and second moments (kept between rounds)."""
+    if optimizer.get("type") != "fedadam":
+        return (current + average).astype(np.float32), None
+    beta1, beta2 = (float(b) for b in optimizer["betas"])
+    lr, eps = float(optimizer["lr"]), float(optimizer["eps"])
+    m = state["m"] if state else np.zeros_like(average)
+    v = state["v"] if state else np.full_like(average, eps * eps)
+    m = beta1 * m + (1 - beta1) * average
+    v = beta2 * v + (1 - beta2) * np.square(average)
+    new = current + lr * m / (np.sqrt(v) + eps)
+    return new.astype(np.float32), {"m": m.astype(np.float32), "v": v.astype(np.float32)}
+
+
+def _dump_vectors(vectors: dict[str, Any]) -> bytes:
+    from safetensors.numpy import save
+
+    return bytes(save({k: np.ascontiguousarray(v) for k, v in vectors.items()}))
+
+
+def _optimizer_state(version: ModelVersion) -> dict[str, Any] | None:
+    from safetensors.numpy import load
+
+    if not version.optimizer_state:
+        return None
+    with version.optimizer_state.open("rb") as handle:
+        return dict(load(handle.read()))
+
+
 def rounds_tick(now: datetime | None = None) -> None:
-    """Advance stages past their deadline and start requests that can start."""
+    """The clock of every round (run every few seconds: Celery beat, or the in-process ticker).
+
+    Closes stages past their deadline (dropping silent pods), re-dispatches aggregation shards
+    that a killed worker never finished, opens the next round of a training request that has
+    none running (e.g. after a retry found too few pods online), and starts requests that can.
+    """
     now = now or timezone.now()
     for round_id in TrainingRound.objects.filter(
         status__in=list(STAGE_OF_STATUS), stage_deadline__lte=now
     ).values_list("pk", flat=True):
         round_advance(round_id, now)
+    for training_round in TrainingRound.objects.filter(
+        status=Status.AGGREGATING, stage_deadline__lte=now
+    ):
+        if len(training_round.metrics.get("shards_done", [])) == len(_shards(training_round)):
+            round_finalize(training_round.pk, now)
+        else:
+            _dispatch_shards(training_round.pk, only_missing=True)
+    active = TrainingRound.objects.exclude(status__in=[Status.COMPLETED, Status.ABORTED])
+    for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.TRAINING).exclude(
+        rounds_run__in=active
+    ):
+        _resume(model_request, now)
     for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING):
         request_try_start(model_request, now)
+
+
+def _resume(model_request: ModelRequest, now: datetime) -> None:
+    """Open the round a training request is waiting for (its next number, or a retry)."""
+    with transaction.atomic():
+        locked = ModelRequest.objects.select_for_update().get(pk=model_request.pk)
+        if locked.status != ModelRequest.Status.TRAINING:
+            return
+        last = locked.rounds_run.order_by("-number", "-attempt").first()
+        if last is not None and last.status not in (Status.COMPLETED, Status.ABORTED):
+            return
+        if last is None or last.status == Status.COMPLETED:
+            number, attempt = (last.number + 1 if last else 1), 1
+        else:
+            number, attempt = last.number, last.attempt + 1
+        if number > locked.rounds:
+            return
+        round_open(locked, number=number, attempt=attempt, now=now)
+
+
+# -- pods leaving ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def round_decline(*, pod: Pod, round_id: int, code: str) -> None:
+    """A pod refused the task (its own consent check, no data...): drop it from the round."""
+    training_round = TrainingRound.objects.select_for_update().get(pk=round_id)
+    participant = training_round.participants.filter(pod=pod).first()
+    if participant is None or participant.dropped:
+        return
+    stage = STAGE_OF_STATUS.get(Status(training_round.status), str(training_round.status))
+    _drop(participant, stage, f"declined:{code}"[:100])
+    if training_round.status in STAGE_OF_STATUS and _all_answered(training_round):
+        transaction.on_commit(lambda: round_advance(round_id))
+
+
+def user_leaves_rounds(*, user_id: int, model_request_id: Any = None, reason: str) -> int:
+    """Drop a person's pods from running rounds at once (withdrawal, or "pause all training").
+
+    Their masked input, if already sent, stays out of the sum only if the round is still
+    collecting; after that the protocol has already committed to the survivor set.
+    """
+    running = RoundParticipant.objects.filter(
+        user_id=user_id,
+        dropped_at_stage="",
+        round__status__in=[Status.ADVERTISING, Status.SHARING, Status.COLLECTING],
+        round__model_request__status=ModelRequest.Status.TRAINING,
+    )
+    if model_request_id is not None:
+        running = running.filter(round__model_request_id=model_request_id)
+    dropped = 0
+    for round_id in set(running.values_list("round_id", flat=True)):
+        with transaction.atomic():
+            training_round, server = _locked(round_id)
+            if training_round.status not in STAGE_OF_STATUS:
+                continue
+            stage = STAGE_OF_STATUS[Status(training_round.status)]
+            for participant in training_round.participants.filter(
+                user_id=user_id, dropped_at_stage=""
+            ):
+                _drop(participant, stage, reason)
+                if training_round.status == Status.COLLECTING:
+                    server.withdraw_masked(participant.index)
+                    training_round.secagg_state = server.to_dict()
+                    training_round.save(update_fields=["secagg_state"])
+                if participant.masked_input:
+                    participant.masked_input.delete(save=False)
+                    participant.save(update_fields=["masked_input"])
+                dropped += 1
+                _send_after_commit(
+                    participant.pod_id,
+                    {"type": "round.end", "round": round_id, "status": "left"},
+                )
+            if _all_answered(training_round):
+                transaction.on_commit(lambda rid=round_id: round_advance(rid))  # type: ignore[misc]
+    return dropped

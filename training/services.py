@@ -182,4 +182,7 @@ def model_request_cancel(*, model_request: ModelRequest, reason: str = "") -> Mo
     locked.status_reason = reason or "Cancelled by the provider."
     locked.finished_at = timezone.now()
     locked.save()
+    from . import progress
+
+    progress.publish(locked.pk, progress.request_event(locked))
     return locked

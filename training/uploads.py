@@ -73,16 +73,25 @@ def masked_input_store(
         if not hmac.compare_digest(digest.hexdigest(), sha256.lower()):
             raise DomainError("The body does not match X-Content-SHA256.", code="checksum_mismatch")
         spool.seek(0)
+        from .orchestrator import round_advance, round_masked_received
+
+        # One transaction, locks in the orchestrator's order (the round, then the participant):
+        # the upload and the protocol state agree, whatever other uploads do meanwhile.
         with transaction.atomic():
+            locked_round = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
+            if locked_round.status != TrainingRound.Status.COLLECTING:
+                raise Conflict("The round is not collecting masked inputs.", code="wrong_stage")
             locked = RoundParticipant.objects.select_for_update().get(pk=participant.pk)
             if locked.masked_input:
                 raise Conflict("This pod already sent its masked input.", code="already_uploaded")
+            if locked.dropped:
+                raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")
             name = f"round-{training_round.pk}-pod-{locked.index}.u32"
             locked.masked_input.save(name, File(spool), save=False)
             locked.masked_sha256 = digest.hexdigest()
             locked.stage_reached = RoundParticipant.Stage.MASKED
             locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
-    from .orchestrator import round_masked_received
-
-    round_masked_received(locked)
+            complete = round_masked_received(locked_round, locked)
+        if complete:
+            round_advance(training_round.pk)
     return locked

@@ -3,7 +3,9 @@ real local training), with dropouts at two stages and a withdrawal between round
 
 from __future__ import annotations
 
+import hashlib
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,77 +16,124 @@ from django.utils import timezone
 from safetensors.torch import load as load_safetensors
 from sklearn.datasets import load_breast_cancer
 
+from consent import receipts
+from consent.models import Consent
 from consent.services import consent_grant, consent_withdraw
+from dataspace.celery import app as celery_app
+from pods.agent.rounds import MemoryData, RoundWorker, Vanish
 from pods.models import Pod, key_fingerprint
 from tests.factories import UserFactory, open_request
 from training import orchestrator
+from training.demo import breast_features
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
-from training.modelspec.trainer import evaluate, train_local
-from training.secagg.client import ClientRound
-from training.secagg.encoding import clip_l2
+from training.modelspec.trainer import evaluate
 from training.uploads import masked_input_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _tasks_in_process() -> Iterator[None]:
+    """Aggregation tasks run inline here; the end-to-end test runs them on a Celery worker."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+class InProcessTransport:
+    """The pod's HTTP calls, answered by the same service functions the views call."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.pod = pod
+
+    def receipt(self, request_id: str) -> dict[str, Any]:
+        consent = Consent.objects.get(user=self.pod.owner, model_request_id=request_id)
+        return receipts.receipt_signed(consent)
+
+    def download(self, path: str) -> bytes:
+        round_id = int(path.rstrip("/").split("/")[-2])
+        version = TrainingRound.objects.get(pk=round_id).base_version
+        assert version is not None
+        with version.weights.open("rb") as handle:
+            return bytes(handle.read())
+
+    def upload(self, path: str, body: bytes) -> None:
+        masked_input_store(
+            pod=self.pod,
+            round_id=int(path.rstrip("/").split("/")[-2]),
+            stream=io.BytesIO(body),
+            length=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+        )
+
+
+class RecordingWorker(RoundWorker):
+    """The pod agent's round worker; the test keeps each plain contribution to check the sum."""
+
+    plain: dict[str, Any]
+
+    def _prepare(self, task: Any) -> Any:
+        parts = super()._prepare(task)
+        self.plain = {k: v.copy() for k, v in parts.items()}
+        return parts
+
+
+def consenting_online_pod(model_request: ModelRequest, name: str) -> tuple[Pod, Ed25519PrivateKey]:
+    """A person's pod holding breast-screening records, online, whose owner consented."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    pod = Pod.objects.create(
+        owner=UserFactory(),
+        name=name,
+        public_key=public,
+        fingerprint=key_fingerprint(public),
+        channel_name=f"chan-{name}",
+        last_seen_at=timezone.now(),
+        categories_held=[{"slug": "health.breast_screening", "count": 10}],
+    )
+    consent_grant(user=pod.owner, model_request=model_request, pod=pod)
+    return pod, key
+
+
 class SimPod:
     def __init__(self, pod: Pod, key: Ed25519PrivateKey, x: np.ndarray, y: np.ndarray) -> None:
-        self.pod, self.key, self.x, self.y = pod, key, x, y
-        self.client: ClientRound | None = None
-        self.task: dict[str, Any] = {}
-        self.drop_at: str | None = None
-        self.plain: dict[str, np.ndarray] = {}
+        self.pod = pod
+        columns = {name: x[:, i] for i, name in enumerate(breast_features())}
+        self.worker = RecordingWorker(
+            identity=key,
+            transport=InProcessTransport(pod),
+            data=MemoryData("health.breast_screening", {**columns, "diagnosis": y}),
+            pinned_keys=receipts.public_jwks(),
+        )
+        self.gone = False
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        return self.worker.plain
+
+    def drop_at(self, stage: str) -> None:
+        self.worker.vanish = lambda arrived: arrived == stage
 
     def handle(self, message: dict[str, Any]) -> None:
-        if message["type"] != "round.stage":
+        if self.gone:
             return
-        stage = message["stage"]
-        if stage == self.drop_at:
-            return  # the pod vanished
-        if stage == "advertise_keys":
-            self.task = message["task"]
-            self.client = ClientRound(self.key)
-            payload = self.client.advertise_keys(message["payload"])
-        elif stage == "share_keys":
-            assert self.client is not None
-            payload = self.client.share_keys(message["payload"])
-        elif stage == "masked_input":
-            assert self.client is not None
-            version = TrainingRound.objects.get(pk=message["round"]).base_version
-            assert version is not None
-            state = load_safetensors(version.weights.open("rb").read())
-            spec = validate_spec(self.task["spec"])
-            result = train_local(spec, state, self.x, self.y, seed=self.task["seed"])
-            weight = min(result.num_examples, self.task["max_examples"]) / self.task["max_examples"]
-            self.plain = {
-                "update": weight * clip_l2(result.update, self.task["clip_norm"]),
-                "weight": np.array([weight]),
-            }
-            parts = {
-                **self.plain,
-                "eval_loss": np.array([result.evaluation.loss_sum]),
-                "eval_correct": np.array([float(result.evaluation.correct)]),
-                "eval_examples": np.array([float(result.evaluation.examples)]),
-            }
-            vector = self.client.masked_input(message["payload"], parts)
-            body = vector.astype("<u4").tobytes()
-            import hashlib
-
-            masked_input_store(
-                pod=self.pod,
-                round_id=message["round"],
-                stream=io.BytesIO(body),
-                length=len(body),
-                sha256=hashlib.sha256(body).hexdigest(),
-            )
+        try:
+            reply = self.worker.handle(message)
+        except Vanish:
+            self.gone = True  # the pod vanished from the network
             return
+        if reply is None:
+            return
+        if reply["type"] == "round.decline":
+            orchestrator.round_decline(pod=self.pod, round_id=reply["round"], code=reply["code"])
         else:
-            assert self.client is not None
-            payload = self.client.unmask(message["payload"])
-        orchestrator.round_reply(
-            pod=self.pod, round_id=message["round"], stage=stage, payload=payload
-        )
+            orchestrator.round_reply(
+                pod=self.pod,
+                round_id=reply["round"],
+                stage=reply["stage"],
+                payload=reply["payload"],
+            )
 
 
 def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,26 +148,14 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
 
     pods: dict[Any, SimPod] = {}
     for i in range(8):
-        user = UserFactory()
-        key = Ed25519PrivateKey.generate()
-        public = key.public_key().public_bytes_raw()
-        pod = Pod.objects.create(
-            owner=user,
-            name=f"p{i}",
-            public_key=public,
-            fingerprint=key_fingerprint(public),
-            channel_name=f"chan{i}",
-            last_seen_at=timezone.now(),
-            categories_held=[{"slug": "health.breast_screening", "count": 10}],
-        )
-        consent_grant(user=user, model_request=model_request, pod=pod)
+        pod, key = consenting_online_pod(model_request, f"p{i}")
         pods[pod.pk] = SimPod(pod, key, x_all[i * 60 : (i + 1) * 60], y_all[i * 60 : (i + 1) * 60])
 
     first = orchestrator.request_try_start(model_request)
     assert first is not None and first.cohort_size == 8
     by_index = {p.index: pods[p.pod_id] for p in first.participants.all()}
-    by_index[2].drop_at = "masked_input"
-    by_index[5].drop_at = "unmask"
+    by_index[2].drop_at("masked_input")
+    by_index[5].drop_at("unmask")
 
     def pump() -> None:
         while outbox:
@@ -171,6 +208,7 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
     # One person withdraws: their pod is in no later cohort.
     leaver = by_index[1].pod
     consent = leaver.consents.get(model_request=model_request)
+    withdrawn_at = timezone.now()
     consent_withdraw(user=leaver.owner, consent=consent)
     pump()
     orchestrator.rounds_tick(later())
@@ -182,6 +220,14 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
     assert model_request.status == ModelRequest.Status.COMPLETED
     second = TrainingRound.objects.get(model_request=model_request, number=2, status="completed")
     assert not RoundParticipant.objects.filter(round=second, pod=leaver).exists()
+    # Drawn before the withdrawal, the running round dropped the pod at once; none drawn after
+    # it includes the pod.
+    for participation in RoundParticipant.objects.filter(pod=leaver, round__number=2):
+        assert participation.round.started_at < withdrawn_at
+        assert participation.drop_reason in ("consent_withdrawn", "declined:no_consent")
+    assert not RoundParticipant.objects.filter(
+        pod=leaver, round__started_at__gt=withdrawn_at
+    ).exists()
     final = load_safetensors(
         model_request.versions.order_by("-round_number").first().weights.open("rb").read()
     )  # type: ignore[union-attr]
@@ -189,3 +235,25 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
     held_out = (x_all[480:], y_all[480:])  # no pod holds these rows
     assert evaluate(spec, final, *held_out).loss_sum < evaluate(spec, initial, *held_out).loss_sum
     assert torch.is_tensor(final["0.weight"])
+
+
+def test_cancelling_mid_round_stops_it_and_stays_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.services import model_request_cancel
+
+    model_request = open_request(rounds=1, cohort_size=4, min_participants=3)
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
+    )
+    for i in range(4):
+        consenting_online_pod(model_request, f"c{i}")
+    training_round = orchestrator.request_try_start(model_request)
+    assert training_round is not None
+    model_request_cancel(model_request=model_request)
+    orchestrator.rounds_tick(timezone.now() + timezone.timedelta(hours=1))
+    training_round.refresh_from_db()
+    model_request.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.ABORTED
+    assert model_request.status == ModelRequest.Status.CANCELLED
+    assert TrainingRound.objects.filter(model_request=model_request).count() == 1  # no retry
+    assert {m["type"] for _, m in outbox} == {"round.stage", "round.end"}

@@ -2,23 +2,27 @@
 
 client = DataspaceClient("https://dataspace.example", client_id, client_secret)
 request = client.submit(spec, weights_path)
-for status in client.watch(request["id"]):
-    ...
+for event in client.watch(request["id"]):  # live over WebSocket, polling as a fallback
+    print(event["status"], event["round"], event["stage"], event["metrics"])
 client.download(request["id"], "model.safetensors")
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 TERMINAL = {"completed", "failed", "cancelled"}
+# The round metrics a progress event carries (as ``training.progress.PUBLIC_METRICS``).
+PUBLIC_METRICS = ("participants", "eval_loss", "eval_accuracy", "eval_examples", "sample_rate")
 
 
 class ApiError(Exception):
@@ -159,18 +163,131 @@ class DataspaceClient:
         *,
         interval: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
+        stream: bool = True,
+        check_every: float = 30.0,
     ) -> Iterator[dict[str, Any]]:
-        """Yield the request's status on every change until it completes, fails or is cancelled."""
-        last: tuple[Any, ...] | None = None
+        """Yield progress events until the request completes, fails or is cancelled.
+
+        Events come from the WebSocket ``/ws/requests/<id>/`` (the first one is a snapshot), in
+        the shape of ``training.progress``: ``request``, ``status``, ``round``, ``attempt``,
+        ``stage``, ``cohort``, ``survivors``, ``metrics``, ``at``. When the socket cannot be
+        opened (or keeps dropping), the same events are built by polling the REST API every
+        ``interval`` seconds. Identical consecutive events are yielded once.
+        """
+        last: str | None = None
+        sources = [self._poll(request_id, interval=interval, sleep=sleep)]
+        if stream:
+            sources.insert(0, self._stream(request_id, check_every=check_every, sleep=sleep))
+        for source in sources:
+            with contextlib.closing(source):  # closes the socket when the caller stops early
+                for event in source:
+                    key = json.dumps({k: v for k, v in event.items() if k != "at"}, sort_keys=True)
+                    if key != last:
+                        last = key
+                        yield event
+                    if event.get("status") in TERMINAL:
+                        return
+
+    # -- progress sources ------------------------------------------------------------------------
+
+    def progress_url(self, request_id: str) -> str:
+        """The WebSocket URL of a request's progress, derived from the base URL."""
+        scheme, _, rest = self.base_url.partition("://")
+        ws_scheme = {"https": "wss", "http": "ws"}.get(scheme.lower(), scheme)
+        return f"{ws_scheme}://{rest}/ws/requests/{request_id}/"
+
+    def _stream(
+        self,
+        request_id: str,
+        *,
+        check_every: float,
+        sleep: Callable[[float], None],
+        reconnects: int = 3,
+    ) -> Generator[dict[str, Any]]:
+        """Events from the socket. Ends (the caller then polls) if it cannot open or stay open.
+
+        A 4401 close (token expired mid-stream) fetches a new token and reconnects; a silent
+        socket is cross-checked with one REST call every ``check_every`` seconds, so a lost
+        event can never leave ``watch`` waiting forever.
+        """
+        try:
+            from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+            from websockets.sync.client import connect
+            from websockets.typing import Origin
+        except ImportError:  # pragma: no cover - websockets is a dependency
+            return
+        scheme, _, rest = self.base_url.partition("://")
+        origin = Origin(f"{scheme}://{rest.split('/', 1)[0]}")
+        failures = 0
+        while failures <= reconnects:
+            received = False
+            try:
+                with connect(self.progress_url(request_id), origin=origin, open_timeout=10) as ws:
+                    ws.send(json.dumps({"type": "hello", "token": self._bearer()}))
+                    while True:
+                        try:
+                            raw = ws.recv(timeout=check_every)
+                        except TimeoutError:
+                            yield self._polled_event(request_id)
+                            continue
+                        message = json.loads(raw)
+                        if not isinstance(message, dict) or message.get("type") != "progress":
+                            continue
+                        received, failures = True, 0
+                        yield {k: v for k, v in message.items() if k != "type"}
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                if code == 4401:
+                    self._token = None  # expired or revoked: the next hello uses a fresh one
+                elif code is not None and 4400 <= code < 4500:
+                    return  # refused (scope, not found): the REST API gives the real error
+            except (OSError, InvalidHandshake, InvalidURI, ValueError):
+                if not received and failures == 0:
+                    return  # no socket here (old server, proxy): poll instead
+            failures += 1
+            if failures <= reconnects:
+                sleep(min(2.0**failures, 10.0))
+
+    def _poll(
+        self, request_id: str, *, interval: float, sleep: Callable[[float], None]
+    ) -> Generator[dict[str, Any]]:
         while True:
-            status = self.status(request_id)
-            key = (status["status"], status["current_round"], status["epsilon_spent"])
-            if key != last:
-                last = key
-                yield status
-            if status["status"] in TERMINAL:
-                return
+            yield self._polled_event(request_id)
             sleep(interval)
+
+    def _polled_event(self, request_id: str) -> dict[str, Any]:
+        """A progress event built from the REST API: the request and its latest round."""
+        status = self.status(request_id)
+        latest: dict[str, Any] | None = None
+        if status["status"] not in {"draft", "recruiting"}:
+            rounds = self.rounds(request_id)
+            latest = rounds[-1] if rounds else None
+        event: dict[str, Any] = {
+            "request": str(status["id"]),
+            "status": status["status"],
+            "round": None,
+            "attempt": None,
+            "stage": None,
+            "cohort": None,
+            "survivors": None,
+            "metrics": {},
+            "at": datetime.now(UTC).isoformat(),
+        }
+        if latest is not None:
+            metrics = {
+                k: v for k, v in (latest.get("metrics") or {}).items() if k in PUBLIC_METRICS
+            }
+            if latest.get("epsilon") is not None:
+                metrics["epsilon"] = latest["epsilon"]
+            event.update(
+                round=latest["number"],
+                attempt=latest["attempt"],
+                stage=latest["status"],
+                cohort=latest["cohort_size"],
+                survivors=latest["survivors"],
+                metrics=metrics,
+            )
+        return event
 
 
 def _error_of(response: httpx.Response) -> ApiError:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -43,9 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a request"),
     ):
         commands.add_parser(name, help=text).add_argument("id")
-    watch = commands.add_parser("watch", help="live progress over rounds until the request ends")
+    watch = commands.add_parser(
+        "watch",
+        help="live progress, one line per event, until the request ends (exit 0 if it completed)",
+    )
     watch.add_argument("id")
-    watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    watch.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per event"
+    )
+    watch.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between polls when the live stream is unavailable",
+    )
     download = commands.add_parser("download", help="download the latest model")
     download.add_argument("id")
     download.add_argument("-o", "--output", default="model.safetensors")
@@ -68,32 +80,39 @@ def _print(data: Any, as_json: bool) -> None:
             print(json.dumps(item))
 
 
+def _event_line(event: dict[str, Any], rounds: int | None) -> str:
+    """One line per progress event, e.g. ``training  round 2/5  masked_input  cohort 8``."""
+    parts = [time.strftime("%H:%M:%S"), str(event.get("status"))]
+    if event.get("round"):
+        parts.append(f"round {event['round']}" + (f"/{rounds}" if rounds else ""))
+        if (event.get("attempt") or 1) > 1:
+            parts.append(f"attempt {event['attempt']}")
+        if event.get("stage"):
+            parts.append(str(event["stage"]))
+        if event.get("cohort"):
+            parts.append(f"cohort {event['cohort']}")
+        if event.get("survivors"):
+            parts.append(f"survivors {event['survivors']}")
+    metrics = event.get("metrics") or {}
+    for key, label, fmt in (
+        ("eval_accuracy", "accuracy", ".3f"),
+        ("eval_loss", "loss", ".4f"),
+        ("epsilon", "ε", ".2f"),
+    ):
+        if isinstance(metrics.get(key), int | float):
+            parts.append(f"{label} {metrics[key]:{fmt}}")
+    return "  ".join(parts)
+
+
 def _watch(
     client: DataspaceClient, request_id: str, interval: float, as_json: bool
 ) -> dict[str, Any]:
+    """Print one line (or one JSON object) per progress event; return the last event."""
+    rounds = client.status(request_id).get("rounds")  # also: a clear error for a wrong id
     last: dict[str, Any] = {}
-    if as_json:
-        for status in client.watch(request_id, interval=interval):
-            print(json.dumps(status), flush=True)
-            last = status
-        return last
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-    ) as progress:
-        task = None
-        for status in client.watch(request_id, interval=interval):
-            detail = f"{status['status']}  ε={status['epsilon_spent']:.2f}"
-            if task is None:
-                task = progress.add_task(
-                    status["title"][:40], total=status["rounds"], detail=detail
-                )
-            progress.update(task, completed=status["current_round"], detail=detail)
-            last = status
+    for event in client.watch(request_id, interval=interval):
+        print(json.dumps(event) if as_json else _event_line(event, rounds), flush=True)
+        last = event
     return last
 
 
@@ -119,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "cancel":
                 result = client.cancel(args.id)
             elif args.command == "watch":
-                result = _watch(client, args.id, args.interval, args.json)
-                if args.json:
-                    return 0 if result.get("status") == "completed" else 1
+                final = _watch(client, args.id, args.interval, args.json)
+                return 0 if final.get("status") == "completed" else 1
             else:
                 result = client.download(args.id, args.output)
     except ApiError as exc:

@@ -204,6 +204,12 @@ class ServerRound:
         envelopes = {str(v): e for v, e in self.routed.get(u, {}).items() if v in shared}
         return {"stage": Stage.MASKED_INPUT.value, "shares": envelopes}
 
+    def forget_routed(self) -> None:
+        """Drop the relayed envelopes once every masked-input request is built: nothing later
+        needs them, and they are most of the persisted state (O(n·k) ciphertexts)."""
+        self._require(Stage.MASKED_INPUT)
+        self.routed = {}
+
     # -- stage 3: MaskedInput -----------------------------------------------------------------
 
     def receive_masked(self, u: int) -> None:
@@ -212,6 +218,16 @@ class ServerRound:
         if u not in self.shared or u in self.masked:
             raise ProtocolError("Unexpected or repeated masked input.", code="unexpected_reply")
         self.masked.append(u)
+
+    def withdraw_masked(self, u: int) -> None:
+        """Leave u's stored input out of the sum (its owner withdrew before the stage closed).
+
+        u is then treated exactly like a pod that dropped before sending its masked input:
+        the survivors' pairwise masks with u are removed through u's reconstructed key.
+        """
+        self._require(Stage.MASKED_INPUT)
+        if u in self.masked:
+            self.masked.remove(u)
 
     def close_masked(self) -> list[int]:
         self._require(Stage.MASKED_INPUT)
