@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
@@ -11,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from pods.models import Pod
-from training.models import ModelRequest
+from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 
 from .chain import ChainBreak, verify_chain
 from .models import Consent, ConsentEvent, DataSubject
@@ -104,3 +106,240 @@ def consent_log_verify() -> list[ChainBreak]:
     orphans = ConsentEvent.objects.exclude(consent_id__in=Consent.objects.values("pk"))
     breaks.extend(ChainBreak(str(e.consent_id), e.seq, "event without a consent") for e in orphans)
     return breaks
+
+
+# -- participation history (DESIGN.md section 3: RoundParticipant is the person's history) ------
+
+# Plain words for what the protocol records; codes stay in the export for machines.
+ROUND_STATUS_WORDS: dict[str, str] = {
+    TrainingRound.Status.ADVERTISING: "In progress: pods are exchanging keys",
+    TrainingRound.Status.SHARING: "In progress: pods are sharing key pieces",
+    TrainingRound.Status.COLLECTING: "In progress: collecting masked updates",
+    TrainingRound.Status.UNMASKING: "In progress: revealing the group’s sum",
+    TrainingRound.Status.AGGREGATING: "In progress: combining the updates",
+    TrainingRound.Status.COMPLETED: "Completed",
+    TrainingRound.Status.ABORTED: "Stopped before anything was revealed",
+}
+
+STAGE_REACHED_WORDS: dict[str, str] = {
+    RoundParticipant.Stage.SELECTED: "Chosen for the group",
+    RoundParticipant.Stage.ADVERTISED: "Sent its public keys",
+    RoundParticipant.Stage.SHARED: "Shared key pieces with its neighbours",
+    RoundParticipant.Stage.MASKED: "Sent its masked update",
+    RoundParticipant.Stage.UNMASKED: "Helped reveal the group’s sum",
+}
+
+DROPPED_AT_WORDS: dict[str, str] = {
+    "selected": "before the round began",
+    "advertise_keys": "while pods exchanged keys",
+    "share_keys": "while pods shared key pieces",
+    "masked_input": "while masked updates were collected",
+    "unmask": "while the group’s sum was revealed",
+    "aggregating": "while the updates were combined",
+}
+
+DROP_REASON_WORDS: dict[str, str] = {
+    "silent": "Your pod did not answer in time (it may have been offline).",
+    "consent_withdrawn": "You withdrew your consent.",
+    "training_paused": "You paused all training.",
+    "consent_withdrawn_or_paused": "Your consent was no longer active, or training was paused.",
+    "out_of_order": "Your pod answered at the wrong step of the round.",
+}
+
+DECLINE_WORDS: dict[str, str] = {
+    "plan_mismatch": "the task was not the plan you agreed to",
+    "weights_mismatch": "the model it was sent did not match the plan you agreed to",
+    "no_consent": "it found no consent from you for this request",
+    "consent_expired": "your consent had expired",
+    "wrong_request": "the consent receipt was for another request",
+    "fields_not_consented": "the task asked for data you did not agree to share",
+    "no_data": "it holds no data for this request",
+    "no_label": "its data lacks what the model learns to predict",
+}
+
+
+def drop_reason_words(code: str) -> str:
+    """A recorded drop reason in plain words; unknown codes are named, never hidden."""
+    if not code:
+        return ""
+    if code in DROP_REASON_WORDS:
+        return DROP_REASON_WORDS[code]
+    if code.startswith("declined:"):
+        detail = code.removeprefix("declined:")
+        why = DECLINE_WORDS.get(detail, f"the task could not be run ({detail})")
+        return f"Your pod declined the task: {why}."
+    return f"Your pod’s reply did not pass the protocol’s checks ({code})."
+
+
+@dataclass(frozen=True)
+class RoundTaken:
+    """One round one of the person's pods was in the cohort of."""
+
+    number: int
+    attempt: int
+    pod_name: str
+    status: str
+    stage_reached: str
+    dropped_at_stage: str
+    drop_reason: str
+    model_version: int | None
+    epsilon: float | None
+
+    @property
+    def contributed(self) -> bool:
+        """The round published a model and this pod's update was in its sum."""
+        return self.model_version is not None
+
+    @property
+    def status_words(self) -> str:
+        return ROUND_STATUS_WORDS.get(self.status, self.status)
+
+    @property
+    def stage_reached_words(self) -> str:
+        return STAGE_REACHED_WORDS.get(self.stage_reached, self.stage_reached)
+
+    @property
+    def dropped_at_words(self) -> str:
+        return DROPPED_AT_WORDS.get(self.dropped_at_stage, self.dropped_at_stage)
+
+    @property
+    def drop_reason_words(self) -> str:
+        return drop_reason_words(self.drop_reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "attempt": self.attempt,
+            "status": self.status,
+            "stage_reached": self.stage_reached,
+            "dropped_at_stage": self.dropped_at_stage or None,
+            "drop_reason": self.drop_reason or None,
+            "drop_reason_text": self.drop_reason_words or None,
+            "contributed": self.contributed,
+            "model_version": self.model_version,
+            "epsilon": self.epsilon,
+        }
+
+
+@dataclass
+class RequestTaken:
+    """A model request the person's pods took part in, with every round they were drawn for."""
+
+    request_id: uuid.UUID
+    title: str
+    provider: str
+    status: str
+    dp: bool
+    epsilon_budget: float | None
+    delta: float | None
+    rounds: list[RoundTaken] = field(default_factory=list)
+
+    @property
+    def readable(self) -> bool:
+        """Whether the portal still shows the request's page (see ``open_request``)."""
+        return self.status in (*ModelRequest.OPEN_STATUSES, ModelRequest.Status.COMPLETED)
+
+    @property
+    def contributed_rounds(self) -> int:
+        return sum(1 for r in self.rounds if r.contributed)
+
+    @property
+    def epsilon_spent(self) -> float | None:
+        """ε of the latest completed round the person contributed to (the accountant's
+        cumulative value after it); None without DP or before any contribution."""
+        spent = [r for r in self.rounds if r.contributed and r.epsilon is not None]
+        return max(spent, key=lambda r: r.number).epsilon if spent else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request": str(self.request_id),
+            "title": self.title,
+            "provider": self.provider,
+            "differential_privacy": self.dp,
+            "epsilon_spent": self.epsilon_spent,
+            "rounds": [r.as_dict() for r in self.rounds],
+        }
+
+
+def participation_of(user: User) -> list[RequestTaken]:
+    """Every round the person's pods were drawn for, grouped by request, newest request first.
+
+    Two queries whatever the history's length: the person's participants with their round,
+    request, provider and pod, then the model versions of those requests. Only display fields
+    are loaded; no key, share, masked input or other person's row is read.
+    """
+    participants = (
+        RoundParticipant.objects.filter(user=user)
+        .select_related("round__model_request__provider", "pod")
+        .only(
+            "stage_reached",
+            "dropped_at_stage",
+            "drop_reason",
+            "round_id",
+            "pod_id",
+            "pod__name",
+            "round__number",
+            "round__attempt",
+            "round__status",
+            "round__epsilon",
+            "round__started_at",
+            "round__model_request_id",
+            "round__model_request__title",
+            "round__model_request__dp",
+            "round__model_request__status",
+            "round__model_request__provider_id",
+            "round__model_request__provider__name",
+        )
+        .order_by("round__model_request_id", "round__number", "round__attempt", "pod__name")
+    )
+    rows = list(participants)
+    request_ids = {p.round.model_request_id for p in rows}
+    versions: dict[tuple[uuid.UUID, int], ModelVersion] = {
+        (v.model_request_id, v.round_number): v
+        for v in ModelVersion.objects.filter(model_request_id__in=request_ids).only(
+            "model_request_id", "round_number", "epsilon"
+        )
+    }
+    taken: dict[uuid.UUID, RequestTaken] = {}
+    latest: dict[uuid.UUID, datetime] = {}
+    for p in rows:
+        training_round = p.round
+        model_request = training_round.model_request
+        entry = taken.get(model_request.pk)
+        if entry is None:
+            dp = model_request.dp or None
+            entry = taken[model_request.pk] = RequestTaken(
+                request_id=model_request.pk,
+                title=model_request.title,
+                provider=model_request.provider.name,
+                status=model_request.status,
+                dp=dp is not None,
+                epsilon_budget=float(dp["target_epsilon"]) if dp else None,
+                delta=float(dp["delta"]) if dp else None,
+            )
+        started = training_round.started_at
+        if model_request.pk not in latest or started > latest[model_request.pk]:
+            latest[model_request.pk] = started
+        version = versions.get((model_request.pk, training_round.number))
+        contributed = (
+            training_round.status == TrainingRound.Status.COMPLETED
+            and not p.dropped_at_stage
+            and version is not None
+        )
+        epsilon = None
+        if contributed and entry.dp and version is not None:
+            epsilon = version.epsilon if training_round.epsilon is None else training_round.epsilon
+        entry.rounds.append(
+            RoundTaken(
+                number=training_round.number,
+                attempt=training_round.attempt,
+                pod_name=p.pod.name,
+                status=training_round.status,
+                stage_reached=p.stage_reached,
+                dropped_at_stage=p.dropped_at_stage,
+                drop_reason=p.drop_reason,
+                model_version=training_round.number if contributed else None,
+                epsilon=epsilon,
+            )
+        )
+    return sorted(taken.values(), key=lambda e: latest[e.request_id], reverse=True)

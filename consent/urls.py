@@ -12,5 +12,6 @@ urlpatterns = [
     path("consents/export.json", views.consent_export, name="export"),
     path("consents/<uuid:consent_id>/withdraw/", views.consent_withdraw, name="withdraw"),
     path("consents/<uuid:consent_id>/receipt.json", views.consent_receipt, name="receipt"),
+    path("participation/", views.participation, name="participation"),
     path("settings/pause/", views.training_pause, name="pause"),
 ]

@@ -153,13 +153,15 @@ def consent_receipt(request: AuthedRequest, consent_id: uuid.UUID) -> HttpRespon
 @require_GET
 @never_cache
 def consent_export(request: AuthedRequest) -> HttpResponse:
-    """All of my consent history, each consent as a signed receipt (GDPR Art. 15 and 20)."""
+    """All of my consent history, each consent as a signed receipt, and every round my pods
+    took part in (GDPR Art. 15 and 20)."""
     subject = services.data_subject_for(request.user)
     export: dict[str, Any] = {
         "subject": {"pseudonym": str(subject.pseudonym), "username": request.user.get_username()},
         "exported_at": timezone.now().isoformat(),
         "training_paused": subject.training_paused,
         "consents": [receipts.receipt_signed(c) for c in selectors.consents_of(request.user)],
+        "participation": [r.as_dict() for r in selectors.participation_of(request.user)],
     }
     response = HttpResponse(
         json.dumps(export, indent=2, ensure_ascii=False),
@@ -167,6 +169,14 @@ def consent_export(request: AuthedRequest) -> HttpResponse:
     )
     response["Content-Disposition"] = 'attachment; filename="dataspace-consent-history.json"'
     return response
+
+
+@login_required
+@require_GET
+def participation(request: AuthedRequest) -> HttpResponse:
+    """Which rounds my pods were drawn for, how far they got, and what it cost my privacy."""
+    taken = selectors.participation_of(request.user)
+    return render(request, "consent/participation.html", {"participation": taken})
 
 
 @login_required
