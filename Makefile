@@ -65,12 +65,18 @@ serve: seed  ## serve the portal on the embedded default at http://$(HOST):$(POR
 	$(EMBEDDED_ENV) $(VENV)/bin/uvicorn dataspace.asgi:application --host $(HOST) --port $(PORT)
 
 .PHONY: demo
-demo: serve  ## the whole federation on the embedded default (grows with the rounds work)
+demo: migrate  ## a whole federation on the embedded default; writes demo-output/report.json/png
+	$(EMBEDDED_ENV) $(PY) manage.py demo
 
 .PHONY: bench
 bench: $(STAMP)  ## secure-aggregation benchmark (1M parameters, 100 pods, K=16, 10% dropout)
 	$(PY) -m training.secagg.bench --clients 100 --neighbours 16 --dim 1000000 --dropout 0.1
 
+.PHONY: bench-federation
+bench-federation: $(STAMP)  ## a 100-pod round with a 100k-parameter model; 1000 connected pods
+	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode round --pods 100 --params 100000
+	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode connections --pods 1000
+
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
-	rm -rf var demo-output staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf var demo-output demo-output-dp staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis

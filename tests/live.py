@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,9 @@ from typing import Any
 
 import httpx
 
+from dataspace.processes import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
@@ -93,13 +88,7 @@ class LiveService:
         raise RuntimeError("server did not start within 60 s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, 15)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

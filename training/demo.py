@@ -24,8 +24,16 @@ def demo_request_spec(
     dp: dict[str, Any] | None = None,
     title: str = "Breast screening: a shared risk model",
     hidden: int = 16,
+    standardize: tuple[list[float], list[float]] | None = None,
+    local_epochs: int = 1,
+    lr: float = 0.05,
 ) -> dict[str, Any]:
+    """The demo's request. ``standardize``: (mean, std) per feature, the provider's reference
+    statistics, applied as the model's first (fixed, parameter-free) layer."""
     features = breast_features()
+    first: list[dict[str, Any]] = []
+    if standardize is not None:
+        first = [{"type": "standardize", "mean": standardize[0], "std": standardize[1]}]
     privacy: dict[str, Any] = {"secagg_threshold": 0.6}
     if dp is not None:
         privacy["dp"] = dp
@@ -38,6 +46,7 @@ def demo_request_spec(
         "data": {"category": BREAST, "features": features, "label": "diagnosis"},
         "model": {
             "layers": [
+                *first,
                 {"type": "linear", "in_features": len(features), "out_features": hidden},
                 {"type": "relu"},
                 {"type": "linear", "in_features": hidden, "out_features": 2},
@@ -45,8 +54,8 @@ def demo_request_spec(
         },
         "training": {
             "loss": "cross_entropy",
-            "optimizer": {"type": "sgd", "lr": 0.05},
-            "local_epochs": 1,
+            "optimizer": {"type": "sgd", "lr": lr},
+            "local_epochs": local_epochs,
             "batch_size": 32,
             "rounds": rounds,
             "cohort_size": cohort_size,
