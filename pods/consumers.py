@@ -219,11 +219,10 @@ def _participant_pod(pod_id: str | None, round_id: int) -> Any:
 def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
     from training.orchestrator import round_reply
 
-    pod = _participant_pod(pod_id, round_id)
-    if pod is None:
+    if pod_id is None:
         return False
-    round_reply(pod=pod, round_id=round_id, stage=stage, payload=payload)
-    return True
+    # A revoked pod's connection is closed at once; the stage's close re-checks its status.
+    return round_reply(pod_id=pod_id, round_id=round_id, stage=stage, payload=payload)
 
 
 def _round_decline(pod_id: str | None, round_id: int, code: str) -> bool:

@@ -312,6 +312,9 @@ class RoundParticipant(models.Model):
     drop_reason = models.CharField(max_length=100, blank=True)
     masked_input = models.FileField(upload_to="masked/", max_length=300, blank=True)
     masked_sha256 = models.CharField(max_length=64, blank=True)
+    # The pod's answer to the current stage (signed public keys, encrypted shares, or unmasking
+    # shares), kept until the stage closes and the protocol state takes it in; then cleared.
+    reply = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

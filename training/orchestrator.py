@@ -4,7 +4,12 @@ recruiting → training when enough pods with a usable consent are online; each 
 four SecAgg+ stages (``training.secagg``) with a deadline per stage — a silent pod is dropped,
 never waited for — and a round whose survivors fall below the threshold aborts (revealing
 nothing) and is retried with a fresh cohort, a bounded number of times. Consent is re-checked
-whenever a pod speaks: a withdrawal or "pause all training" drops the pod at once.
+at every stage's close and on every upload, and a withdrawal or "pause all training" drops the
+pod at once.
+
+A pod's answer to a stage waits in its participant row until the stage closes; only then does
+the protocol state (:class:`training.secagg.server.ServerRound`, persisted as JSON on the round)
+take all answers in, so one answer costs a few small queries, not a rewrite of the state.
 
 Rows are locked in a fixed order (the round, then its participants by index); messages to pods
 leave only after the transaction commits.
@@ -33,7 +38,7 @@ from pods.presence import online_pods
 from pods.services import pod_group
 
 from . import progress
-from .models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
+from .models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, TrainingRound
 
 logger = logging.getLogger(__name__)
 
@@ -247,75 +252,124 @@ def _locked(round_id: int) -> tuple[TrainingRound, Any]:
     training_round = (
         TrainingRound.objects.select_for_update().select_related("model_request").get(pk=round_id)
     )
-    return training_round, ServerRound.from_dict(training_round.secagg_state)
+    state = training_round.secagg_state
+    return training_round, ServerRound.from_dict(state) if state else None
 
 
 def _drop(participant: RoundParticipant, stage: str, reason: str) -> None:
     if not participant.dropped_at_stage:
         participant.dropped_at_stage = stage
         participant.drop_reason = reason
-        participant.save(update_fields=["dropped_at_stage", "drop_reason"])
+        participant.reply = None
+        participant.save(update_fields=["dropped_at_stage", "drop_reason", "reply"])
 
 
 @transaction.atomic
-def round_reply(
-    *, pod: Pod, round_id: int, stage: str, payload: Any, now: datetime | None = None
+def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: Any) -> bool:
+    """A pod's answer to the current stage (advertise_keys, share_keys or unmask).
+
+    The answer waits in the pod's participant row; the protocol state takes every answer in
+    when the stage closes (:func:`round_advance`), which also re-checks consent. Per answer:
+    the round row locked, one conditional update, one check whether all have answered — the
+    round's state is not rewritten per message. False when the pod is not in that round.
+    """
+    training_round = (
+        TrainingRound.objects.select_for_update().only("status").filter(pk=round_id).first()
+    )
+    if training_round is None:
+        return False
+    status = Status(training_round.status)
+    current = STAGE_OF_STATUS.get(status)
+    mine = RoundParticipant.objects.filter(round_id=round_id, pod_id=pod_id)
+    if current is not None and stage == current != "masked_input" and isinstance(payload, dict):
+        recorded = mine.filter(dropped_at_stage="", stage_reached=EXPECTED_BEFORE[status]).update(
+            reply=payload, stage_reached=REACHED[status]
+        )
+        if recorded:
+            if _all_answered(round_id, status):
+                transaction.on_commit(lambda: round_advance(round_id))
+            return True
+    participant = mine.first()
+    if participant is None:
+        return False
+    if not participant.dropped:
+        # Out of order, malformed, or a second answer to the same stage.
+        _drop(participant, current or stage, "out_of_order")
+        if current is not None and _all_answered(round_id, status):
+            transaction.on_commit(lambda: round_advance(round_id))
+    return True
+
+
+def stage_answered(round_id: int, status: str) -> bool:
+    """Whether every live participant has answered the round's current stage."""
+    return _all_answered(round_id, Status(status))
+
+
+def _all_answered(round_id: int, status: RoundStatus) -> bool:
+    live = RoundParticipant.objects.filter(round_id=round_id, dropped_at_stage="")
+    return (
+        not live.filter(stage_reached=EXPECTED_BEFORE[status]).exists()
+        and live.filter(stage_reached=REACHED.get(status, RoundParticipant.Stage.MASKED)).exists()
+    )
+
+
+def _still_consenting(
+    model_request: ModelRequest, participants: list[RoundParticipant], now: datetime
+) -> set[int]:
+    """The participants' owners whose consent still covers the request: given, unexpired,
+    training not paused (two queries for the whole cohort)."""
+    users = {p.user_id for p in participants}
+    paused = DataSubject.objects.filter(user_id__in=users, training_paused=True)
+    return set(
+        Consent.objects.filter(
+            user_id__in=users,
+            model_request=model_request,
+            status=Consent.Status.GIVEN,
+            expires_at__gt=now,
+        )
+        .exclude(user_id__in=paused.values("user_id"))
+        .values_list("user_id", flat=True)
+    )
+
+
+def _take_answers(
+    server: Any,
+    status: RoundStatus,
+    participants: list[RoundParticipant],
+    model_request: ModelRequest,
+    now: datetime,
 ) -> None:
-    """A pod's answer to the current stage (advertise_keys, share_keys or unmask)."""
+    """Feed the stage's recorded answers into the protocol state, consent re-checked for each
+    pod; an answer the protocol refuses drops its pod with the protocol's reason."""
     from training.secagg.errors import SecAggError
 
-    now = now or timezone.now()
-    training_round, server = _locked(round_id)
-    participant = training_round.participants.select_related("pod").filter(pod=pod).first()
-    if participant is None or participant.dropped:
-        return
-    current = STAGE_OF_STATUS.get(Status(training_round.status))
-    if stage != current or stage == "masked_input" or not isinstance(payload, dict):
-        _drop(participant, current or stage, "out_of_order")
-        return
-    if not usable(training_round.model_request, participant, now):
-        _drop(participant, stage, "consent_withdrawn_or_paused")
-        return
-    try:
-        if stage == "advertise_keys":
-            server.receive_advert(participant.index, payload)
-        elif stage == "share_keys":
-            server.receive_shares(participant.index, payload)
-        else:
-            server.receive_unmask(participant.index, payload)
-    except SecAggError as exc:
-        _drop(participant, stage, exc.code)
-        return
-    participant.stage_reached = REACHED[Status(training_round.status)]
-    participant.save(update_fields=["stage_reached"])
-    training_round.secagg_state = server.to_dict()
-    training_round.save(update_fields=["secagg_state"])
-    if _all_answered(training_round):
-        transaction.on_commit(lambda: round_advance(training_round.pk))
+    stage = STAGE_OF_STATUS[status]
+    reached = REACHED.get(status, RoundParticipant.Stage.MASKED)
+    consenting = _still_consenting(model_request, participants, now)
+    for p in participants:
+        if p.dropped or p.stage_reached != reached:
+            continue
+        if not p.pod.is_active or p.user_id not in consenting:
+            _drop(p, stage, "consent_withdrawn_or_paused")
+            if p.masked_input:  # its input stays out of the sum, like a pre-mask dropout
+                p.masked_input.delete(save=False)
+                p.save(update_fields=["masked_input"])
+            continue
+        try:
+            if status == Status.ADVERTISING:
+                server.receive_advert(p.index, p.reply or {})
+            elif status == Status.SHARING:
+                server.receive_shares(p.index, p.reply or {})
+            elif status == Status.COLLECTING:
+                server.receive_masked(p.index)
+            else:
+                server.receive_unmask(p.index, p.reply or {})
+        except SecAggError as exc:
+            _drop(p, stage, exc.code)
 
 
-def round_masked_received(training_round: TrainingRound, participant: RoundParticipant) -> bool:
-    """Record a stored masked input in the protocol state (inside the upload's transaction,
-    the round row locked). True when every live participant has now sent one."""
-    from training.secagg.server import ServerRound
-
-    if not training_round.secagg_state:
-        return False
-    server = ServerRound.from_dict(training_round.secagg_state)
-    server.receive_masked(participant.index)
-    training_round.secagg_state = server.to_dict()
-    training_round.save(update_fields=["secagg_state"])
-    return _all_answered(training_round)
-
-
-def _all_answered(training_round: TrainingRound) -> bool:
-    target = REACHED.get(Status(training_round.status), RoundParticipant.Stage.MASKED)
-    live = training_round.participants.filter(dropped_at_stage="")
-    expected = EXPECTED_BEFORE[Status(training_round.status)]
-    return (
-        not live.filter(stage_reached=expected).exists()
-        and live.filter(stage_reached=target).exists()
-    )
+def _forget_answers(round_id: int) -> None:
+    RoundParticipant.objects.filter(round_id=round_id, reply__isnull=False).update(reply=None)
 
 
 def round_advance(round_id: int, now: datetime | None = None) -> None:
@@ -331,13 +385,15 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
     with transaction.atomic():
         training_round, server = _locked(round_id)
         status = Status(training_round.status)
-        if status not in STAGE_OF_STATUS:
+        if status not in STAGE_OF_STATUS or server is None:
             return
         stage = STAGE_OF_STATUS[status]
         participants = list(training_round.participants.select_related("pod").order_by("index"))
         if training_round.model_request.status != ModelRequest.Status.TRAINING:
             _abort(training_round, participants, stage, "The request was stopped.", now)
             return
+        _take_answers(server, status, participants, training_round.model_request, now)
+        _forget_answers(round_id)
         state_before = server.to_dict()
         try:
             if status == Status.ADVERTISING:
@@ -486,7 +542,7 @@ def round_finalize(round_id: int, now: datetime | None = None) -> None:
     now = now or timezone.now()
     with transaction.atomic():
         training_round, server = _locked(round_id)
-        if training_round.status != Status.AGGREGATING:
+        if training_round.status != Status.AGGREGATING or server is None:
             return
         shards = _shards(training_round)
         if len(training_round.metrics.get("shards_done", [])) != len(shards):
@@ -775,7 +831,7 @@ def round_decline(*, pod: Pod, round_id: int, code: str) -> None:
         return
     stage = STAGE_OF_STATUS.get(Status(training_round.status), str(training_round.status))
     _drop(participant, stage, f"declined:{code}"[:100])
-    if training_round.status in STAGE_OF_STATUS and _all_answered(training_round):
+    if training_round.status in STAGE_OF_STATUS and stage_answered(round_id, training_round.status):
         transaction.on_commit(lambda: round_advance(round_id))
 
 
@@ -796,18 +852,16 @@ def user_leaves_rounds(*, user_id: int, model_request_id: Any = None, reason: st
     dropped = 0
     for round_id in set(running.values_list("round_id", flat=True)):
         with transaction.atomic():
-            training_round, server = _locked(round_id)
+            training_round = TrainingRound.objects.select_for_update().get(pk=round_id)
             if training_round.status not in STAGE_OF_STATUS:
                 continue
             stage = STAGE_OF_STATUS[Status(training_round.status)]
             for participant in training_round.participants.filter(
                 user_id=user_id, dropped_at_stage=""
             ):
+                # Dropped before its stage closes: the state never takes its answer in, and a
+                # masked input already stored is left out like a pre-mask dropout's.
                 _drop(participant, stage, reason)
-                if training_round.status == Status.COLLECTING:
-                    server.withdraw_masked(participant.index)
-                    training_round.secagg_state = server.to_dict()
-                    training_round.save(update_fields=["secagg_state"])
                 if participant.masked_input:
                     participant.masked_input.delete(save=False)
                     participant.save(update_fields=["masked_input"])
@@ -816,6 +870,6 @@ def user_leaves_rounds(*, user_id: int, model_request_id: Any = None, reason: st
                     participant.pod_id,
                     {"type": "round.end", "round": round_id, "status": "left"},
                 )
-            if _all_answered(training_round):
+            if stage_answered(round_id, training_round.status):
                 transaction.on_commit(lambda rid=round_id: round_advance(rid))  # type: ignore[misc]
     return dropped

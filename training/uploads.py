@@ -73,10 +73,10 @@ def masked_input_store(
         if not hmac.compare_digest(digest.hexdigest(), sha256.lower()):
             raise DomainError("The body does not match X-Content-SHA256.", code="checksum_mismatch")
         spool.seek(0)
-        from .orchestrator import round_advance, round_masked_received
+        from .orchestrator import round_advance, stage_answered
 
         # One transaction, locks in the orchestrator's order (the round, then the participant):
-        # the upload and the protocol state agree, whatever other uploads do meanwhile.
+        # a stage cannot close between storing the input and recording it.
         with transaction.atomic():
             locked_round = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
             if locked_round.status != TrainingRound.Status.COLLECTING:
@@ -91,7 +91,7 @@ def masked_input_store(
             locked.masked_sha256 = digest.hexdigest()
             locked.stage_reached = RoundParticipant.Stage.MASKED
             locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
-            complete = round_masked_received(locked_round, locked)
+            complete = stage_answered(locked_round.pk, locked_round.status)
         if complete:
             round_advance(training_round.pk)
     return locked

@@ -22,7 +22,7 @@ from consent.services import consent_grant, consent_withdraw
 from dataspace.celery import app as celery_app
 from pods.agent.rounds import MemoryData, RoundWorker, Vanish
 from pods.models import Pod, key_fingerprint
-from tests.factories import UserFactory, open_request
+from tests.factories import PodFactory, UserFactory, open_request
 from training import orchestrator
 from training.demo import breast_features
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
@@ -129,7 +129,7 @@ class SimPod:
             orchestrator.round_decline(pod=self.pod, round_id=reply["round"], code=reply["code"])
         else:
             orchestrator.round_reply(
-                pod=self.pod,
+                pod_id=self.pod.pk,
                 round_id=reply["round"],
                 stage=reply["stage"],
                 payload=reply["payload"],
@@ -257,3 +257,63 @@ def test_cancelling_mid_round_stops_it_and_stays_cancelled(monkeypatch: pytest.M
     assert model_request.status == ModelRequest.Status.CANCELLED
     assert TrainingRound.objects.filter(model_request=model_request).count() == 1  # no retry
     assert {m["type"] for _, m in outbox} == {"round.stage", "round.end"}
+
+
+def test_answers_wait_in_their_rows_until_the_stage_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One answer is one row update; the close takes all answers in, re-checks consent for each
+    and drops, with the protocol's reason, a pod whose answer the protocol refuses."""
+    from training.secagg.client import ClientRound
+    from training.secagg.wire import b64
+
+    model_request = open_request(rounds=1, cohort_size=6, min_participants=3)
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
+    )
+    keys = {}
+    for i in range(6):
+        pod, key = consenting_online_pod(model_request, f"a{i}")
+        keys[pod.pk] = key
+    training_round = orchestrator.request_try_start(model_request)
+    assert training_round is not None
+    adverts = {
+        pod_id: ClientRound(keys[pod_id]).advertise_keys(message["payload"])
+        for pod_id, message in outbox
+    }
+    outbox.clear()
+    order = [p.pod_id for p in training_round.participants.order_by("index")]
+    state_at_open = TrainingRound.objects.get(pk=training_round.pk).secagg_state
+
+    def answer(pod_id: Any, payload: Any) -> bool:
+        return orchestrator.round_reply(
+            pod_id=pod_id, round_id=training_round.pk, stage="advertise_keys", payload=payload
+        )
+
+    assert answer(order[0], adverts[order[0]])
+    first = RoundParticipant.objects.get(round=training_round, pod_id=order[0])
+    assert first.reply == adverts[order[0]]
+    assert first.stage_reached == RoundParticipant.Stage.ADVERTISED
+    assert TrainingRound.objects.get(pk=training_round.pk).secagg_state == state_at_open
+    assert answer(order[0], adverts[order[0]])  # a second answer to the same stage
+    forged = {**adverts[order[1]], "signature": b64(bytes(64))}
+    assert answer(order[1], forged)  # recorded now, refused at the close
+    assert answer(order[2], adverts[order[2]])
+    Consent.objects.filter(
+        user_id=RoundParticipant.objects.get(round=training_round, pod_id=order[2]).user_id
+    ).update(expires_at=timezone.now() - timezone.timedelta(seconds=1))
+    stranger = PodFactory()
+    assert not answer(stranger.pk, adverts[order[3]])  # not in this round
+    for pod_id in order[3:]:
+        assert answer(pod_id, adverts[pod_id])  # the last answer closes the stage
+
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.SHARING
+    reasons = {p.index: p.drop_reason for p in training_round.participants.all() if p.dropped}
+    assert reasons == {1: "out_of_order", 2: "crypto_failure", 3: "consent_withdrawn_or_paused"}
+    assert not training_round.participants.filter(reply__isnull=False).exists()
+    assert sorted(int(k) for k in training_round.secagg_state["adverts"]) == [4, 5, 6]
+    assert sorted(str(pod_id) for pod_id, m in outbox if m["stage"] == "share_keys") == sorted(
+        str(pod_id) for pod_id in order[3:]
+    )

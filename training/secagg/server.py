@@ -219,16 +219,6 @@ class ServerRound:
             raise ProtocolError("Unexpected or repeated masked input.", code="unexpected_reply")
         self.masked.append(u)
 
-    def withdraw_masked(self, u: int) -> None:
-        """Leave u's stored input out of the sum (its owner withdrew before the stage closed).
-
-        u is then treated exactly like a pod that dropped before sending its masked input:
-        the survivors' pairwise masks with u are removed through u's reconstructed key.
-        """
-        self._require(Stage.MASKED_INPUT)
-        if u in self.masked:
-            self.masked.remove(u)
-
     def close_masked(self) -> list[int]:
         self._require(Stage.MASKED_INPUT)
         self.masked.sort()
