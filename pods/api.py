@@ -11,7 +11,7 @@ import binascii
 import uuid
 from typing import Any
 
-from django.http import FileResponse, HttpResponseBase
+from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from oauth2_provider.models import AccessToken
@@ -26,6 +26,7 @@ from consent import receipts
 from consent.models import Consent
 from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
+from training.downloads import weights_response
 from training.models import RoundParticipant
 from training.serializers import CategoryOutput, ErrorOutput
 from training.uploads import masked_input_store
@@ -224,13 +225,7 @@ class RoundWeightsApi(PodApi):
         )
         if participant is None or participant.round.base_version is None:
             raise NotFound("This pod is not in that round.", code="not_in_round")
-        version = participant.round.base_version
-        etag = f'"{version.sha256}"'
-        if request.headers.get("If-None-Match") == etag:
-            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        response = FileResponse(version.weights.open("rb"), content_type="application/octet-stream")
-        response["ETag"] = etag
-        return response
+        return weights_response(request, participant.round.base_version)
 
 
 class UnreadStreamParser(BaseParser):

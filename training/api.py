@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpResponseBase
+from django.http import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -28,6 +28,7 @@ from dataspace.errors import DomainError
 from dataspace.models import DataCategory
 
 from . import selectors, services
+from .downloads import weights_response
 from .models import ModelRequest, Provider
 from .serializers import CategoryOutput, ErrorOutput, ModelRequestOutput, RoundOutput
 
@@ -212,16 +213,12 @@ class ModelRequestModelApi(ProviderApi):
     def get(self, request: Request, request_id: str) -> HttpResponseBase:
         model_request = self.get_model_request(request, request_id)
         version = selectors.model_version_latest(model_request)
-        etag = f'"{version.sha256}"'
-        if request.headers.get("If-None-Match") == etag:
-            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        response = FileResponse(
-            version.weights.open("rb"),
-            content_type="application/octet-stream",
+        response = weights_response(
+            request,
+            version,
             as_attachment=True,
             filename=f"model-{model_request.pk}-round-{version.round_number}.safetensors",
         )
-        response["ETag"] = etag
         response["X-Dataspace-Round"] = str(version.round_number)
         return response
 
