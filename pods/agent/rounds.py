@@ -6,8 +6,9 @@ HTTP, or declines with ``round.decline`` and a reason code. What leaves the pod 
 and never an unmasked update: the update is clipped, weighted and (under DP) noised, then masked.
 
 First stage (``advertise_keys``): the pod downloads the round's global weights (checking their
-SHA-256 against the task), fetches its owner's signed consent receipt and verifies it with the
-service key pinned at pairing, checks the task against it (:mod:`pods.agent.consent`), reads the
+SHA-256 against the task), fetches its owner's signed consent receipt (once per request; again
+when a task fails the check against the receipt held) and verifies it with the service key
+pinned at pairing, checks the task against it (:mod:`pods.agent.consent`), reads the
 consented fields from the local store and trains. Only then does it advertise keys, so a pod that
 declines never enters the round's graph.
 """
@@ -133,6 +134,9 @@ class RoundWorker:
         self.vanish = vanish  # demos and tests: whether to drop off the network at a stage
         self.rounds: dict[int, _Round] = {}
         self.bytes_sent: dict[int, int] = {}
+        # Verified receipts by request: fetched for a request's first task, and again only
+        # when a later task fails the check against the one held (consent renewed, expired).
+        self.receipts: dict[str, Any] = {}
 
     def handle(self, message: Message) -> Reply | None:
         kind = message.get("type")
@@ -205,16 +209,21 @@ class RoundWorker:
         if stage == "masked_input":
             vector = state.client.masked_input(payload, state.parts)
             body = vector.astype("<u4").tobytes()
-            try:
-                self.transport.upload(str(state.task["masked_input_url"]), body)
-            except Exception as exc:  # the transport's own errors (HTTP status, network)
-                raise TransportFailed(getattr(exc, "code", exc.__class__.__name__)) from None
+            self._call(self.transport.upload, str(state.task["masked_input_url"]), body)
             state.bytes_sent += len(body)
             state.parts = {}  # the plain contribution is not kept past masking
             return None
         if stage == "unmask":
             return self._reply(round_id, stage, state.client.unmask(payload))
         raise Declined("unknown_stage")
+
+    @staticmethod
+    def _call(call: Callable[..., Any], *arguments: Any) -> Any:
+        """An HTTP call of the transport; its failures become :class:`TransportFailed`."""
+        try:
+            return call(*arguments)
+        except Exception as exc:  # the transport's own errors (HTTP status, network)
+            raise TransportFailed(getattr(exc, "code", exc.__class__.__name__)) from None
 
     @staticmethod
     def _reply(round_id: int, stage: str, payload: dict[str, Any]) -> Reply:
@@ -225,24 +234,31 @@ class RoundWorker:
         try:
             spec = validate_spec(task["spec"])
             request_id = str(task["request"])
-            try:
-                weights = self.transport.download(str(task["weights_url"]))
-                signed = self.transport.receipt(request_id)
-            except Exception as exc:  # the transport's own errors (HTTP status, network)
-                raise TransportFailed(getattr(exc, "code", exc.__class__.__name__)) from None
+            weights = self._call(self.transport.download, str(task["weights_url"]))
             if hashlib.sha256(weights).hexdigest() != task["weights_sha256"]:
                 raise Declined("weights_mismatch")
             initial = str(task["initial_weights_sha256"])
             if int(task.get("base_round", 0)) == 0 and task["weights_sha256"] != initial:
                 raise Declined("plan_mismatch")
-            receipt = verify_receipt(signed, self.pinned_keys)
-            check_task(
-                receipt=receipt,
-                request_id=request_id,
-                spec=task["spec"],
-                weights_sha256=initial,
-                now=self.now(),
-            )
+            cached = request_id in self.receipts
+            while True:
+                if request_id not in self.receipts:
+                    signed = self._call(self.transport.receipt, request_id)
+                    self.receipts[request_id] = verify_receipt(signed, self.pinned_keys)
+                try:
+                    check_task(
+                        receipt=self.receipts[request_id],
+                        request_id=request_id,
+                        spec=task["spec"],
+                        weights_sha256=initial,
+                        now=self.now(),
+                    )
+                    break
+                except ConsentRefused:
+                    del self.receipts[request_id]
+                    if not cached:
+                        raise
+                    cached = False  # the owner may have consented anew since: fetch it once
             state = load_weights(weights, spec)
         except ConsentRefused as refused:
             raise Declined(refused.code) from None

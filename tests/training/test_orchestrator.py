@@ -46,8 +46,10 @@ class InProcessTransport:
 
     def __init__(self, pod: Pod) -> None:
         self.pod = pod
+        self.receipts_fetched = 0
 
     def receipt(self, request_id: str) -> dict[str, Any]:
+        self.receipts_fetched += 1
         consent = Consent.objects.get(user=self.pod.owner, model_request_id=request_id)
         return receipts.receipt_signed(consent)
 
@@ -317,3 +319,44 @@ def test_answers_wait_in_their_rows_until_the_stage_closes(
     assert sorted(str(pod_id) for pod_id, m in outbox if m["stage"] == "share_keys") == sorted(
         str(pod_id) for pod_id in order[3:]
     )
+
+
+def test_a_pod_fetches_its_receipt_once_per_request_and_again_when_it_stops_fitting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    data = load_breast_cancer()
+    x = ((data.data - data.data.mean(0)) / data.data.std(0)).astype(np.float32)[:40]
+    model_request = open_request(rounds=1, cohort_size=3, min_participants=3)
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
+    )
+    pod, key = consenting_online_pod(model_request, "r0")
+    for i in (1, 2):
+        consenting_online_pod(model_request, f"r{i}")
+    assert orchestrator.request_try_start(model_request) is not None
+    task = next(message for pod_id, message in outbox if pod_id == pod.pk)
+    sim = SimPod(pod, key, x, data.target[:40])
+    transport = sim.worker.transport
+    assert isinstance(transport, InProcessTransport)
+
+    def advertises() -> bool:
+        sim.worker.rounds.clear()
+        reply = sim.worker.handle(task)
+        return reply is not None and reply["type"] == "round.reply"
+
+    assert advertises() and transport.receipts_fetched == 1
+    assert advertises() and transport.receipts_fetched == 1  # the held receipt still fits
+    # Later, the held receipt has expired but the owner's consent was renewed: fetched anew.
+    later = datetime.now(UTC) + timedelta(days=400)
+    sim.worker.now = lambda: later
+    Consent.objects.filter(user=pod.owner).update(expires_at=later + timedelta(days=30))
+    assert advertises() and transport.receipts_fetched == 2
+    # Not renewed: the fresh receipt does not fit either, and the pod declines.
+    sim.worker.now = lambda: later + timedelta(days=60)
+    sim.worker.rounds.clear()
+    reply = sim.worker.handle(task)
+    assert reply is not None and reply["type"] == "round.decline"
+    assert transport.receipts_fetched == 3
