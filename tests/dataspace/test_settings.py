@@ -1,0 +1,66 @@
+"""Settings read from the environment: the PostgreSQL connection pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_options(**env: str) -> dict[str, object]:
+    """OPTIONS of the default database as a fresh process configures it from ``env``."""
+    script = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default'].get('OPTIONS', {})))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "REDIS"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, "DJANGO_SETTINGS_MODULE": "dataspace.settings", "DEBUG": "1", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    options: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return options
+
+
+def test_postgresql_gets_a_pool_sized_from_the_environment() -> None:
+    url = "postgres://u@db.example:5432/d"
+    assert database_options(DATABASE_URL=url)["pool"] == {
+        "min_size": 2,
+        "max_size": 10,
+        "timeout": 10,
+    }
+    sized = database_options(
+        DATABASE_URL=url, DATABASE_POOL_MAX_SIZE="3", DATABASE_POOL_MIN_SIZE="5"
+    )
+    assert sized["pool"] == {"min_size": 3, "max_size": 3, "timeout": 10}
+    assert "pool" not in database_options(DATABASE_URL=url, DATABASE_POOL_MAX_SIZE="0")
+    assert "pool" not in database_options()  # the embedded SQLite default
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_closed_connection_goes_back_to_the_pool_and_is_reused() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool is PostgreSQL's")
+    assert connection.pool is not None
+
+    def backend() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid: int = cursor.fetchone()[0]
+        connection.close()
+        return pid
+
+    # Without a pool each close ends a server process and the next query starts a new one.
+    pids = {backend() for _ in range(6)}
+    assert len(pids) <= connection.pool.max_size and len(pids) < 6
