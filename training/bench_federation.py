@@ -6,7 +6,9 @@
 holds, and the server's and simulator's memory and CPU while they idle on heartbeats.
 
 Runs on the embedded default in a fresh temporary data directory (or on DATABASE_URL/REDIS_URL
-when set). Prints one JSON object of figures. Example::
+when set), the server with DEBUG off as in production. Prints one JSON object of figures: in
+round mode also the CPU seconds the server and the simulator spent while the round ran, and
+each stage's duration (from the server log). Example::
 
     python -m training.bench_federation --mode round --pods 100 --params 100000
     python -m training.bench_federation --mode connections --pods 1000
@@ -15,8 +17,11 @@ when set). Prints one JSON object of figures. Example::
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -38,11 +43,33 @@ def _proc(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _stage_seconds(log: Path, training_round: Any) -> dict[str, float]:
+    """Seconds each stage of a round took, from the orchestrator's "closed" lines in the log."""
+    from datetime import datetime
+
+    stages: dict[str, float] = {}
+    previous = training_round.started_at.astimezone().replace(tzinfo=None)
+    pattern = rf"(\S+ \S+) INFO training\.orchestrator round {training_round.pk} .*: (\w+) closed"
+    for line in log.read_text().splitlines():
+        match = re.match(pattern, line)
+        if match:
+            at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            stages[match.group(2)] = round((at - previous).total_seconds(), 2)
+            previous = at
+    return stages
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["round", "connections"], default="round")
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--params", type=int, default=100_000, help="model size (round mode)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds to time (round mode); the first also fetches receipts and warms up",
+    )
     parser.add_argument("--hold", type=float, default=30.0, help="idle seconds to measure CPU")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
@@ -54,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         {"ROUND_STAGE_SECONDS": "120", "ROUNDS_TICK_SECONDS": "0.5", "POD_HEARTBEAT_TIMEOUT": "90"}
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
+    if not os.environ.get("RECEIPT_SIGNING_KEY"):
+        # The server runs with DEBUG off, which (on PostgreSQL) wants the key given.
+        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
     import django
 
     from dataspace.processes import free_port, stop, wait_answering, wait_until
@@ -68,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from pods.models import Pod
     from pods.presence import online_pods
     from training.demo import demo_request_spec, demo_weights
-    from training.models import ModelRequest, Provider, TrainingRound
+    from training.models import Provider, TrainingRound
     from training.modelspec import validate_spec
     from training.services import model_request_create
 
@@ -80,7 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             *("--log-level", "warning", "--no-access-log"),
         ],
         cwd=ROOT,
-        env={**os.environ, "ROUNDS_TICK_IN_PROCESS": "1", "SITE_URL": url},
+        # The server runs as in production (DEBUG off: no per-query bookkeeping).
+        env={
+            **os.environ,
+            "ROUNDS_TICK_IN_PROCESS": "1",
+            "SITE_URL": url,
+            "DEBUG": "0",
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        },
         stdout=(data_dir / "server.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -105,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             # A hidden layer sized so the model has about --params parameters.
             hidden = max(1, round((args.params - 2) / (30 + 1 + 2)))
             spec = demo_request_spec(
-                rounds=1,
+                rounds=args.rounds,
                 cohort_size=args.pods,
                 min_participants=args.pods,
                 hidden=hidden,
@@ -134,15 +172,37 @@ def main(argv: list[str] | None = None) -> int:
         figures["connect_all_s"] = round(time.monotonic() - t0, 1) if connected else None
         figures["connected"] = online_pods().count()
         if model_request is not None:
-            done = wait_until(
-                lambda: ModelRequest.objects.get(pk=model_request.pk).status == "completed",
-                args.timeout,
-            )
-            first = TrainingRound.objects.filter(model_request=model_request).order_by("pk")[0]
-            if not done or first.finished_at is None:
-                raise SystemExit(f"the round did not complete: {first.status}")
-            figures["round_s"] = round((first.finished_at - first.started_at).total_seconds(), 2)
-            figures["survivors"] = first.survivors
+            figures["rounds"] = []
+            for number in range(1, args.rounds + 1):
+                rounds = TrainingRound.objects.filter(model_request=model_request, number=number)
+                wait_until(rounds.exists, args.timeout, every=0.05)
+                cpu0 = _proc(server.pid)[1], _proc(simulator.pid)[1]
+                wait_until(
+                    lambda: rounds.filter(finished_at__isnull=False).exists(),  # noqa: B023
+                    args.timeout,
+                    every=0.05,
+                )
+                cpu1 = _proc(server.pid)[1], _proc(simulator.pid)[1]
+                done = rounds.order_by("pk").first()
+                if (
+                    done is None
+                    or done.status != TrainingRound.Status.COMPLETED
+                    or done.finished_at is None
+                ):
+                    raise SystemExit(f"round {number} did not complete: {done and done.status}")
+                figures["rounds"].append(
+                    {
+                        "round_s": round((done.finished_at - done.started_at).total_seconds(), 2),
+                        "survivors": done.survivors,
+                        # CPU seconds each process spent meanwhile (2 cores: ≤ 2 × round_s).
+                        "cpu_s": {
+                            "server": round(cpu1[0] - cpu0[0], 2),
+                            "simulator": round(cpu1[1] - cpu0[1], 2),
+                        },
+                        "stage_s": _stage_seconds(data_dir / "server.log", done),
+                    }
+                )
+            figures["round_s"] = [r["round_s"] for r in figures["rounds"]]
         server_mb, server_cpu0 = _proc(server.pid)
         sim_mb, sim_cpu0 = _proc(simulator.pid)
         time.sleep(args.hold)
