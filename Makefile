@@ -73,7 +73,7 @@ bench: $(STAMP)  ## secure-aggregation benchmark (1M parameters, 100 pods, K=16,
 	$(PY) -m training.secagg.bench --clients 100 --neighbours 16 --dim 1000000 --dropout 0.1
 
 .PHONY: bench-federation
-bench-federation: $(STAMP)  ## a 100-pod round with a 100k-parameter model; 1000 connected pods
+bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1000 connected pods
 	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode round --pods 100 --params 100000
 	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode connections --pods 1000
 

@@ -141,6 +141,9 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json(
             {"type": "welcome", "pod_id": self.pod_id, "heartbeat": settings.POD_HEARTBEAT_INTERVAL}
         )
+        # A stage the pod has not answered yet (it was offline, or this server restarted).
+        for message in await database_sync_to_async(_stages_waiting)(self.pod_id):
+            await self.send_json(message)
 
     async def on_ping(self, content: dict[str, Any]) -> None:
         assert self.pod_id is not None
@@ -201,6 +204,12 @@ def _owner_paused(pod_id: str) -> bool:
     if owner is None:
         return False
     return DataSubject.objects.filter(user_id=owner, training_paused=True).exists()
+
+
+def _stages_waiting(pod_id: str) -> list[dict[str, Any]]:
+    from training.orchestrator import stage_messages_for
+
+    return stage_messages_for(pod_id)
 
 
 def _participant_pod(pod_id: str | None, round_id: int) -> Any:

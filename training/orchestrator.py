@@ -42,6 +42,8 @@ from .models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, T
 
 logger = logging.getLogger(__name__)
 
+Message = dict[str, Any]
+
 Status = TrainingRound.Status
 STAGE_OF_STATUS = {
     Status.ADVERTISING: "advertise_keys",
@@ -207,22 +209,61 @@ def round_open(
     training_round.secagg_state = server.to_dict()
     training_round.save(update_fields=["secagg_state"])
     _progress(training_round, ModelRequest.Status.TRAINING)
-    task = _task(model_request, training_round, min_survivors)
-    for participant in training_round.participants.select_related("pod"):
+    for participant in training_round.participants.all():
         _send_after_commit(
             participant.pod_id,
-            {
-                "type": "round.stage",
-                "round": training_round.pk,
-                "stage": "advertise_keys",
-                "deadline": training_round.stage_deadline.isoformat()
-                if training_round.stage_deadline
-                else None,
-                "task": task,
-                "payload": server.advertise_request(participant.index),
-            },
+            _stage_message(training_round, server, participant.index, "advertise_keys"),
         )
     return training_round
+
+
+def _stage_message(training_round: TrainingRound, server: Any, index: int, stage: str) -> Message:
+    """What one pod is asked at a stage (the first stage also carries the task)."""
+    request = {
+        "advertise_keys": server.advertise_request,
+        "share_keys": server.share_request,
+        "masked_input": server.masked_request,
+        "unmask": server.unmask_request,
+    }[stage](index)
+    deadline = training_round.stage_deadline
+    message: Message = {
+        "type": "round.stage",
+        "round": training_round.pk,
+        "stage": stage,
+        "deadline": deadline.isoformat() if deadline else None,
+        "payload": request,
+    }
+    if stage == "advertise_keys":
+        model_request = training_round.model_request
+        message["task"] = _task(model_request, training_round, model_request.min_participants)
+    return message
+
+
+def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
+    """The current stage of every running round this pod is in and has not answered yet.
+
+    Sent again when the pod (re)connects: a connection that dropped mid-stage, or a server
+    restarted mid-round, then costs the pod nothing as long as the stage's deadline holds.
+    """
+    from training.secagg.server import ServerRound
+
+    messages = []
+    waiting = RoundParticipant.objects.filter(
+        pod_id=pod_id,
+        dropped_at_stage="",
+        round__status__in=list(STAGE_OF_STATUS),
+        round__model_request__status=ModelRequest.Status.TRAINING,
+    ).select_related("round__model_request")
+    for participant in waiting:
+        training_round = participant.round
+        status = Status(training_round.status)
+        if participant.stage_reached != EXPECTED_BEFORE[status] or not training_round.secagg_state:
+            continue
+        server = ServerRound.from_dict(training_round.secagg_state)
+        messages.append(
+            _stage_message(training_round, server, participant.index, STAGE_OF_STATUS[status])
+        )
+    return messages
 
 
 @transaction.atomic
@@ -292,12 +333,27 @@ def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: 
     participant = mine.first()
     if participant is None:
         return False
+    if _repeated(participant, stage, current, payload):
+        return True  # asked again after a reconnection, the pod answered again: nothing new
     if not participant.dropped:
-        # Out of order, malformed, or a second answer to the same stage.
+        # Out of order, malformed, or a different second answer to the current stage.
         _drop(participant, current or stage, "out_of_order")
         if current is not None and _all_answered(round_id, status):
             transaction.on_commit(lambda: round_advance(round_id))
     return True
+
+
+_ORDER = list(RoundParticipant.Stage.values)  # selected, advertise_keys, ..., unmask
+
+
+def _repeated(participant: RoundParticipant, stage: str, current: str | None, payload: Any) -> bool:
+    """Whether an answer repeats one the pod gave already: the current stage's answer again,
+    or any answer to a stage it answered that has closed since (that one is no longer read)."""
+    if participant.dropped or stage not in _ORDER or stage == "masked_input":
+        return False
+    if _ORDER.index(participant.stage_reached) < _ORDER.index(stage):
+        return False  # never answered that stage: out of order
+    return stage != current or participant.reply == payload
 
 
 def stage_answered(round_id: int, status: str) -> bool:
@@ -401,6 +457,8 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
             elif status == Status.SHARING:
                 alive = set(server.close_share())
             elif status == Status.COLLECTING:
+                # The relayed envelopes (most of the state) were kept for pods asking again.
+                server.forget_routed()
                 alive = set(server.close_masked())
             else:
                 alive = set(server.close_unmask().survivors)
@@ -439,33 +497,14 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
         training_round.status = NEXT_STATUS[status]
         training_round.stage_deadline = now + timedelta(seconds=settings.ROUND_STAGE_SECONDS)
         next_stage = STAGE_OF_STATUS[Status(training_round.status)]
-        requests = {
-            p.index: {
-                "share_keys": server.share_request,
-                "masked_input": server.masked_request,
-                "unmask": server.unmask_request,
-            }[next_stage](p.index)
-            for p in participants
-            if p.index in alive
-        }
-        if next_stage == "masked_input":
-            server.forget_routed()
+        for p in participants:
+            if p.index in alive:
+                _send_after_commit(
+                    p.pod_id, _stage_message(training_round, server, p.index, next_stage)
+                )
         training_round.secagg_state = server.to_dict()
         training_round.save(update_fields=["status", "stage_deadline", "secagg_state"])
         _progress(training_round, training_round.model_request.status)
-        for p in participants:
-            if p.index in alive:
-                request = requests[p.index]
-                _send_after_commit(
-                    p.pod_id,
-                    {
-                        "type": "round.stage",
-                        "round": training_round.pk,
-                        "stage": next_stage,
-                        "deadline": training_round.stage_deadline.isoformat(),
-                        "payload": request,
-                    },
-                )
 
 
 # -- the aggregation tree ----------------------------------------------------------------------
@@ -776,15 +815,18 @@ def _optimizer_state(version: ModelVersion) -> dict[str, Any] | None:
 def rounds_tick(now: datetime | None = None) -> None:
     """The clock of every round (run every few seconds: Celery beat, or the in-process ticker).
 
-    Closes stages past their deadline (dropping silent pods), re-dispatches aggregation shards
-    that a killed worker never finished, opens the next round of a training request that has
-    none running (e.g. after a retry found too few pods online), and starts requests that can.
+    Closes stages past their deadline (dropping silent pods) and stages every pod has answered
+    whose close was lost (a process killed between the last answer and the close),
+    re-dispatches aggregation shards that a killed worker never finished, opens the next round
+    of a training request that has none running (e.g. after a retry found too few pods
+    online), and starts requests that can.
     """
     now = now or timezone.now()
-    for round_id in TrainingRound.objects.filter(
-        status__in=list(STAGE_OF_STATUS), stage_deadline__lte=now
-    ).values_list("pk", flat=True):
-        round_advance(round_id, now)
+    for round_id, status, deadline in TrainingRound.objects.filter(
+        status__in=list(STAGE_OF_STATUS)
+    ).values_list("pk", "status", "stage_deadline"):
+        if (deadline is not None and deadline <= now) or stage_answered(round_id, status):
+            round_advance(round_id, now)
     for training_round in TrainingRound.objects.filter(
         status=Status.AGGREGATING, stage_deadline__lte=now
     ):

@@ -77,6 +77,9 @@ class _Round:
     parts: dict[str, npt.NDArray[np.floating[Any]]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
+    # What the pod answered at each stage (None: the masked input was uploaded). A stage asked
+    # again (the service re-sends it after a reconnection) gets the same answer, never a new one.
+    answered: dict[str, Reply | None] = field(default_factory=dict)
 
 
 def contribution(
@@ -193,29 +196,34 @@ class RoundWorker:
         payload = message.get("payload")
         if not isinstance(payload, dict):
             raise Declined("malformed_stage")
+        state = self.rounds.get(round_id)
+        if state is not None and stage in state.answered:
+            return state.answered[stage]
         if stage == "advertise_keys":
             task = message.get("task")
             if not isinstance(task, dict):
                 raise Declined("malformed_task")
             parts = self._prepare(task)
-            joined = _Round(task=task, client=ClientRound(self.identity), parts=parts)
-            self.rounds[round_id] = joined
-            return self._reply(round_id, stage, joined.client.advertise_keys(payload))
-        state = self.rounds.get(round_id)
-        if state is None:
+            state = _Round(task=task, client=ClientRound(self.identity), parts=parts)
+            self.rounds[round_id] = state
+            reply: Reply | None = self._reply(round_id, stage, state.client.advertise_keys(payload))
+        elif state is None:
             return None  # not a round this pod joined (or one it already left)
-        if stage == "share_keys":
-            return self._reply(round_id, stage, state.client.share_keys(payload))
-        if stage == "masked_input":
+        elif stage == "share_keys":
+            reply = self._reply(round_id, stage, state.client.share_keys(payload))
+        elif stage == "masked_input":
             vector = state.client.masked_input(payload, state.parts)
             body = vector.astype("<u4").tobytes()
             self._call(self.transport.upload, str(state.task["masked_input_url"]), body)
             state.bytes_sent += len(body)
             state.parts = {}  # the plain contribution is not kept past masking
-            return None
-        if stage == "unmask":
-            return self._reply(round_id, stage, state.client.unmask(payload))
-        raise Declined("unknown_stage")
+            reply = None
+        elif stage == "unmask":
+            reply = self._reply(round_id, stage, state.client.unmask(payload))
+        else:
+            raise Declined("unknown_stage")
+        state.answered[stage] = reply
+        return reply
 
     @staticmethod
     def _call(call: Callable[..., Any], *arguments: Any) -> Any:

@@ -215,3 +215,40 @@ async def test_round_replies_are_checked_before_the_orchestrator(paired_pod: Pai
     }
     await comm.send_json_to({"type": "round.reply", "round": "x", "stage": "advertise_keys"})
     await expect_close(comm, Close.PROTOCOL)
+
+
+async def test_a_stage_not_answered_yet_is_asked_again_on_connecting(
+    paired_pod: PairedPod,
+) -> None:
+    """A pod offline when its round opened (or cut off mid-stage) is asked again on arrival."""
+    from django.utils import timezone
+
+    from consent.services import consent_grant
+    from tests.factories import open_request
+    from tests.training.test_orchestrator import consenting_online_pod
+    from training import orchestrator
+
+    def open_round_while_the_pod_is_away() -> int:
+        model_request = open_request(cohort_size=3, min_participants=3)
+        pod = paired_pod.pod
+        consent_grant(user=pod.owner, model_request=model_request, pod=pod)
+        Pod.objects.filter(pk=pod.pk).update(
+            channel_name="earlier-connection",
+            last_seen_at=timezone.now(),
+            categories_held=[{"slug": "health.breast_screening", "count": 10}],
+        )
+        for i in range(2):
+            consenting_online_pod(model_request, f"o{i}")
+        training_round = orchestrator.request_try_start(model_request)
+        assert training_round is not None
+        Pod.objects.filter(pk=pod.pk).update(channel_name="")  # the connection dropped
+        return training_round.pk
+
+    round_id = await database_sync_to_async(open_round_while_the_pod_is_away)()
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    asked = await comm.receive_json_from()
+    assert asked["type"] == "round.stage" and asked["round"] == round_id
+    assert asked["stage"] == "advertise_keys" and asked["task"]["request"]
+    await comm.disconnect()

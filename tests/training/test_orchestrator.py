@@ -47,6 +47,7 @@ class InProcessTransport:
     def __init__(self, pod: Pod) -> None:
         self.pod = pod
         self.receipts_fetched = 0
+        self.uploads = 0
 
     def receipt(self, request_id: str) -> dict[str, Any]:
         self.receipts_fetched += 1
@@ -61,6 +62,7 @@ class InProcessTransport:
             return bytes(handle.read())
 
     def upload(self, path: str, body: bytes) -> None:
+        self.uploads += 1
         masked_input_store(
             pod=self.pod,
             round_id=int(path.rstrip("/").split("/")[-2]),
@@ -284,6 +286,7 @@ def test_answers_wait_in_their_rows_until_the_stage_closes(
         pod_id: ClientRound(keys[pod_id]).advertise_keys(message["payload"])
         for pod_id, message in outbox
     }
+    asked = {pod_id: message for pod_id, message in outbox}
     outbox.clear()
     order = [p.pod_id for p in training_round.participants.order_by("index")]
     state_at_open = TrainingRound.objects.get(pk=training_round.pk).secagg_state
@@ -298,7 +301,12 @@ def test_answers_wait_in_their_rows_until_the_stage_closes(
     assert first.reply == adverts[order[0]]
     assert first.stage_reached == RoundParticipant.Stage.ADVERTISED
     assert TrainingRound.objects.get(pk=training_round.pk).secagg_state == state_at_open
-    assert answer(order[0], adverts[order[0]])  # a second answer to the same stage
+    assert orchestrator.stage_messages_for(order[0]) == []  # it has answered
+    assert orchestrator.stage_messages_for(order[1]) == [asked[order[1]]]  # asked again
+    assert answer(order[0], adverts[order[0]])  # the same answer again changes nothing
+    assert not RoundParticipant.objects.get(round=training_round, pod_id=order[0]).dropped
+    other = ClientRound(keys[order[0]]).advertise_keys(asked[order[0]]["payload"])
+    assert answer(order[0], other)  # a different second answer to the same stage
     forged = {**adverts[order[1]], "signature": b64(bytes(64))}
     assert answer(order[1], forged)  # recorded now, refused at the close
     assert answer(order[2], adverts[order[2]])
@@ -360,3 +368,69 @@ def test_a_pod_fetches_its_receipt_once_per_request_and_again_when_it_stops_fitt
     reply = sim.worker.handle(task)
     assert reply is not None and reply["type"] == "round.decline"
     assert transport.receipts_fetched == 3
+
+
+def test_stages_asked_twice_get_the_same_answers_and_the_round_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every stage message arrives twice (as after a reconnection): a pod answers the repeat
+    with its first answer, uploads its masked input once, and nobody is dropped."""
+    data = load_breast_cancer()
+    x_all = ((data.data - data.data.mean(0)) / data.data.std(0)).astype(np.float32)
+    model_request = open_request(rounds=1, cohort_size=4, min_participants=4)
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        orchestrator, "deliver", lambda pod_id, message: outbox.extend([(pod_id, message)] * 2)
+    )
+    pods: dict[Any, SimPod] = {}
+    for i in range(4):
+        pod, key = consenting_online_pod(model_request, f"t{i}")
+        rows = slice(i * 60, (i + 1) * 60)
+        pods[pod.pk] = SimPod(pod, key, x_all[rows], data.target[rows])
+    training_round = orchestrator.request_try_start(model_request)
+    assert training_round is not None
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        pods[pod_id].handle(message)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    assert training_round.survivors == 4
+    assert not training_round.participants.exclude(dropped_at_stage="").exists()
+    for sim in pods.values():
+        transport = sim.worker.transport
+        assert isinstance(transport, InProcessTransport) and transport.uploads == 1
+
+
+def test_the_clock_closes_an_answered_stage_whose_close_was_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process that took the last answer died before closing the stage: the next tick
+    closes it at once, not at the deadline, and drops nobody."""
+    from training.secagg.client import ClientRound
+
+    model_request = open_request(rounds=1, cohort_size=3, min_participants=3)
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
+    )
+    keys = {}
+    for i in range(3):
+        pod, key = consenting_online_pod(model_request, f"k{i}")
+        keys[pod.pk] = key
+    training_round = orchestrator.request_try_start(model_request)
+    assert training_round is not None
+    closes = orchestrator.round_advance
+    monkeypatch.setattr(orchestrator, "round_advance", lambda *args, **kwargs: None)  # lost
+    for pod_id, message in list(outbox):
+        reply = ClientRound(keys[pod_id]).advertise_keys(message["payload"])
+        orchestrator.round_reply(
+            pod_id=pod_id, round_id=training_round.pk, stage="advertise_keys", payload=reply
+        )
+    monkeypatch.setattr(orchestrator, "round_advance", closes)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.ADVERTISING
+    assert training_round.stage_deadline is not None
+    orchestrator.rounds_tick(training_round.stage_deadline - timezone.timedelta(seconds=30))
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.SHARING
+    assert not training_round.participants.exclude(dropped_at_stage="").exists()

@@ -205,8 +205,8 @@ class ServerRound:
         return {"stage": Stage.MASKED_INPUT.value, "shares": envelopes}
 
     def forget_routed(self) -> None:
-        """Drop the relayed envelopes once every masked-input request is built: nothing later
-        needs them, and they are most of the persisted state (O(n·k) ciphertexts)."""
+        """Drop the relayed envelopes when the masked-input stage closes: nothing later needs
+        them, and they are most of the persisted state (O(n·k) ciphertexts)."""
         self._require(Stage.MASKED_INPUT)
         self.routed = {}
 
