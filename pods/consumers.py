@@ -13,12 +13,12 @@ import base64
 import binascii
 import enum
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from dataspace.consumers import PROTOCOL_CLOSE, TypedJsonConsumer
 from pods.agent.protocol import challenge_message
 
 from . import presence
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 class Close(enum.IntEnum):
     """Close codes (4000–4999 are for applications, RFC 6455 section 7.4.2)."""
 
-    PROTOCOL = 4400  # malformed, unknown type or out of order
+    PROTOCOL = PROTOCOL_CLOSE  # malformed, unknown type or out of order
     UNAUTHENTICATED = 4401  # bad or expired token, or a proof that does not verify
     FORBIDDEN = 4403  # the pod was revoked
     TIMEOUT = 4408  # no hello/proof in time, or heartbeats stopped
@@ -44,7 +44,14 @@ class State(enum.Enum):
     READY = "ready"
 
 
-class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class PodConsumer(TypedJsonConsumer):
+    handlers: ClassVar[dict[tuple[Any, str], str]] = {
+        (State.AWAIT_HELLO, "hello"): "on_hello",
+        (State.AWAIT_PROOF, "prove"): "on_prove",
+        (State.READY, "ping"): "on_ping",
+        (State.READY, "round.reply"): "on_round_reply",
+        (State.READY, "round.decline"): "on_round_decline",
+    }
     state: State
     pod_id: str | None
     nonce: bytes | None
@@ -73,23 +80,6 @@ class PodConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await database_sync_to_async(presence.mark_offline)(
                 pod_id=self.pod_id, channel_name=self.channel_name
             )
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
-            await self.close(code=Close.PROTOCOL)
-            return
-        handler = HANDLERS.get((self.state, content["type"]))
-        if handler is None:
-            await self.send_json({"type": "error", "code": "unexpected_message"})
-            await self.close(code=Close.PROTOCOL)
-            return
-        await handler(self, content)
-
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except ValueError:
-            return None
 
     # -- handshake -------------------------------------------------------------------------------
 
@@ -242,12 +232,3 @@ def _round_decline(pod_id: str | None, round_id: int, code: str) -> bool:
         return False
     round_decline(pod=pod, round_id=round_id, code=code)
     return True
-
-
-HANDLERS: dict[tuple[State, str], Any] = {
-    (State.AWAIT_HELLO, "hello"): PodConsumer.on_hello,
-    (State.AWAIT_PROOF, "prove"): PodConsumer.on_prove,
-    (State.READY, "ping"): PodConsumer.on_ping,
-    (State.READY, "round.reply"): PodConsumer.on_round_reply,
-    (State.READY, "round.decline"): PodConsumer.on_round_decline,
-}

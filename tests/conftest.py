@@ -29,16 +29,9 @@ def live_service(
     django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
     """One real server process for the session, on the test database (use with transactional_db)."""
-    from django.db import connection
+    from tests.live import on_test_database
 
-    from tests.live import LiveService
-
-    service = LiveService(
-        settings_dict=connection.settings_dict,
-        receipt_key=TEST_RECEIPT_KEY.private_bytes_raw(),
-        data_dir=tmp_path_factory.mktemp("live"),
-        extra_env={"DEVICE_FLOW_INTERVAL": "1"},
-    ).start()
+    service = on_test_database(tmp_path_factory.mktemp("live"), DEVICE_FLOW_INTERVAL="1").start()
     yield service
     service.stop()
 

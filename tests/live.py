@@ -92,3 +92,18 @@ class LiveService:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def on_test_database(data_dir: Path, *, port: int | None = None, **extra_env: str) -> LiveService:
+    """A server (not started) on the test database, signing receipts with the tests' key."""
+    from django.db import connection
+
+    from tests.conftest import TEST_RECEIPT_KEY
+
+    return LiveService(
+        settings_dict=connection.settings_dict,
+        receipt_key=TEST_RECEIPT_KEY.private_bytes_raw(),
+        data_dir=data_dir,
+        extra_env=extra_env,
+        port=port,
+    )

@@ -21,12 +21,13 @@ import enum
 import hashlib
 import logging
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
+
+from dataspace.consumers import PROTOCOL_CLOSE, TypedJsonConsumer
 
 from . import progress
 
@@ -39,7 +40,7 @@ DEFAULT_AUTH_TIMEOUT = 5.0  # seconds to wait for a provider's hello (PROGRESS_A
 class Close(enum.IntEnum):
     """Close codes (4000–4999 are for applications, RFC 6455 section 7.4.2), as on ``/ws/pods/``."""
 
-    PROTOCOL = 4400  # malformed, unknown type or out of order
+    PROTOCOL = PROTOCOL_CLOSE  # malformed, unknown type or out of order
     UNAUTHENTICATED = 4401  # no session and no hello in time, or a bad or expired token
     FORBIDDEN = 4403  # a provider token without the read scope
     NOT_FOUND = 4404  # no such request, a draft (for people), or another provider's request
@@ -57,7 +58,11 @@ class Denied(Exception):
         self.code = code
 
 
-class RequestProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class RequestProgressConsumer(TypedJsonConsumer):
+    handlers: ClassVar[dict[tuple[Any, str], str]] = {
+        (State.AWAIT_HELLO, "hello"): "on_hello",
+        (State.READY, "ping"): "on_ping",
+    }
     state: State
     request_id: str
     group: str | None
@@ -88,22 +93,8 @@ class RequestProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.group = None
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
-            await self._deny(Close.PROTOCOL)
-            return
-        handler = HANDLERS.get((self.state, content["type"]))
-        if handler is None:
-            await self.send_json({"type": "error", "code": "unexpected_message"})
-            await self._deny(Close.PROTOCOL)
-            return
-        await handler(self, content)
-
-    async def decode_json(self, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except ValueError:
-            return None
+    async def refuse(self) -> None:
+        await self._deny(Close.PROTOCOL)
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -160,12 +151,6 @@ class RequestProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._timers.append(
             loop.call_later(max(0.0, delay), lambda: asyncio.ensure_future(callback()))
         )
-
-
-HANDLERS: dict[tuple[State, str], Any] = {
-    (State.AWAIT_HELLO, "hello"): RequestProgressConsumer.on_hello,
-    (State.READY, "ping"): RequestProgressConsumer.on_ping,
-}
 
 
 # -- database side (sync; called through database_sync_to_async) ----------------------------------

@@ -34,8 +34,7 @@ from dataspace.processes import stop
 from pods.agent import datasets
 from pods.agent.rounds import contribution
 from pods.models import Pod
-from tests.conftest import TEST_RECEIPT_KEY
-from tests.live import ROOT, LiveService, database_url
+from tests.live import ROOT, LiveService, database_url, on_test_database
 from tests.portal_http import PortalSession
 from training.client import DataspaceClient
 from training.demo import breast_features, demo_request_spec, demo_weights
@@ -67,11 +66,8 @@ def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.5) -> A
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Server + Celery worker (beat embedded), on the test database and Redis."""
-    server = LiveService(
-        settings_dict=connection.settings_dict,
-        receipt_key=TEST_RECEIPT_KEY.private_bytes_raw(),
-        data_dir=tmp_path / "server",
-        extra_env={"ROUND_STAGE_SECONDS": "8", "ROUNDS_TICK_IN_PROCESS": "0"},
+    server = on_test_database(
+        tmp_path / "server", ROUND_STAGE_SECONDS="8", ROUNDS_TICK_IN_PROCESS="0"
     )
     (tmp_path / "server").mkdir()
     server.start()

@@ -19,15 +19,13 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from consent.services import consent_grant
 from dataspace.processes import stop
 from pods.models import Pod
 from pods.presence import online_pods
-from tests.conftest import TEST_RECEIPT_KEY
 from tests.factories import open_request
-from tests.live import ROOT, LiveService
+from tests.live import ROOT, LiveService, on_test_database
 from training import orchestrator
 from training.models import ModelRequest, TrainingRound
 
@@ -52,17 +50,13 @@ def test_a_round_opened_while_the_server_was_down_completes_after_reconnection(
     def server(port: int | None = None) -> LiveService:
         # The embedded runtime (in-memory channel layer, in-process clock and aggregation) on
         # the test database: this server process is the only one the pods can reach.
-        return LiveService(
-            settings_dict=connection.settings_dict,
-            receipt_key=TEST_RECEIPT_KEY.private_bytes_raw(),
-            data_dir=tmp_path,
+        return on_test_database(
+            tmp_path,
             port=port,
-            extra_env={
-                "REDIS_URL": "",
-                "ROUNDS_TICK_SECONDS": "0.5",
-                "ROUND_STAGE_SECONDS": "120",
-                "MEDIA_ROOT": str(settings.MEDIA_ROOT),  # where this process stored the weights
-            },
+            REDIS_URL="",
+            ROUNDS_TICK_SECONDS="0.5",
+            ROUND_STAGE_SECONDS="120",
+            MEDIA_ROOT=str(settings.MEDIA_ROOT),  # where this process stored the weights
         ).start()
 
     model_request = open_request(rounds=1, cohort_size=PODS, min_participants=PODS)

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from pods.agent.home import PodHome, PodState
 from pods.models import Pod, PodToken, key_fingerprint
 from pods.services import pod_application, pod_revoke
-from tests.conftest import TEST_RECEIPT_KEY
 from tests.factories import UserFactory
-from tests.live import LiveService
+from tests.live import LiveService, on_test_database
 
 pytestmark = [
     pytest.mark.e2e,
@@ -82,12 +80,7 @@ def paired_home(tmp_path: Path, server: str) -> tuple[PodHome, Pod]:
 
 def test_run_reconnects_after_a_restart_and_stops_when_revoked(tmp_path: Path) -> None:
     def server(port: int | None = None) -> LiveService:
-        return LiveService(
-            settings_dict=connection.settings_dict,
-            receipt_key=TEST_RECEIPT_KEY.private_bytes_raw(),
-            data_dir=tmp_path,
-            port=port,
-        ).start()
+        return on_test_database(tmp_path, port=port).start()
 
     first = server()
     home, pod = paired_home(tmp_path, first.url)

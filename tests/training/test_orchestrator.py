@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,41 @@ def consenting_online_pod(model_request: ModelRequest, name: str) -> tuple[Pod, 
     return pod, key
 
 
+def breast_data() -> tuple[np.ndarray, np.ndarray]:
+    data = load_breast_cancer()
+    return ((data.data - data.data.mean(0)) / data.data.std(0)).astype(np.float32), data.target
+
+
+@dataclass
+class Opened:
+    round: TrainingRound
+    outbox: list[tuple[Any, dict[str, Any]]]
+    pods: dict[Any, tuple[Pod, Ed25519PrivateKey]]
+
+
+def open_round(
+    monkeypatch: pytest.MonkeyPatch, size: int, *, min_participants: int = 0, deliveries: int = 1
+) -> Opened:
+    """A request whose first round is open with ``size`` consenting online pods; what is sent
+    to the pods lands in the outbox (each message ``deliveries`` times)."""
+    model_request = open_request(
+        rounds=1, cohort_size=size, min_participants=min_participants or size
+    )
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        orchestrator,
+        "deliver",
+        lambda pod_id, message: outbox.extend([(pod_id, message)] * deliveries),
+    )
+    pods = {}
+    for i in range(size):
+        pod, key = consenting_online_pod(model_request, f"p{i}")
+        pods[pod.pk] = (pod, key)
+    training_round = orchestrator.request_try_start(model_request)
+    assert training_round is not None
+    return Opened(training_round, outbox, pods)
+
+
 class SimPod:
     def __init__(self, pod: Pod, key: Ed25519PrivateKey, x: np.ndarray, y: np.ndarray) -> None:
         self.pod = pod
@@ -141,9 +177,7 @@ class SimPod:
 
 
 def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = load_breast_cancer()
-    x_all = ((data.data - data.data.mean(0)) / data.data.std(0)).astype(np.float32)
-    y_all = data.target
+    x_all, y_all = breast_data()
     model_request = open_request(rounds=2, cohort_size=8, min_participants=4)
     outbox: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(
@@ -244,15 +278,9 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
 def test_cancelling_mid_round_stops_it_and_stays_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
     from training.services import model_request_cancel
 
-    model_request = open_request(rounds=1, cohort_size=4, min_participants=3)
-    outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
-    )
-    for i in range(4):
-        consenting_online_pod(model_request, f"c{i}")
-    training_round = orchestrator.request_try_start(model_request)
-    assert training_round is not None
+    opened = open_round(monkeypatch, 4, min_participants=3)
+    training_round, outbox = opened.round, opened.outbox
+    model_request = training_round.model_request
     model_request_cancel(model_request=model_request)
     orchestrator.rounds_tick(timezone.now() + timezone.timedelta(hours=1))
     training_round.refresh_from_db()
@@ -271,17 +299,9 @@ def test_answers_wait_in_their_rows_until_the_stage_closes(
     from training.secagg.client import ClientRound
     from training.secagg.wire import b64
 
-    model_request = open_request(rounds=1, cohort_size=6, min_participants=3)
-    outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
-    )
-    keys = {}
-    for i in range(6):
-        pod, key = consenting_online_pod(model_request, f"a{i}")
-        keys[pod.pk] = key
-    training_round = orchestrator.request_try_start(model_request)
-    assert training_round is not None
+    opened = open_round(monkeypatch, 6, min_participants=3)
+    training_round, outbox = opened.round, opened.outbox
+    keys = {pod_id: key for pod_id, (_, key) in opened.pods.items()}
     adverts = {
         pod_id: ClientRound(keys[pod_id]).advertise_keys(message["payload"])
         for pod_id, message in outbox
@@ -334,19 +354,11 @@ def test_a_pod_fetches_its_receipt_once_per_request_and_again_when_it_stops_fitt
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    data = load_breast_cancer()
-    x = ((data.data - data.data.mean(0)) / data.data.std(0)).astype(np.float32)[:40]
-    model_request = open_request(rounds=1, cohort_size=3, min_participants=3)
-    outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
-    )
-    pod, key = consenting_online_pod(model_request, "r0")
-    for i in (1, 2):
-        consenting_online_pod(model_request, f"r{i}")
-    assert orchestrator.request_try_start(model_request) is not None
-    task = next(message for pod_id, message in outbox if pod_id == pod.pk)
-    sim = SimPod(pod, key, x, data.target[:40])
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 3)
+    pod_id, task = opened.outbox[0]
+    pod, key = opened.pods[pod_id]
+    sim = SimPod(pod, key, x[:40], y[:40])
     transport = sim.worker.transport
     assert isinstance(transport, InProcessTransport)
 
@@ -375,20 +387,13 @@ def test_stages_asked_twice_get_the_same_answers_and_the_round_completes(
 ) -> None:
     """Every stage message arrives twice (as after a reconnection): a pod answers the repeat
     with its first answer, uploads its masked input once, and nobody is dropped."""
-    data = load_breast_cancer()
-    x_all = ((data.data - data.data.mean(0)) / data.data.std(0)).astype(np.float32)
-    model_request = open_request(rounds=1, cohort_size=4, min_participants=4)
-    outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator, "deliver", lambda pod_id, message: outbox.extend([(pod_id, message)] * 2)
-    )
-    pods: dict[Any, SimPod] = {}
-    for i in range(4):
-        pod, key = consenting_online_pod(model_request, f"t{i}")
-        rows = slice(i * 60, (i + 1) * 60)
-        pods[pod.pk] = SimPod(pod, key, x_all[rows], data.target[rows])
-    training_round = orchestrator.request_try_start(model_request)
-    assert training_round is not None
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 4, deliveries=2)
+    training_round, outbox = opened.round, opened.outbox
+    pods = {
+        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
+    }
     while outbox:
         pod_id, message = outbox.pop(0)
         pods[pod_id].handle(message)
@@ -408,17 +413,9 @@ def test_the_clock_closes_an_answered_stage_whose_close_was_lost(
     closes it at once, not at the deadline, and drops nobody."""
     from training.secagg.client import ClientRound
 
-    model_request = open_request(rounds=1, cohort_size=3, min_participants=3)
-    outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
-    )
-    keys = {}
-    for i in range(3):
-        pod, key = consenting_online_pod(model_request, f"k{i}")
-        keys[pod.pk] = key
-    training_round = orchestrator.request_try_start(model_request)
-    assert training_round is not None
+    opened = open_round(monkeypatch, 3)
+    training_round, outbox = opened.round, opened.outbox
+    keys = {pod_id: key for pod_id, (_, key) in opened.pods.items()}
     closes = orchestrator.round_advance
     monkeypatch.setattr(orchestrator, "round_advance", lambda *args, **kwargs: None)  # lost
     for pod_id, message in list(outbox):

@@ -1,0 +1,39 @@
+"""What the service's WebSocket consumers share: typed JSON messages dispatched by state."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+PROTOCOL_CLOSE = 4400  # malformed, unknown type or out of order (RFC 6455 §7.4.2: 4000–4999)
+
+
+class TypedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Messages are JSON objects with a ``type``; ``handlers`` maps (connection state, type) to
+    the name of the method that takes it. Anything else — not JSON, not an object, a type not
+    expected in this state — gets an ``unexpected_message`` error where it is an object, and the
+    connection is closed through :meth:`refuse`."""
+
+    handlers: ClassVar[dict[tuple[Any, str], str]] = {}
+    state: Any
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.refuse()
+            return
+        name = self.handlers.get((self.state, content["type"]))
+        if name is None:
+            await self.send_json({"type": "error", "code": "unexpected_message"})
+            await self.refuse()
+            return
+        await getattr(self, name)(content)
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None  # refused by receive_json like any other malformed message
+
+    async def refuse(self) -> None:
+        await self.close(code=PROTOCOL_CLOSE)
