@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+
+def server_command(port: int, *options: str) -> list[str]:
+    """The service as one ASGI server process on 127.0.0.1:``port`` (uvicorn, this interpreter)."""
+    return [
+        *(sys.executable, "-m", "uvicorn", "dataspace.asgi:application"),
+        *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", *options),
+    ]
 
 
 def free_port() -> int:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from dataspace.processes import free_port, stop
+from dataspace.processes import free_port, server_command, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,17 +59,7 @@ class LiveService:
     def start(self) -> LiveService:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "dataspace.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
+            server_command(self.port),
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
     import django
 
-    from dataspace.processes import free_port, stop, wait_answering, wait_until
+    from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 
     django.setup()
     from django.core.management import call_command
@@ -105,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(  # noqa: S603
-        [
-            *(sys.executable, "-m", "uvicorn", "dataspace.asgi:application", "--port", str(port)),
-            *("--log-level", "warning", "--no-access-log"),
-        ],
+        server_command(port, "--log-level", "warning"),
         cwd=ROOT,
         # The server runs as in production (DEBUG off: no per-query bookkeeping).
         env={

@@ -30,7 +30,7 @@ from django.db import transaction
 
 from consent.services import consent_grant, consent_refuse
 from dataspace.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PEOPLE, DEMO_PROVIDER
-from dataspace.processes import free_port, stop, wait_answering, wait_until
+from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 from pods.agent import datasets
 from pods.models import Pod
 from training.client import DataspaceClient
@@ -150,18 +150,7 @@ class Command(BaseCommand):
         simulator: subprocess.Popen[str] | None = None
         try:
             server = subprocess.Popen(  # noqa: S603  (our own interpreter and arguments)
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "dataspace.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
+                server_command(port, "--log-level", "warning"),
                 cwd=ROOT,
                 env=env,
                 stdout=server_log,
