@@ -328,7 +328,7 @@ def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: 
         )
         if recorded:
             if _all_answered(round_id, status):
-                transaction.on_commit(lambda: round_advance(round_id))
+                transaction.on_commit(lambda: round_advance(round_id, status))
             return True
     participant = mine.first()
     if participant is None:
@@ -339,7 +339,7 @@ def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: 
         # Out of order, malformed, or a different second answer to the current stage.
         _drop(participant, current or stage, "out_of_order")
         if current is not None and _all_answered(round_id, status):
-            transaction.on_commit(lambda: round_advance(round_id))
+            transaction.on_commit(lambda: round_advance(round_id, status))
     return True
 
 
@@ -428,12 +428,15 @@ def _forget_answers(round_id: int) -> None:
     RoundParticipant.objects.filter(round_id=round_id, reply__isnull=False).update(reply=None)
 
 
-def round_advance(round_id: int, now: datetime | None = None) -> None:
-    """Close the current stage (dropping whoever did not answer) and start the next.
+def round_advance(round_id: int, closing: str, now: datetime | None = None) -> None:
+    """Close the stage ``closing`` (a round status; dropping whoever did not answer) and start
+    the next.
 
     Closing the unmasking stage moves the round to ``aggregating`` and hands the sum to the
     aggregation tree (:func:`shard_sum` per coordinate range, then :func:`round_finalize`).
-    Idempotent: a round no longer in a protocol stage is left alone.
+    Idempotent: a round that has left that stage meanwhile (closed by another process, whose
+    decision this one saw only as "all answered") is left alone — never is the next stage
+    closed in its place.
     """
     from training.secagg.errors import AbortError
 
@@ -441,7 +444,7 @@ def round_advance(round_id: int, now: datetime | None = None) -> None:
     with transaction.atomic():
         training_round, server = _locked(round_id)
         status = Status(training_round.status)
-        if status not in STAGE_OF_STATUS or server is None:
+        if status != closing or status not in STAGE_OF_STATUS or server is None:
             return
         stage = STAGE_OF_STATUS[status]
         participants = list(training_round.participants.select_related("pod").order_by("index"))
@@ -826,7 +829,7 @@ def rounds_tick(now: datetime | None = None) -> None:
         status__in=list(STAGE_OF_STATUS)
     ).values_list("pk", "status", "stage_deadline"):
         if (deadline is not None and deadline <= now) or stage_answered(round_id, status):
-            round_advance(round_id, now)
+            round_advance(round_id, status, now)
     for training_round in TrainingRound.objects.filter(
         status=Status.AGGREGATING, stage_deadline__lte=now
     ):
@@ -873,8 +876,9 @@ def round_decline(*, pod: Pod, round_id: int, code: str) -> None:
         return
     stage = STAGE_OF_STATUS.get(Status(training_round.status), str(training_round.status))
     _drop(participant, stage, f"declined:{code}"[:100])
-    if training_round.status in STAGE_OF_STATUS and stage_answered(round_id, training_round.status):
-        transaction.on_commit(lambda: round_advance(round_id))
+    status = training_round.status
+    if status in STAGE_OF_STATUS and stage_answered(round_id, status):
+        transaction.on_commit(lambda: round_advance(round_id, status))
 
 
 def user_leaves_rounds(*, user_id: int, model_request_id: Any = None, reason: str) -> int:
@@ -912,6 +916,9 @@ def user_leaves_rounds(*, user_id: int, model_request_id: Any = None, reason: st
                     participant.pod_id,
                     {"type": "round.end", "round": round_id, "status": "left"},
                 )
-            if stage_answered(round_id, training_round.status):
-                transaction.on_commit(lambda rid=round_id: round_advance(rid))  # type: ignore[misc]
+            status = training_round.status
+            if stage_answered(round_id, status):
+                transaction.on_commit(
+                    lambda rid=round_id, closing=status: round_advance(rid, closing)  # type: ignore[misc]
+                )
     return dropped

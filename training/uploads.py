@@ -93,5 +93,5 @@ def masked_input_store(
             locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
             complete = stage_answered(locked_round.pk, locked_round.status)
         if complete:
-            round_advance(training_round.pk)
+            round_advance(training_round.pk, TrainingRound.Status.COLLECTING)
     return locked

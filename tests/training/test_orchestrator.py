@@ -431,3 +431,9 @@ def test_the_clock_closes_an_answered_stage_whose_close_was_lost(
     training_round.refresh_from_db()
     assert training_round.status == TrainingRound.Status.SHARING
     assert not training_round.participants.exclude(dropped_at_stage="").exists()
+    # A second closer of that stage (it saw "all answered" before the first closed it) must
+    # not close the next stage, which nobody has answered yet, in its place.
+    orchestrator.round_advance(training_round.pk, TrainingRound.Status.ADVERTISING)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.SHARING
+    assert not training_round.participants.exclude(dropped_at_stage="").exists()
