@@ -396,7 +396,8 @@ def _take_answers(
     now: datetime,
 ) -> None:
     """Feed the stage's recorded answers into the protocol state, consent re-checked for each
-    pod; an answer the protocol refuses drops its pod with the protocol's reason."""
+    pod up to the close of collection; an answer the protocol refuses drops its pod with the
+    protocol's reason."""
     from training.secagg.errors import SecAggError
 
     stage = STAGE_OF_STATUS[status]
@@ -405,7 +406,9 @@ def _take_answers(
     for p in participants:
         if p.dropped or p.stage_reached != reached:
             continue
-        if not p.pod.is_active or p.user_id not in consenting:
+        # Once collection has closed the inputs in the sum are fixed (a withdrawal from then on
+        # affects later rounds); unmasking shares only remove masks, so they are all taken.
+        if status != Status.UNMASKING and (not p.pod.is_active or p.user_id not in consenting):
             _drop(p, stage, "consent_withdrawn_or_paused")
             if p.masked_input:  # its input stays out of the sum, like a pre-mask dropout
                 p.masked_input.delete(save=False)
@@ -546,11 +549,19 @@ def shard_sum(round_id: int, index: int) -> None:
     if index in training_round.metrics.get("shards_done", []):
         return
     start, stop = _shards(training_round)[index]
-    survivors = [
-        p
-        for p in training_round.participants.filter(dropped_at_stage="").order_by("index")
-        if p.masked_input
-    ]
+    # Exactly the inputs the protocol committed to when collection closed — a pod dropped
+    # later (while unmasking) stays in the sum: its masks are removed like everyone's.
+    committed = set(training_round.secagg_state.get("masked", []))
+    survivors = list(training_round.participants.filter(index__in=committed).order_by("index"))
+    if len(survivors) != len(committed) or not all(p.masked_input for p in survivors):
+        with transaction.atomic():
+            locked = TrainingRound.objects.select_for_update().get(pk=round_id)
+            if locked.status == Status.AGGREGATING:
+                everyone = list(locked.participants.order_by("index"))
+                _abort(
+                    locked, everyone, "aggregating", "A masked input is missing.", timezone.now()
+                )
+        return
     handles = [p.masked_input.open("rb") for p in survivors]
     try:
         partial = sum_range(handles, start, stop)

@@ -437,3 +437,46 @@ def test_the_clock_closes_an_answered_stage_whose_close_was_lost(
     training_round.refresh_from_db()
     assert training_round.status == TrainingRound.Status.SHARING
     assert not training_round.participants.exclude(dropped_at_stage="").exists()
+
+
+def test_a_pod_dropped_while_unmasking_stays_in_the_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Collection fixed the inputs in the sum; a pod dropped afterwards (here for a different
+    second unmasking answer) is still in it, and its masks are removed like everyone's."""
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 4)
+    training_round, outbox = opened.round, opened.outbox
+    pods = {
+        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
+    }
+    deviant = next(iter(pods))
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        pods[pod_id].handle(message)
+        if pod_id == deviant and message.get("stage") == "unmask":
+            orchestrator.round_reply(
+                pod_id=pod_id,
+                round_id=training_round.pk,
+                stage="unmask",
+                payload={"b_shares": {}, "s_shares": {}},
+            )
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    dropped = training_round.participants.get(pod_id=deviant)
+    assert (dropped.dropped_at_stage, dropped.drop_reason) == ("unmask", "out_of_order")
+    assert training_round.survivors == 4
+    spec = validate_spec(training_round.model_request.spec)
+    from training.modelspec.vectors import flatten_state
+
+    base = load_safetensors(training_round.base_version.weights.open("rb").read())  # type: ignore[union-attr]
+    new = load_safetensors(
+        ModelVersion.objects.get(model_request=training_round.model_request, round_number=1)
+        .weights.open("rb")
+        .read()
+    )
+    contributions = [sim.plain for sim in pods.values()]
+    expected = sum(c["update"] for c in contributions) / sum(
+        float(c["weight"][0]) for c in contributions
+    )
+    delta = flatten_state(new, spec) - flatten_state(base, spec)
+    assert np.allclose(delta, expected, atol=1e-4)
