@@ -321,9 +321,12 @@ def participation_of(user: User) -> list[RequestTaken]:
         if model_request.pk not in latest or started > latest[model_request.pk]:
             latest[model_request.pk] = started
         version = versions.get((model_request.pk, training_round.number))
+        # The input is in the round's sum when it was collected and the pod was not dropped
+        # before collection closed (one dropped while unmasking is still in the sum).
         contributed = (
             training_round.status == TrainingRound.Status.COMPLETED
-            and not p.dropped_at_stage
+            and p.stage_reached in (RoundParticipant.Stage.MASKED, RoundParticipant.Stage.UNMASKED)
+            and p.dropped_at_stage in ("", RoundParticipant.Stage.UNMASKED)
             and version is not None
         )
         epsilon = None

@@ -149,14 +149,24 @@ def test_dropped_round_shows_stage_and_reason_in_plain_words(client: Client, per
         dropped_at="advertise_keys",
         reason="declined:plan_mismatch",
     )
+    take_part(
+        run_round(model_request, 3),
+        pod,
+        stage=RoundParticipant.Stage.MASKED,
+        dropped_at="unmask",
+        reason="out_of_order",
+    )
     body = page(client)
     assert "Dropped while masked updates were collected." in body
     assert "Your pod did not answer in time" in body
+    # Dropped while the sum was revealed: its update was already in the sum, and said so.
+    assert "Dropped while the group’s sum was revealed." in body
+    assert "fed model version 3" in body
     assert "Dropped while pods exchanged keys." in body
     assert "Your pod declined the task: the task was not the plan you agreed to." in body
     assert "Shared key pieces with its neighbours" in body
-    assert "fed model version" not in body
-    assert "0 of 2 rounds" in body
+    assert "fed model version 1" not in body and "fed model version 2" not in body
+    assert "1 of 3 rounds" in body
 
 
 def test_other_peoples_participation_is_not_shown(client: Client, person: User) -> None:
@@ -188,11 +198,13 @@ def test_dp_epsilon_is_that_of_the_latest_round_i_contributed_to(
     pod = PodFactory(owner=person)
     take_part(run_round(model_request, 1, epsilon=0.5), pod)
     take_part(run_round(model_request, 2, epsilon=0.9), pod)
-    # round 3 published without me: its ε is not what was spent on me
+    # round 3 published without me (I withdrew before its inputs were collected): its ε is
+    # not what was spent on me
     take_part(
         run_round(model_request, 3, epsilon=1.2),
         pod,
-        dropped_at="unmask",
+        stage=RoundParticipant.Stage.SHARED,
+        dropped_at="masked_input",
         reason="consent_withdrawn",
     )
     body = page(client)
