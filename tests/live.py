@@ -96,3 +96,15 @@ def on_test_database(data_dir: Path, *, port: int | None = None, **extra_env: st
         extra_env=extra_env,
         port=port,
     )
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail the test
+    with "timed out waiting for <what>" after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from dataspace.processes import stop
 from pods.agent import datasets
 from pods.agent.rounds import contribution
 from pods.models import Pod
-from tests.live import ROOT, LiveService, database_url, on_test_database
+from tests.live import ROOT, LiveService, database_url, on_test_database, wait_for
 from tests.portal_http import PortalSession
 from training.client import DataspaceClient
 from training.demo import breast_features, demo_request_spec, demo_weights
@@ -51,16 +50,6 @@ SEED = 3
 ALPHA = 0.05
 CRASH = {0: "masked_input", 1: "unmask"}  # pod position → the stage it dies at
 LEAVER = 2
-
-
-def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

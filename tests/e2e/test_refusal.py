@@ -13,9 +13,7 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -25,22 +23,12 @@ from consent.services import consent_grant
 from dataspace.processes import stop
 from pods.models import Pod
 from tests.factories import open_request
-from tests.live import ROOT, on_test_database
+from tests.live import ROOT, on_test_database, wait_for
 from training.models import ModelRequest, RoundParticipant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PODS = 3
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pods_decline_a_plan_changed_after_consent(tmp_path: Path) -> None:

@@ -12,9 +12,7 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -25,23 +23,13 @@ from dataspace.processes import stop
 from pods.models import Pod
 from pods.presence import online_pods
 from tests.factories import open_request
-from tests.live import ROOT, LiveService, on_test_database
+from tests.live import ROOT, LiveService, on_test_database, wait_for
 from training import orchestrator
 from training.models import ModelRequest, TrainingRound
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PODS = 4
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_round_opened_while_the_server_was_down_completes_after_reconnection(
