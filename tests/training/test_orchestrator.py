@@ -449,11 +449,14 @@ def test_a_pod_dropped_while_unmasking_stays_in_the_sum(monkeypatch: pytest.Monk
         pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
         for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
     }
-    deviant = next(iter(pods))
+    deviant = None
     while outbox:
         pod_id, message = outbox.pop(0)
         pods[pod_id].handle(message)
-        if pod_id == deviant and message.get("stage") == "unmask":
+        # The first pod to answer the unmasking stage (so not the one whose answer closes it)
+        # answers again, differently.
+        if deviant is None and message.get("stage") == "unmask":
+            deviant = pod_id
             orchestrator.round_reply(
                 pod_id=pod_id,
                 round_id=training_round.pk,
