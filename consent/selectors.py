@@ -30,10 +30,19 @@ def consent_active(*, user: User, model_request: ModelRequest, at: datetime | No
     ).exists()
 
 
+def usable_consents(model_request: ModelRequest, at: datetime | None = None) -> QuerySet[Consent]:
+    """Consents to the request that let their person's pod train now: given, not expired at
+    ``at``, training not paused. (The orchestrator's one test of "may this person take part".)"""
+    return Consent.objects.filter(
+        model_request=model_request,
+        status=Consent.Status.GIVEN,
+        expires_at__gt=at or timezone.now(),
+    ).exclude(user__in=DataSubject.objects.filter(training_paused=True).values("user"))
+
+
 def consent_usable(*, user: User, model_request: ModelRequest, at: datetime | None = None) -> bool:
     """Active consent and training not paused: the pod may take part in a round now."""
-    paused = DataSubject.objects.filter(user=user, training_paused=True).exists()
-    return not paused and consent_active(user=user, model_request=model_request, at=at)
+    return usable_consents(model_request, at).filter(user=user).exists()
 
 
 def consents_of(user: User) -> QuerySet[Consent]:

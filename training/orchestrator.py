@@ -32,7 +32,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from consent.models import Consent, DataSubject
+from consent.selectors import usable_consents
 from pods.models import Pod
 from pods.presence import online_pods
 from pods.services import pod_group
@@ -89,9 +89,7 @@ def _send_after_commit(pod_id: uuid.UUID, message: dict[str, Any]) -> None:
 
 def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
     """One online pod per person whose consent is given, unexpired and not paused."""
-    consents = Consent.objects.filter(
-        model_request=model_request, status=Consent.Status.GIVEN, expires_at__gt=now
-    ).exclude(user__in=DataSubject.objects.filter(training_paused=True).values("user"))
+    consents = usable_consents(model_request, now)
     chosen: dict[int, Pod] = {}
     pods = (
         online_pods().filter(owner__in=consents.values("user")).order_by("owner_id", "created_at")
@@ -109,15 +107,7 @@ def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
 def usable(model_request: ModelRequest, participant: RoundParticipant, now: datetime) -> bool:
     return (
         participant.pod.is_active
-        and not DataSubject.objects.filter(
-            user_id=participant.user_id, training_paused=True
-        ).exists()
-        and Consent.objects.filter(
-            user_id=participant.user_id,
-            model_request=model_request,
-            status=Consent.Status.GIVEN,
-            expires_at__gt=now,
-        ).exists()
+        and usable_consents(model_request, now).filter(user_id=participant.user_id).exists()
     )
 
 
@@ -372,18 +362,12 @@ def _all_answered(round_id: int, status: RoundStatus) -> bool:
 def _still_consenting(
     model_request: ModelRequest, participants: list[RoundParticipant], now: datetime
 ) -> set[int]:
-    """The participants' owners whose consent still covers the request: given, unexpired,
-    training not paused (two queries for the whole cohort)."""
+    """The participants' owners whose consent still covers the request (one query for the
+    whole cohort)."""
     users = {p.user_id for p in participants}
-    paused = DataSubject.objects.filter(user_id__in=users, training_paused=True)
     return set(
-        Consent.objects.filter(
-            user_id__in=users,
-            model_request=model_request,
-            status=Consent.Status.GIVEN,
-            expires_at__gt=now,
-        )
-        .exclude(user_id__in=paused.values("user_id"))
+        usable_consents(model_request, now)
+        .filter(user_id__in=users)
         .values_list("user_id", flat=True)
     )
 
