@@ -248,25 +248,27 @@ class RoundWorker:
             initial = str(task["initial_weights_sha256"])
             if int(task.get("base_round", 0)) == 0 and task["weights_sha256"] != initial:
                 raise Declined("plan_mismatch")
-            cached = request_id in self.receipts
-            while True:
-                if request_id not in self.receipts:
-                    signed = self._call(self.transport.receipt, request_id)
-                    self.receipts[request_id] = verify_receipt(signed, self.pinned_keys)
+
+            def check(receipt: Any) -> None:
+                check_task(
+                    receipt=receipt,
+                    request_id=request_id,
+                    spec=task["spec"],
+                    weights_sha256=initial,
+                    now=self.now(),
+                )
+
+            receipt = self.receipts.pop(request_id, None)
+            if receipt is not None:
                 try:
-                    check_task(
-                        receipt=self.receipts[request_id],
-                        request_id=request_id,
-                        spec=task["spec"],
-                        weights_sha256=initial,
-                        now=self.now(),
-                    )
-                    break
+                    check(receipt)
                 except ConsentRefused:
-                    del self.receipts[request_id]
-                    if not cached:
-                        raise
-                    cached = False  # the owner may have consented anew since: fetch it once
+                    receipt = None  # no longer fits; the owner may have consented anew since
+            if receipt is None:
+                signed = self._call(self.transport.receipt, request_id)
+                receipt = verify_receipt(signed, self.pinned_keys)
+                check(receipt)
+            self.receipts[request_id] = receipt
             state = load_weights(weights, spec)
         except ConsentRefused as refused:
             raise Declined(refused.code) from None
