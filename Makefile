@@ -74,8 +74,8 @@ bench: $(STAMP)  ## secure-aggregation benchmark (1M parameters, 100 pods, K=16,
 
 .PHONY: bench-federation
 bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1000 connected pods
-	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode round --pods 100 --params 100000
-	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode connections --pods 1000
+	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 100 --params 100000
+	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode connections --pods 1000
 
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from training.modelspec.plan import canonical_json
+from pods.agent.protocol import canonical_json
 
 from .models import GENESIS_HASH, ConsentEvent
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from django.conf import settings
 
+from pods.agent.protocol import canonical_json
 from training.models import ModelRequest
-from training.modelspec.plan import canonical_json
 
 Section = dict[str, Any]
 

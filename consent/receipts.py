@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
 
-from training.modelspec.plan import canonical_json
+from pods.agent.protocol import canonical_json
 
 from .models import Consent, ConsentEvent, DataSubject
 

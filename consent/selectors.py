@@ -32,7 +32,7 @@ def consent_active(*, user: User, model_request: ModelRequest, at: datetime | No
 
 def usable_consents(model_request: ModelRequest, at: datetime | None = None) -> QuerySet[Consent]:
     """Consents to the request that let their person's pod train now: given, not expired at
-    ``at``, training not paused. (The orchestrator's one test of "may this person take part".)"""
+    ``at``, training not paused. (The rounds engine's one test of "may this person take part".)"""
     return Consent.objects.filter(
         model_request=model_request,
         status=Consent.Status.GIVEN,
@@ -43,6 +43,15 @@ def usable_consents(model_request: ModelRequest, at: datetime | None = None) -> 
 def consent_usable(*, user: User, model_request: ModelRequest, at: datetime | None = None) -> bool:
     """Active consent and training not paused: the pod may take part in a round now."""
     return usable_consents(model_request, at).filter(user=user).exists()
+
+
+def consent_for_request(*, user_id: int, request_id: uuid.UUID) -> Consent | None:
+    """The person's consent (any status) to a request, with what its receipt shows."""
+    return (
+        Consent.objects.select_related("model_request__provider", "notice", "pod")
+        .filter(user_id=user_id, model_request_id=request_id)
+        .first()
+    )
 
 
 def consents_of(user: User) -> QuerySet[Consent]:
@@ -167,15 +176,14 @@ DECLINE_WORDS: dict[str, str] = {
 }
 
 
-def drop_reason_words(code: str) -> str:
+def drop_reason_words(code: str, declined_because: str | None = None) -> str:
     """A recorded drop reason in plain words; unknown codes are named, never hidden."""
     if not code:
         return ""
     if code in DROP_REASON_WORDS:
         return DROP_REASON_WORDS[code]
-    if code.startswith("declined:"):
-        detail = code.removeprefix("declined:")
-        why = DECLINE_WORDS.get(detail, f"the task could not be run ({detail})")
+    if declined_because is not None:
+        why = DECLINE_WORDS.get(declined_because, f"the task could not be run ({declined_because})")
         return f"Your pod declined the task: {why}."
     return f"Your pod’s reply did not pass the protocol’s checks ({code})."
 
@@ -191,6 +199,7 @@ class RoundTaken:
     stage_reached: str
     dropped_at_stage: str
     drop_reason: str
+    declined_because: str | None
     model_version: int | None
     epsilon: float | None
 
@@ -213,7 +222,7 @@ class RoundTaken:
 
     @property
     def drop_reason_words(self) -> str:
-        return drop_reason_words(self.drop_reason)
+        return drop_reason_words(self.drop_reason, self.declined_because)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -330,12 +339,9 @@ def participation_of(user: User) -> list[RequestTaken]:
         if model_request.pk not in latest or started > latest[model_request.pk]:
             latest[model_request.pk] = started
         version = versions.get((model_request.pk, training_round.number))
-        # The input is in the round's sum when it was collected and the pod was not dropped
-        # before collection closed (one dropped while unmasking is still in the sum).
         contributed = (
             training_round.status == TrainingRound.Status.COMPLETED
-            and p.stage_reached in (RoundParticipant.Stage.MASKED, RoundParticipant.Stage.UNMASKED)
-            and p.dropped_at_stage in ("", RoundParticipant.Stage.UNMASKED)
+            and p.input_in_sum
             and version is not None
         )
         epsilon = None
@@ -350,6 +356,7 @@ def participation_of(user: User) -> list[RequestTaken]:
                 stage_reached=p.stage_reached,
                 dropped_at_stage=p.dropped_at_stage,
                 drop_reason=p.drop_reason,
+                declined_because=p.declined_because,
                 model_version=training_round.number if contributed else None,
                 epsilon=epsilon,
             )

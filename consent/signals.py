@@ -1,4 +1,4 @@
-"""Signals other parts (the orchestrator, the pod channel) listen to. Sent after commit."""
+"""Signals other parts (the rounds engine, the pod channel) listen to. Sent after commit."""
 
 from django.dispatch import Signal
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-PROTOCOL_CLOSE = 4400  # malformed, unknown type or out of order (RFC 6455 §7.4.2: 4000–4999)
+from pods.agent.protocol import CloseCode, MessageType
 
 
 class TypedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -24,7 +24,7 @@ class TypedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         name = self.handlers.get((self.state, content["type"]))
         if name is None:
-            await self.send_json({"type": "error", "code": "unexpected_message"})
+            await self.send_json({"type": MessageType.ERROR, "code": "unexpected_message"})
             await self.refuse()
             return
         await getattr(self, name)(content)
@@ -36,4 +36,4 @@ class TypedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return None  # refused by receive_json like any other malformed message
 
     async def refuse(self) -> None:
-        await self.close(code=PROTOCOL_CLOSE)
+        await self.close(code=CloseCode.PROTOCOL)

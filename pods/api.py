@@ -23,13 +23,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from consent import receipts
-from consent.models import Consent
+from consent import selectors as consent_selectors
 from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
+from training import selectors as training_selectors
 from training.downloads import weights_response
-from training.models import RoundParticipant
+from training.rounds.answers import masked_input_store
 from training.serializers import CategoryOutput, ErrorOutput
-from training.uploads import masked_input_store
 
 from . import services
 from .models import Pod
@@ -198,11 +198,8 @@ class ReceiptApi(PodApi):
         summary="The owner's signed consent receipt for a request",
     )
     def get(self, request: Request, request_id: uuid.UUID) -> Response:
-        pod = self.pod_of(request)
-        consent = (
-            Consent.objects.select_related("model_request__provider", "notice", "pod")
-            .filter(user_id=pod.owner_id, model_request_id=request_id)
-            .first()
+        consent = consent_selectors.consent_for_request(
+            user_id=self.pod_of(request).owner_id, request_id=request_id
         )
         if consent is None:
             raise NotFound("Your owner has not decided on this request.", code="no_consent")
@@ -218,14 +215,10 @@ class RoundWeightsApi(PodApi):
         summary="The global weights a round trains from (safetensors, ETag = SHA-256)",
     )
     def get(self, request: Request, round_id: int) -> HttpResponseBase:
-        participant = (
-            RoundParticipant.objects.select_related("round__base_version")
-            .filter(round_id=round_id, pod=self.pod_of(request))
-            .first()
-        )
-        if participant is None or participant.round.base_version is None:
+        version = training_selectors.round_weights_for(pod=self.pod_of(request), round_id=round_id)
+        if version is None:
             raise NotFound("This pod is not in that round.", code="not_in_round")
-        return weights_response(request, participant.round.base_version)
+        return weights_response(request, version)
 
 
 class UnreadStreamParser(BaseParser):

@@ -15,9 +15,11 @@ class PodsConfig(AppConfig):
 
 def _on_paused(sender: Any, user: Any, paused: bool, **kwargs: Any) -> None:
     """ "Pause all training" closes the person's pod connections (code 4423) until resumed."""
+    from dataspace import delivery
+
+    from .agent.protocol import CloseCode
     from .models import Pod
-    from .services import _send_to_pod
 
     if paused:
         for pod_id in Pod.objects.filter(owner=user).values_list("pk", flat=True):
-            _send_to_pod(pod_id, {"type": "pod.close", "code": 4423})
+            delivery.close_pod(pod_id, CloseCode.PAUSED)

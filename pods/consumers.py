@@ -3,7 +3,7 @@
 Connection states, in order: ``AWAIT_HELLO`` (bearer token) → ``AWAIT_PROOF`` (Ed25519
 signature over a fresh nonce) → ``READY``. Any message out of order, of an unknown type or
 malformed closes the connection with a specific code. Training messages in ``READY`` go to the
-orchestrator; round events reach the pod through its channel-layer group.
+rounds engine; round events reach the pod through its channel-layer group.
 """
 
 from __future__ import annotations
@@ -18,24 +18,19 @@ from typing import Any, ClassVar
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from dataspace.consumers import PROTOCOL_CLOSE, TypedJsonConsumer
-from pods.agent.protocol import challenge_message
+from dataspace.consumers import TypedJsonConsumer
+from dataspace.delivery import pod_group
+from pods.agent.protocol import CloseCode, challenge_message
+from training.rounds import answers, messages
+from training.rounds.clock import ensure_running
 
 from . import presence
-from .services import pod_group, verify_signature
+from .services import verify_signature
 
 logger = logging.getLogger(__name__)
 
 
-class Close(enum.IntEnum):
-    """Close codes (4000–4999 are for applications, RFC 6455 section 7.4.2)."""
-
-    PROTOCOL = PROTOCOL_CLOSE  # malformed, unknown type or out of order
-    UNAUTHENTICATED = 4401  # bad or expired token, or a proof that does not verify
-    FORBIDDEN = 4403  # the pod was revoked
-    TIMEOUT = 4408  # no hello/proof in time, or heartbeats stopped
-    REPLACED = 4409  # the same pod connected again elsewhere
-    PAUSED = 4423  # the owner paused all training: come back later
+Close = CloseCode
 
 
 class State(enum.Enum):
@@ -62,8 +57,6 @@ class PodConsumer(TypedJsonConsumer):
         self.nonce = None
         self.public_key: bytes = b""
         await self.accept()
-        from training.ticker import ensure_running
-
         ensure_running()  # the embedded default's rounds clock, on this process's loop
         self._auth_timer = asyncio.get_running_loop().call_later(
             settings.POD_AUTH_TIMEOUT, lambda: asyncio.ensure_future(self._auth_timeout())
@@ -115,7 +108,7 @@ class PodConsumer(TypedJsonConsumer):
         if not verify_signature(self.public_key, signature, challenge_message(nonce, self.pod_id)):
             await self.close(code=Close.UNAUTHENTICATED)
             return
-        if await database_sync_to_async(_owner_paused)(self.pod_id):
+        if await database_sync_to_async(presence.owner_paused)(self.pod_id):
             await self.close(code=Close.PAUSED)
             return
         self.state = State.READY
@@ -132,7 +125,7 @@ class PodConsumer(TypedJsonConsumer):
             {"type": "welcome", "pod_id": self.pod_id, "heartbeat": settings.POD_HEARTBEAT_INTERVAL}
         )
         # A stage the pod has not answered yet (it was offline, or this server restarted).
-        for message in await database_sync_to_async(_stages_waiting)(self.pod_id):
+        for message in await database_sync_to_async(messages.stage_messages_for)(self.pod_id):
             await self.send_json(message)
 
     async def on_ping(self, content: dict[str, Any]) -> None:
@@ -143,7 +136,7 @@ class PodConsumer(TypedJsonConsumer):
         await self.send_json({"type": "pong"})
 
     async def on_round_reply(self, content: dict[str, Any]) -> None:
-        """A stage reply (advertise_keys, share_keys, unmask) goes to the orchestrator."""
+        """A stage reply (advertise_keys, share_keys, unmask) goes to the rounds engine."""
         round_id, stage = content.get("round"), content.get("stage")
         if (
             not isinstance(round_id, int)
@@ -185,50 +178,14 @@ class PodConsumer(TypedJsonConsumer):
             await self.send_json(event["message"])
 
 
-def _owner_paused(pod_id: str) -> bool:
-    from consent.models import DataSubject
-
-    from .models import Pod
-
-    owner = Pod.objects.filter(pk=pod_id).values_list("owner_id", flat=True).first()
-    if owner is None:
-        return False
-    return DataSubject.objects.filter(user_id=owner, training_paused=True).exists()
-
-
-def _stages_waiting(pod_id: str) -> list[dict[str, Any]]:
-    from training.orchestrator import stage_messages_for
-
-    return stage_messages_for(pod_id)
-
-
-def _participant_pod(pod_id: str | None, round_id: int) -> Any:
-    from training.models import TrainingRound
-
-    from .models import Pod
-
-    if pod_id is None:
-        return None
-    pod = Pod.objects.filter(pk=pod_id, status=Pod.Status.ACTIVE).first()
-    if pod is None or not TrainingRound.objects.filter(pk=round_id, participants__pod=pod).exists():
-        return None
-    return pod
-
-
 def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
-    from training.orchestrator import round_reply
-
     if pod_id is None:
         return False
     # A revoked pod's connection is closed at once; the stage's close re-checks its status.
-    return round_reply(pod_id=pod_id, round_id=round_id, stage=stage, payload=payload)
+    return answers.round_reply(pod_id=pod_id, round_id=round_id, stage=stage, payload=payload)
 
 
 def _round_decline(pod_id: str | None, round_id: int, code: str) -> bool:
-    from training.orchestrator import round_decline
-
-    pod = _participant_pod(pod_id, round_id)
-    if pod is None:
+    if pod_id is None:
         return False
-    round_decline(pod=pod, round_id=round_id, code=code)
-    return True
+    return answers.round_decline(pod_id=pod_id, round_id=round_id, code=code)

@@ -13,6 +13,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
+from consent.models import DataSubject
+
 from .models import Pod
 from .services import pod_of_token
 
@@ -56,3 +58,11 @@ def online_pods() -> QuerySet[Pod]:
     return Pod.objects.filter(status=Pod.Status.ACTIVE, last_seen_at__gte=horizon).exclude(
         Q(channel_name="")
     )
+
+
+def owner_paused(pod_id: uuid.UUID | str) -> bool:
+    """Whether the pod's owner paused all training (its channel is then closed with 4423)."""
+    owner = Pod.objects.filter(pk=pod_id).values_list("owner_id", flat=True).first()
+    if owner is None:
+        return False
+    return DataSubject.objects.filter(user_id=owner, training_paused=True).exists()

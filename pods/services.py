@@ -8,8 +8,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
@@ -18,8 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application, DeviceGrant, RefreshToken
 
+from dataspace import delivery
 from dataspace.errors import Conflict, DomainError, NotFound
-from pods.agent.protocol import pairing_message
+from pods.agent.protocol import CloseCode, pairing_message
 
 from .models import PairingIntent, Pod, PodToken, key_fingerprint
 
@@ -38,17 +37,6 @@ def pod_application() -> Application:
         },
     )
     return application
-
-
-def pod_group(pod_id: uuid.UUID | str) -> str:
-    """The channel-layer group a pod's live connection joins."""
-    return f"pod.{pod_id}"
-
-
-def _send_to_pod(pod_id: uuid.UUID | str, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(pod_group(pod_id), message)
 
 
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
@@ -187,8 +175,7 @@ def pod_revoke(*, user: User, pod: Pod) -> Pod:
             link.refresh_token.revoke()
         if link.access_token is not None:
             link.access_token.revoke()
-    pod_id = locked.pk
-    transaction.on_commit(lambda: _send_to_pod(pod_id, {"type": "pod.close", "code": 4403}))
+    delivery.close_pod(locked.pk, CloseCode.FORBIDDEN)
     return locked
 
 

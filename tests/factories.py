@@ -59,7 +59,7 @@ class PodFactory(DjangoModelFactory[Pod]):
 
 def open_request(**overrides: Any) -> ModelRequest:
     """A recruiting model request built through the real service (spec, weights, notice)."""
-    from training.demo import demo_request_spec, demo_weights
+    from dataspace.demo import demo_request_spec, demo_weights
     from training.services import model_request_create
 
     breast_category()

@@ -10,7 +10,7 @@ Two kinds of subscriber, both ending in the same ``READY`` state:
   "not found", as in the REST API).
 
 On ``READY`` the consumer sends a snapshot built from the database, so a late subscriber is not
-blank, then forwards every ``progress.event`` of :func:`training.progress.request_group` as
+blank, then forwards every ``progress.event`` of :func:`dataspace.delivery.request_group` as
 ``{"type": "progress", ...event}``. Events carry only what the request page shows already.
 """
 
@@ -27,7 +27,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from dataspace.consumers import PROTOCOL_CLOSE, TypedJsonConsumer
+from dataspace import delivery
+from dataspace.consumers import TypedJsonConsumer
+from pods.agent.protocol import CloseCode
 
 from . import progress
 
@@ -37,13 +39,7 @@ READ_SCOPE = "requests:read"  # the scope the provider API asks for to read a re
 DEFAULT_AUTH_TIMEOUT = 5.0  # seconds to wait for a provider's hello (PROGRESS_AUTH_TIMEOUT)
 
 
-class Close(enum.IntEnum):
-    """Close codes (4000–4999 are for applications, RFC 6455 section 7.4.2), as on ``/ws/pods/``."""
-
-    PROTOCOL = PROTOCOL_CLOSE  # malformed, unknown type or out of order
-    UNAUTHENTICATED = 4401  # no session and no hello in time, or a bad or expired token
-    FORBIDDEN = 4403  # a provider token without the read scope
-    NOT_FOUND = 4404  # no such request, a draft (for people), or another provider's request
+Close = CloseCode
 
 
 class State(enum.Enum):
@@ -127,7 +123,7 @@ class RequestProgressConsumer(TypedJsonConsumer):
         for timer in self._timers:
             timer.cancel()  # the hello deadline
         self._timers = []
-        self.group = progress.request_group(self.request_id)
+        self.group = delivery.request_group(self.request_id)
         # Group messages are dispatched only after this handler returns: the snapshot goes first.
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.state = State.READY

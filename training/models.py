@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -148,6 +149,28 @@ class ModelRequest(models.Model):
         if not self._state.adding:
             self._refuse_plan_change()
         super().save(*args, **kwargs)
+
+    # draft → recruiting → training → completed | failed | cancelled (DESIGN.md section 3)
+    TRANSITIONS: ClassVar[dict[str, tuple[str, ...]]] = {
+        Status.DRAFT: (Status.RECRUITING, Status.CANCELLED),
+        Status.RECRUITING: (Status.TRAINING, Status.CANCELLED),
+        Status.TRAINING: (Status.COMPLETED, Status.FAILED, Status.CANCELLED),
+    }
+    FINISHED: ClassVar[tuple[str, ...]] = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    def move_to(self, status: str, *, now: datetime, reason: str = "") -> None:
+        """The one place a request's status changes; the caller holds the row's lock and saves.
+
+        Refuses a move the life cycle does not have (a finished request stays finished)."""
+        if status not in self.TRANSITIONS.get(self.status, ()):
+            raise ValidationError(f"A {self.status} request cannot become {status}.")
+        self.status = status
+        if reason:
+            self.status_reason = reason
+        if status == self.Status.RECRUITING:
+            self.recruiting_at = now
+        if status in self.FINISHED:
+            self.finished_at = now
 
     @property
     def is_open(self) -> bool:
@@ -331,6 +354,25 @@ class RoundParticipant(models.Model):
     def __str__(self) -> str:
         return f"participant {self.index} of {self.round}"
 
+    # A pod that declined its task is dropped with this prefix and its own reason code.
+    DECLINED_PREFIX: ClassVar[str] = "declined:"
+
     @property
     def dropped(self) -> bool:
         return bool(self.dropped_at_stage)
+
+    @property
+    def declined_because(self) -> str | None:
+        """The pod's own reason code when it declined its task, else None."""
+        if self.drop_reason.startswith(self.DECLINED_PREFIX):
+            return self.drop_reason.removeprefix(self.DECLINED_PREFIX)
+        return None
+
+    @property
+    def input_in_sum(self) -> bool:
+        """Whether this pod's masked input was in its round's sum: collected, and not dropped
+        before collection closed (one dropped while unmasking is still in the sum)."""
+        return self.stage_reached in (
+            ParticipantStage.MASKED,
+            ParticipantStage.UNMASKED,
+        ) and self.dropped_at_stage in ("", ParticipantStage.UNMASKED)

@@ -1,8 +1,9 @@
 """Live progress of a model request, published over the channel layer.
 
-The orchestrator calls :func:`publish` whenever a round changes stage, completes or aborts, and
+The rounds engine calls :func:`publish` whenever a round changes stage, completes or aborts, and
 when the request itself changes status. Subscribers (the portal's request page, the provider's
-``watch``) join :func:`request_group` and receive ``{"type": "progress.event", "event": {...}}``.
+``watch``) join :func:`dataspace.delivery.request_group` and receive
+``{"type": "progress.event", "event": {...}}``.
 An event carries only what the request page already shows: no key, share or update.
 
 Event fields: ``request`` (uuid string), ``status`` (the request's status), ``round`` (number or
@@ -13,25 +14,18 @@ public metrics: eval_loss, eval_accuracy, participants, epsilon when DP), ``at``
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.db import transaction
 from django.utils import timezone
 
-logger = logging.getLogger(__name__)
+from dataspace import delivery
+from pods.agent.protocol import PUBLIC_METRICS
 
-PUBLIC_METRICS = ("participants", "eval_loss", "eval_accuracy", "eval_examples", "sample_rate")
-
-
-def request_group(request_id: uuid.UUID | str) -> str:
-    return f"request.{request_id}"
+from .models import ModelRequest, TrainingRound
 
 
-def round_event(training_round: Any, request_status: str) -> dict[str, Any]:
+def round_event(training_round: TrainingRound, request_status: str) -> dict[str, Any]:
     metrics = {
         k: training_round.metrics.get(k) for k in PUBLIC_METRICS if k in training_round.metrics
     }
@@ -50,7 +44,7 @@ def round_event(training_round: Any, request_status: str) -> dict[str, Any]:
     }
 
 
-def request_event(model_request: Any) -> dict[str, Any]:
+def request_event(model_request: ModelRequest) -> dict[str, Any]:
     """The latest round as :func:`round_event`, or the request alone before round 1."""
     latest = model_request.rounds_run.order_by("-number", "-attempt").first()
     if latest is not None:
@@ -69,18 +63,12 @@ def request_event(model_request: Any) -> dict[str, Any]:
 
 
 def send(request_id: uuid.UUID | str, event: dict[str, Any]) -> None:
-    """Send now (tests replace this). A missing or failing layer never breaks a round."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(
-            request_group(request_id), {"type": "progress.event", "event": event}
-        )
-    except Exception:  # progress is best effort; the round's state lives in the database
-        logger.warning("progress event for request %s not delivered", request_id, exc_info=True)
+    """Send now (tests use it to push an event to a live watcher)."""
+    delivery.dispatch(
+        delivery.request_group(request_id), {"type": "progress.event", "event": event}
+    )
 
 
 def publish(request_id: uuid.UUID | str, event: dict[str, Any]) -> None:
     """Send ``event`` once the current transaction commits."""
-    transaction.on_commit(lambda: send(request_id, event))
+    delivery.to_watchers(request_id, event)

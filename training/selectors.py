@@ -6,7 +6,19 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from .models import ModelRequest, ModelVersion, Provider, TrainingRound
+from pods.models import Pod
+
+from .models import ModelRequest, ModelVersion, Provider, RoundParticipant, TrainingRound
+
+
+def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
+    """The global weights a round trains from, for a pod in that round's cohort (else None)."""
+    participant = (
+        RoundParticipant.objects.select_related("round__base_version")
+        .filter(round_id=round_id, pod=pod)
+        .first()
+    )
+    return participant.round.base_version if participant is not None else None
 
 
 def model_requests_of(provider: Provider) -> QuerySet[ModelRequest]:

@@ -21,7 +21,7 @@ from oauth2_provider.models import Application
 from consent.services import notice_publish
 from dataspace.errors import Conflict, DomainError
 from dataspace.models import DataCategory
-from training.modelspec.plan import plan_hash
+from pods.agent.protocol import plan_hash
 
 from .models import ModelRequest, ModelVersion, Provider, ProviderClient
 
@@ -125,8 +125,7 @@ def model_request_create(
     model_request.save()
     notice = notice_publish(model_request=model_request)
     model_request.plan_hash = plan_hash(spec, digest, notice.content_hash)
-    model_request.status = ModelRequest.Status.RECRUITING
-    model_request.recruiting_at = now
+    model_request.move_to(ModelRequest.Status.RECRUITING, now=now)
     model_request.save()
     ModelVersion.objects.create(
         model_request=model_request,
@@ -178,9 +177,11 @@ def model_request_cancel(*, model_request: ModelRequest, reason: str = "") -> Mo
         ModelRequest.Status.CANCELLED,
     ):
         raise Conflict(f"The request is already {locked.status}.", code="request_finished")
-    locked.status = ModelRequest.Status.CANCELLED
-    locked.status_reason = reason or "Cancelled by the provider."
-    locked.finished_at = timezone.now()
+    locked.move_to(
+        ModelRequest.Status.CANCELLED,
+        now=timezone.now(),
+        reason=reason or "Cancelled by the provider.",
+    )
     locked.save()
     from . import progress
 

@@ -21,15 +21,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Origin
 
 from .home import PodHome, PodState
-from .protocol import challenge_message
+from .protocol import CloseCode, MessageType, challenge_message
 from .service import PodService, ServiceError
 
 Event = dict[str, Any]
 Handler = Callable[[Event, ClientConnection], Awaitable[None]]
-
-REVOKED = 4403
-UNAUTHENTICATED = 4401
-PAUSED = 4423  # the owner paused all training: retry slowly until they resume
 
 
 class PodRevoked(Exception):
@@ -70,17 +66,22 @@ class PodChannel:
         self.rng = rng or random.SystemRandom()
 
     async def _handshake(self, ws: ClientConnection) -> int:
-        await ws.send(json.dumps({"type": "hello", "token": self.state.access_token}))
+        await ws.send(json.dumps({"type": MessageType.HELLO, "token": self.state.access_token}))
         challenge = json.loads(await ws.recv())
-        if challenge.get("type") != "challenge" or challenge.get("pod_id") != self.state.pod_id:
+        if (
+            challenge.get("type") != MessageType.CHALLENGE
+            or challenge.get("pod_id") != self.state.pod_id
+        ):
             raise ServiceError("bad_challenge", "the service sent an unexpected challenge")
         nonce = base64.b64decode(challenge["nonce"])
         signature = self.home.identity().sign(challenge_message(nonce, self.state.pod_id))
         await ws.send(
-            json.dumps({"type": "prove", "signature": base64.b64encode(signature).decode()})
+            json.dumps(
+                {"type": MessageType.PROVE, "signature": base64.b64encode(signature).decode()}
+            )
         )
         welcome = json.loads(await ws.recv())
-        if welcome.get("type") != "welcome":
+        if welcome.get("type") != MessageType.WELCOME:
             raise ServiceError("bad_welcome", "the service did not accept the proof")
         return int(welcome.get("heartbeat", 20))
 
@@ -88,7 +89,7 @@ class PodChannel:
         async def pinger() -> None:
             while True:
                 await asyncio.sleep(heartbeat)
-                await ws.send(json.dumps({"type": "ping"}))
+                await ws.send(json.dumps({"type": MessageType.PING}))
 
         ping_task = asyncio.create_task(pinger())
         stop_task = asyncio.create_task(stop.wait())
@@ -102,7 +103,7 @@ class PodChannel:
                     recv_task.cancel()
                     return
                 message = json.loads(recv_task.result())
-                if message.get("type") == "pong":
+                if message.get("type") == MessageType.PONG:
                     continue
                 if self.handler is not None:
                     await self.handler(message, ws)
@@ -132,11 +133,11 @@ class PodChannel:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 self.on_event({"event": "disconnected", "code": code})
-                if code == REVOKED:
+                if code == CloseCode.FORBIDDEN:
                     raise PodRevoked() from None
-                if code == PAUSED:
+                if code == CloseCode.PAUSED:
                     attempt = max(attempt, 16)  # straight to the longest back-off
-                if code == UNAUTHENTICATED and not refreshed and self.state.refresh_token:
+                if code == CloseCode.UNAUTHENTICATED and not refreshed and self.state.refresh_token:
                     refreshed = True
                     try:
                         await asyncio.to_thread(self.service.refresh)

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from training.modelspec.plan import canonical_json, plan_hash
+from .protocol import canonical_json, plan_hash
 
 
 class ConsentRefused(Exception):

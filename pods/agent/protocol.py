@@ -1,16 +1,101 @@
-"""What pod and service sign and show each other: shared by the agent and the server.
+"""The pod↔service contract: the one module both sides read (docs/architecture.md, "Messages").
 
-Every signed message starts with a domain-separation label, so a signature made for one
-purpose (pairing, the channel challenge) can never be replayed as another.
+Message types, the task a round's first stage carries, WebSocket close codes, what pod and
+service sign, canonical JSON and the plan hash. Pure: it imports nothing of the server or of
+torch, so the pod agent, the provider client and the consent log share it.
+
+Every signed message starts with a domain-separation label, so a signature made for one purpose
+(pairing, the channel challenge) can never be replayed as another.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 PAIRING_LABEL = b"dataspace/pairing/v1\x00"
 CHALLENGE_LABEL = b"dataspace/ws-challenge/v1\x00"
+
+
+class MessageType(enum.StrEnum):
+    """The ``type`` of a control-channel message (``/ws/pods/``), in handshake order."""
+
+    HELLO = "hello"  # pod → service: bearer token
+    CHALLENGE = "challenge"  # service → pod: a fresh nonce to sign
+    PROVE = "prove"  # pod → service: Ed25519 signature over the challenge
+    WELCOME = "welcome"  # service → pod: ready, with the heartbeat interval
+    PING = "ping"
+    PONG = "pong"
+    ERROR = "error"
+    ROUND_STAGE = "round.stage"  # service → pod: answer this stage (the first carries the task)
+    ROUND_REPLY = "round.reply"  # pod → service: a stage's answer
+    ROUND_DECLINE = "round.decline"  # pod → service: refuse the task, with a reason code
+    ROUND_END = "round.end"  # service → pod: the round is over for this pod
+
+
+class RoundEnd(enum.StrEnum):
+    """The ``status`` of a ``round.end`` message."""
+
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    LEFT = "left"  # the owner withdrew or paused: the pod was taken out of the round
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes (4000–4999 are for applications, RFC 6455 section 7.4.2)."""
+
+    PROTOCOL = 4400  # malformed, unknown type or out of order
+    UNAUTHENTICATED = 4401  # bad or expired token, or a proof that does not verify
+    FORBIDDEN = 4403  # the pod was revoked, or a token without the needed scope
+    NOT_FOUND = 4404  # progress stream: no such request, or not the caller's
+    TIMEOUT = 4408  # no hello/proof in time, or heartbeats stopped
+    REPLACED = 4409  # the same pod connected again elsewhere
+    PAUSED = 4423  # the owner paused all training: come back later
+
+
+class Task(TypedDict):
+    """What a round's first stage asks of a pod (the ``task`` of its ``round.stage`` message).
+
+    ``request``, ``plan_hash``, ``spec`` and ``initial_weights_sha256`` are checked by the pod
+    against its owner's signed receipt; the rest are per-round facts.
+    """
+
+    request: str
+    plan_hash: str
+    spec: dict[str, Any]
+    weights_url: str
+    weights_sha256: str
+    base_round: int
+    initial_weights_sha256: str
+    masked_input_url: str
+    weighting: str  # "examples" or "uniform" (DP requests)
+    max_examples: int
+    clip_norm: float
+    dp: dict[str, Any] | None
+    min_survivors: int
+    seed: int
+
+
+# The round metrics a progress event and the provider client carry; never a per-pod figure.
+PUBLIC_METRICS = ("participants", "eval_loss", "eval_accuracy", "eval_examples", "sample_rate")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no insignificant white space, UTF-8, no NaN/Infinity."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def plan_hash(spec: Mapping[str, Any], weights_sha256: str, notice_sha256: str) -> str:
+    """SHA-256 over the spec, the initial weights' hash and the privacy notice's hash: what a
+    person consents to, recomputable by their pod."""
+    payload = {"spec": spec, "weights_sha256": weights_sha256, "notice_sha256": notice_sha256}
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
 def key_fingerprint(public_key: bytes) -> str:

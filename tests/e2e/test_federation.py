@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from consent.models import Consent
 from consent.services import consent_grant
+from dataspace.demo import breast_features, demo_request_spec, demo_weights
 from dataspace.processes import stop
 from pods.agent import datasets
 from pods.agent.rounds import contribution
@@ -36,7 +37,6 @@ from pods.models import Pod
 from tests.live import ROOT, LiveService, database_url, on_test_database, wait_for
 from tests.portal_http import PortalSession
 from training.client import DataspaceClient
-from training.demo import breast_features, demo_request_spec, demo_weights
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 from training.modelspec import load_weights, validate_spec
 from training.modelspec.trainer import evaluate, train_centralized, train_local

@@ -24,8 +24,8 @@ from pods.models import Pod
 from pods.presence import online_pods
 from tests.factories import open_request
 from tests.live import ROOT, LiveService, on_test_database, wait_for
-from training import orchestrator
 from training.models import ModelRequest, TrainingRound
+from training.rounds import opening
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -73,7 +73,7 @@ def test_a_round_opened_while_the_server_was_down_completes_after_reconnection(
         # Meanwhile the people consent and the round opens; its messages reach no pod.
         for pod in pods:
             consent_grant(user=pod.owner, model_request=model_request, pod=pod)
-        opened = orchestrator.request_try_start(model_request)
+        opened = opening.request_try_start(model_request)
         assert opened is not None and opened.cohort_size == PODS
 
         second = server(port=first.port)

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer
 
-from training.demo import demo_request_spec, demo_weights
+from dataspace.demo import demo_request_spec, demo_weights
+from pods.agent.protocol import canonical_json, plan_hash
 from training.modelspec import (
     SpecError,
     SpecLimits,
@@ -27,7 +28,6 @@ from training.modelspec import (
     validate_spec,
     vector_size,
 )
-from training.modelspec.plan import canonical_json, plan_hash
 from training.modelspec.trainer import evaluate, train_local
 
 BASE = demo_request_spec()

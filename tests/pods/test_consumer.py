@@ -201,7 +201,7 @@ async def test_second_connection_replaces_the_first(paired_pod: PairedPod) -> No
     await second.disconnect()
 
 
-async def test_round_replies_are_checked_before_the_orchestrator(paired_pod: PairedPod) -> None:
+async def test_round_replies_are_checked_before_the_rounds_engine(paired_pod: PairedPod) -> None:
     comm = communicator()
     await handshake(comm, paired_pod)
     await comm.receive_json_from()
@@ -225,8 +225,8 @@ async def test_a_stage_not_answered_yet_is_asked_again_on_connecting(
 
     from consent.services import consent_grant
     from tests.factories import open_request
-    from tests.training.test_orchestrator import consenting_online_pod
-    from training import orchestrator
+    from tests.training.rounds.test_engine import consenting_online_pod
+    from training.rounds import opening
 
     def open_round_while_the_pod_is_away() -> int:
         model_request = open_request(cohort_size=3, min_participants=3)
@@ -239,7 +239,7 @@ async def test_a_stage_not_answered_yet_is_asked_again_on_connecting(
         )
         for i in range(2):
             consenting_online_pod(model_request, f"o{i}")
-        training_round = orchestrator.request_try_start(model_request)
+        training_round = opening.request_try_start(model_request)
         assert training_round is not None
         Pod.objects.filter(pk=pod.pk).update(channel_name="")  # the connection dropped
         return training_round.pk

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from consent import receipts, services
 from pods.agent.consent import ConsentRefused, check_task, verify_receipt
+from pods.agent.protocol import plan_hash
 from tests.factories import UserFactory, open_request
-from training.modelspec.plan import plan_hash
 
 pytestmark = pytest.mark.django_db
 

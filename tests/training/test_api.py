@@ -18,11 +18,11 @@ from safetensors.torch import save as save_safetensors
 
 from consent.models import PrivacyNotice
 from consent.services import consent_grant, consent_refuse
+from dataspace.demo import demo_request_spec, demo_weights
+from pods.agent.protocol import plan_hash
 from tests.factories import ProviderFactory, UserFactory, open_request
 from tests.training.conftest import TokenMaker
-from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest, ModelVersion, Provider
-from training.modelspec.plan import plan_hash
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from dataspace.demo import demo_request_spec, demo_weights
 from tests.factories import breast_category
-from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest
 from training.services import provider_client_issue, provider_create
 

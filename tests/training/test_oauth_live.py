@@ -10,8 +10,8 @@ import requests
 from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session
 
+from dataspace.demo import demo_request_spec, demo_weights
 from tests.factories import breast_category
-from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest
 from training.services import provider_client_issue, provider_create
 

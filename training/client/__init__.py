@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
+from pods.agent.protocol import PUBLIC_METRICS, CloseCode
+
 TERMINAL = {"completed", "failed", "cancelled"}
-# The round metrics a progress event carries (as ``training.progress.PUBLIC_METRICS``).
-PUBLIC_METRICS = ("participants", "eval_loss", "eval_accuracy", "eval_examples", "sample_rate")
 
 
 class ApiError(Exception):
@@ -237,9 +237,9 @@ class DataspaceClient:
                         yield {k: v for k, v in message.items() if k != "type"}
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                if code == 4401:
+                if code == CloseCode.UNAUTHENTICATED:
                     self._token = None  # expired or revoked: the next hello uses a fresh one
-                elif code is not None and 4400 <= code < 4500:
+                elif code is not None and CloseCode.PROTOCOL <= code < 4500:
                     return  # refused (scope, not found): the REST API gives the real error
             except (OSError, InvalidHandshake, InvalidURI, ValueError):
                 if not received and failures == 0:

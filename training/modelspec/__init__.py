@@ -2,7 +2,7 @@
 
 Pure (no Django). Nothing a provider sends is executed: a spec names allow-listed layers and
 their arguments; weights are parsed as safetensors and checked tensor by tensor. The torch-using
-parts are imported lazily so that ``training.modelspec.plan`` stays light for the pod.
+parts are imported lazily so that validating a spec stays light for the pod.
 """
 
 from __future__ import annotations

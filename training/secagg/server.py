@@ -1,6 +1,6 @@
 """The server's side of a round: route keys and shares, track survivors, plan the unmasking.
 
-The state is plain JSON (``to_dict``/``from_dict``) so the orchestrator can persist it between
+The state is plain JSON (``to_dict``/``from_dict``) so the rounds engine can persist it between
 stages and any worker can continue it. The server never needs an individual masked vector:
 mask removal works on the (sharded) sum.
 

@@ -6,7 +6,7 @@ from django.db import transaction
 
 from consent.services import data_subject_for
 from dataspace.catalog import BUNDLED, catalog_load
-from training.demo import demo_request_spec, demo_weights
+from dataspace.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest, Provider
 from training.services import model_request_create
 

@@ -8,10 +8,10 @@ holds, and the server's and simulator's memory and CPU while they idle on heartb
 Runs on the embedded default in a fresh temporary data directory (or on DATABASE_URL/REDIS_URL
 when set), the server with DEBUG off as in production. Prints one JSON object of figures: in
 round mode also the CPU seconds the server and the simulator spent while the round ran, and
-each stage's duration (from the server log). Example::
+each stage's duration (from the close times recorded on the round). Example::
 
-    python -m training.bench_federation --mode round --pods 100 --params 100000
-    python -m training.bench_federation --mode connections --pods 1000
+    python -m dataspace.bench.federation --mode round --pods 100 --params 100000
+    python -m dataspace.bench.federation --mode connections --pods 1000
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import base64
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -43,19 +42,17 @@ def _proc(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _stage_seconds(log: Path, training_round: Any) -> dict[str, float]:
-    """Seconds each stage of a round took, from the orchestrator's "closed" lines in the log."""
+def _stage_seconds(training_round: Any) -> dict[str, float]:
+    """Seconds each stage of a round took, from the close times the engine records on it."""
     from datetime import datetime
 
     stages: dict[str, float] = {}
-    previous = training_round.started_at.astimezone().replace(tzinfo=None)
-    pattern = rf"(\S+ \S+) INFO training\.orchestrator round {training_round.pk} .*: (\w+) closed"
-    for line in log.read_text().splitlines():
-        match = re.match(pattern, line)
-        if match:
-            at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-            stages[match.group(2)] = round((at - previous).total_seconds(), 2)
-            previous = at
+    previous = training_round.started_at
+    closed = training_round.metrics.get("closed_at", {})
+    for stage, at in sorted(closed.items(), key=lambda item: item[1]):
+        when = datetime.fromisoformat(at)
+        stages[stage] = round((when - previous).total_seconds(), 2)
+        previous = when
     return stages
 
 
@@ -95,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     call_command("seed_demo", quiet=True)
 
     from consent.services import consent_grant
+    from dataspace.demo import demo_request_spec, demo_weights
     from pods.models import Pod
     from pods.presence import online_pods
-    from training.demo import demo_request_spec, demo_weights
     from training.models import Provider, TrainingRound
     from training.modelspec import validate_spec
     from training.services import model_request_create
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                             "server": round(cpu1[0] - cpu0[0], 2),
                             "simulator": round(cpu1[1] - cpu0[1], 2),
                         },
-                        "stage_s": _stage_seconds(data_dir / "server.log", done),
+                        "stage_s": _stage_seconds(done),
                     }
                 )
             figures["round_s"] = [r["round_s"] for r in figures["rounds"]]

@@ -29,12 +29,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from consent.services import consent_grant, consent_refuse
+from dataspace.demo import demo_request_spec, demo_weights
 from dataspace.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PEOPLE, DEMO_PROVIDER
 from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 from pods.agent import datasets
 from pods.models import Pod
 from training.client import DataspaceClient
-from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest, Provider, RoundParticipant, TrainingRound
 from training.modelspec import load_weights, validate_spec, vector_size
 from training.modelspec.trainer import evaluate, train_centralized

@@ -1,10 +1,11 @@
-"""Rounds end to end in one process: the orchestrator against simulated pods (real SecAgg+,
+"""Rounds end to end in one process: the rounds engine against simulated pods (real SecAgg+,
 real local training), with dropouts at two stages and a withdrawal between rounds."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,16 +21,17 @@ from sklearn.datasets import load_breast_cancer
 from consent import receipts
 from consent.models import Consent
 from consent.services import consent_grant, consent_withdraw
+from dataspace import delivery
 from dataspace.celery import app as celery_app
+from dataspace.demo import breast_features
 from pods.agent.rounds import MemoryData, RoundWorker, Vanish
 from pods.models import Pod, key_fingerprint
 from tests.factories import PodFactory, UserFactory, open_request
-from training import orchestrator
-from training.demo import breast_features
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
 from training.modelspec.trainer import evaluate
-from training.uploads import masked_input_store
+from training.rounds import answers, closing, messages, opening
+from training.rounds import clock as rounds_clock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,7 +66,7 @@ class InProcessTransport:
 
     def upload(self, path: str, body: bytes) -> None:
         self.uploads += 1
-        masked_input_store(
+        answers.masked_input_store(
             pod=self.pod,
             round_id=int(path.rstrip("/").split("/")[-2]),
             stream=io.BytesIO(body),
@@ -113,6 +115,20 @@ class Opened:
     pods: dict[Any, tuple[Pod, Ed25519PrivateKey]]
 
 
+def capture_pod_messages(
+    monkeypatch: pytest.MonkeyPatch, outbox: list[tuple[Any, dict[str, Any]]], deliveries: int = 1
+) -> None:
+    """What the engine sends to pods lands in ``outbox`` as (pod id, message), each message
+    ``deliveries`` times; other live events (progress) are dropped."""
+
+    def capture(group: str, event: dict[str, Any]) -> None:
+        if event["type"] == "pod.send":
+            pod_id = uuid.UUID(group.removeprefix("pod."))
+            outbox.extend([(pod_id, event["message"])] * deliveries)
+
+    monkeypatch.setattr(delivery, "dispatch", capture)
+
+
 def open_round(
     monkeypatch: pytest.MonkeyPatch, size: int, *, min_participants: int = 0, deliveries: int = 1
 ) -> Opened:
@@ -122,16 +138,12 @@ def open_round(
         rounds=1, cohort_size=size, min_participants=min_participants or size
     )
     outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator,
-        "deliver",
-        lambda pod_id, message: outbox.extend([(pod_id, message)] * deliveries),
-    )
+    capture_pod_messages(monkeypatch, outbox, deliveries)
     pods = {}
     for i in range(size):
         pod, key = consenting_online_pod(model_request, f"p{i}")
         pods[pod.pk] = (pod, key)
-    training_round = orchestrator.request_try_start(model_request)
+    training_round = opening.request_try_start(model_request)
     assert training_round is not None
     return Opened(training_round, outbox, pods)
 
@@ -166,9 +178,9 @@ class SimPod:
         if reply is None:
             return
         if reply["type"] == "round.decline":
-            orchestrator.round_decline(pod=self.pod, round_id=reply["round"], code=reply["code"])
+            answers.round_decline(pod_id=self.pod.pk, round_id=reply["round"], code=reply["code"])
         else:
-            orchestrator.round_reply(
+            answers.round_reply(
                 pod_id=self.pod.pk,
                 round_id=reply["round"],
                 stage=reply["stage"],
@@ -180,16 +192,14 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
     x_all, y_all = breast_data()
     model_request = open_request(rounds=2, cohort_size=8, min_participants=4)
     outbox: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        orchestrator, "deliver", lambda pod_id, message: outbox.append((pod_id, message))
-    )
+    capture_pod_messages(monkeypatch, outbox)
 
     pods: dict[Any, SimPod] = {}
     for i in range(8):
         pod, key = consenting_online_pod(model_request, f"p{i}")
         pods[pod.pk] = SimPod(pod, key, x_all[i * 60 : (i + 1) * 60], y_all[i * 60 : (i + 1) * 60])
 
-    first = orchestrator.request_try_start(model_request)
+    first = opening.request_try_start(model_request)
     assert first is not None and first.cohort_size == 8
     by_index = {p.index: pods[p.pod_id] for p in first.participants.all()}
     by_index[2].drop_at("masked_input")
@@ -214,7 +224,7 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
         == 0
     ):
         pump()
-        orchestrator.rounds_tick(later())
+        rounds_clock.rounds_tick(later())
         pump_until += 1
         assert pump_until < 10
     first.refresh_from_db()
@@ -249,10 +259,10 @@ def test_rounds_with_dropouts_and_withdrawal(monkeypatch: pytest.MonkeyPatch) ->
     withdrawn_at = timezone.now()
     consent_withdraw(user=leaver.owner, consent=consent)
     pump()
-    orchestrator.rounds_tick(later())
+    rounds_clock.rounds_tick(later())
     pump()
     for _ in range(6):
-        orchestrator.rounds_tick(later())
+        rounds_clock.rounds_tick(later())
         pump()
     model_request.refresh_from_db()
     assert model_request.status == ModelRequest.Status.COMPLETED
@@ -282,7 +292,7 @@ def test_cancelling_mid_round_stops_it_and_stays_cancelled(monkeypatch: pytest.M
     training_round, outbox = opened.round, opened.outbox
     model_request = training_round.model_request
     model_request_cancel(model_request=model_request)
-    orchestrator.rounds_tick(timezone.now() + timezone.timedelta(hours=1))
+    rounds_clock.rounds_tick(timezone.now() + timezone.timedelta(hours=1))
     training_round.refresh_from_db()
     model_request.refresh_from_db()
     assert training_round.status == TrainingRound.Status.ABORTED
@@ -312,7 +322,7 @@ def test_answers_wait_in_their_rows_until_the_stage_closes(
     state_at_open = TrainingRound.objects.get(pk=training_round.pk).secagg_state
 
     def answer(pod_id: Any, payload: Any) -> bool:
-        return orchestrator.round_reply(
+        return answers.round_reply(
             pod_id=pod_id, round_id=training_round.pk, stage="advertise_keys", payload=payload
         )
 
@@ -321,8 +331,8 @@ def test_answers_wait_in_their_rows_until_the_stage_closes(
     assert first.reply == adverts[order[0]]
     assert first.stage_reached == RoundParticipant.Stage.ADVERTISED
     assert TrainingRound.objects.get(pk=training_round.pk).secagg_state == state_at_open
-    assert orchestrator.stage_messages_for(order[0]) == []  # it has answered
-    assert orchestrator.stage_messages_for(order[1]) == [asked[order[1]]]  # asked again
+    assert messages.stage_messages_for(order[0]) == []  # it has answered
+    assert messages.stage_messages_for(order[1]) == [asked[order[1]]]  # asked again
     assert answer(order[0], adverts[order[0]])  # the same answer again changes nothing
     assert not RoundParticipant.objects.get(round=training_round, pod_id=order[0]).dropped
     other = ClientRound(keys[order[0]]).advertise_keys(asked[order[0]]["payload"])
@@ -416,24 +426,24 @@ def test_the_clock_closes_an_answered_stage_whose_close_was_lost(
     opened = open_round(monkeypatch, 3)
     training_round, outbox = opened.round, opened.outbox
     keys = {pod_id: key for pod_id, (_, key) in opened.pods.items()}
-    closes = orchestrator.round_advance
-    monkeypatch.setattr(orchestrator, "round_advance", lambda *args, **kwargs: None)  # lost
+    closes = closing.round_advance
+    monkeypatch.setattr(closing, "round_advance", lambda *args, **kwargs: None)  # lost
     for pod_id, message in list(outbox):
         reply = ClientRound(keys[pod_id]).advertise_keys(message["payload"])
-        orchestrator.round_reply(
+        answers.round_reply(
             pod_id=pod_id, round_id=training_round.pk, stage="advertise_keys", payload=reply
         )
-    monkeypatch.setattr(orchestrator, "round_advance", closes)
+    monkeypatch.setattr(closing, "round_advance", closes)
     training_round.refresh_from_db()
     assert training_round.status == TrainingRound.Status.ADVERTISING
     assert training_round.stage_deadline is not None
-    orchestrator.rounds_tick(training_round.stage_deadline - timezone.timedelta(seconds=30))
+    rounds_clock.rounds_tick(training_round.stage_deadline - timezone.timedelta(seconds=30))
     training_round.refresh_from_db()
     assert training_round.status == TrainingRound.Status.SHARING
     assert not training_round.participants.exclude(dropped_at_stage="").exists()
     # A second closer of that stage (it saw "all answered" before the first closed it) must
     # not close the next stage, which nobody has answered yet, in its place.
-    orchestrator.round_advance(training_round.pk, TrainingRound.Status.ADVERTISING)
+    closing.round_advance(training_round.pk, TrainingRound.Status.ADVERTISING)
     training_round.refresh_from_db()
     assert training_round.status == TrainingRound.Status.SHARING
     assert not training_round.participants.exclude(dropped_at_stage="").exists()
@@ -457,7 +467,7 @@ def test_a_pod_dropped_while_unmasking_stays_in_the_sum(monkeypatch: pytest.Monk
         # answers again, differently.
         if deviant is None and message.get("stage") == "unmask":
             deviant = pod_id
-            orchestrator.round_reply(
+            answers.round_reply(
                 pod_id=pod_id,
                 round_id=training_round.pk,
                 stage="unmask",

@@ -1,0 +1,1 @@
+"""Benchmarks that wire every app together (run with ``python -m dataspace.bench.<name>``)."""

@@ -1,0 +1,131 @@
+"""The aggregation tree: masked partial sums per coordinate range, then the root.
+
+Leaves (:func:`shard_sum`, one Celery task per range) sum the committed masked inputs; a partial
+sum stays masked, since masks cancel only in the total. The root (:func:`round_finalize`)
+removes the remaining masks from each partial sum and hands the decoded total to the model
+update. Tasks are enqueued by name, so the engine never imports ``training.tasks``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+from celery import signature
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from training.models import ModelRequest, RoundStatus, TrainingRound
+from training.secagg.aggregate import remove_masks, shard_ranges, sum_range
+from training.secagg.errors import AbortError
+
+from .ending import abort
+from .locking import lock_participants, lock_round, lock_round_row
+from .model_update import finish
+
+SHARD_TASK = "training.tasks.aggregate_shard"
+FINALIZE_TASK = "training.tasks.finalize_round"
+
+
+def shards_of(training_round: TrainingRound) -> list[tuple[int, int]]:
+    return shard_ranges(int(training_round.vector_length), settings.ROUND_AGGREGATION_SHARDS)
+
+
+def shard_path(round_id: int, index: int) -> str:
+    return f"aggregates/round-{round_id}/shard-{index}.u32"
+
+
+def shards_complete(training_round: TrainingRound) -> bool:
+    return len(training_round.metrics.get("shards_done", [])) == len(shards_of(training_round))
+
+
+def dispatch_shards(round_id: int, only_missing: bool = False) -> None:
+    """Enqueue a leaf task per coordinate range (only those not yet done, for the clock)."""
+    training_round = TrainingRound.objects.get(pk=round_id)
+    done = set(training_round.metrics.get("shards_done", [])) if only_missing else set()
+    for index in range(len(shards_of(training_round))):
+        if index not in done:
+            signature(SHARD_TASK, args=(round_id, index)).delay()
+
+
+def delete_shards(round_id: int, count: int) -> None:
+    for index in range(count):
+        path = shard_path(round_id, index)
+        if default_storage.exists(path):
+            default_storage.delete(path)
+
+
+def _abort_missing_input(round_id: int) -> None:
+    with transaction.atomic():
+        locked, _server = lock_round(round_id)
+        if locked.status == RoundStatus.AGGREGATING:
+            everyone = lock_participants(locked)
+            abort(locked, everyone, "aggregating", "A masked input is missing.", timezone.now())
+
+
+def shard_sum(round_id: int, index: int) -> None:
+    """One leaf: Σ of the committed masked inputs over one coordinate range, still masked
+    (self masks and masks shared with dropped pods remain). Idempotent."""
+    training_round = TrainingRound.objects.get(pk=round_id)
+    if training_round.status != RoundStatus.AGGREGATING:
+        return
+    if index in training_round.metrics.get("shards_done", []):
+        return
+    start, stop = shards_of(training_round)[index]
+    # Exactly the inputs the protocol committed to when collection closed — a pod dropped
+    # later (while unmasking) stays in the sum: its masks are removed like everyone's.
+    committed = set(training_round.secagg_state.get("masked", []))
+    inputs = list(training_round.participants.filter(index__in=committed).order_by("index"))
+    if len(inputs) != len(committed) or not all(p.masked_input for p in inputs):
+        _abort_missing_input(round_id)
+        return
+    handles = [p.masked_input.open("rb") for p in inputs]
+    try:
+        partial = sum_range(handles, start, stop)
+    finally:
+        for handle in handles:
+            handle.close()
+    path = shard_path(round_id, index)
+    if default_storage.exists(path):
+        default_storage.delete(path)  # a retried task rewrites the same sum
+    default_storage.save(path, ContentFile(partial.astype("<u4").tobytes()))
+    with transaction.atomic():
+        locked = lock_round_row(round_id, "status", "metrics", "vector_length")
+        if locked is None or locked.status != RoundStatus.AGGREGATING:
+            return
+        done = sorted({*locked.metrics.get("shards_done", []), index})
+        locked.metrics = {**locked.metrics, "shards_done": done}
+        locked.save(update_fields=["metrics"])
+        if shards_complete(locked):
+            transaction.on_commit(lambda: signature(FINALIZE_TASK, args=(round_id,)).delay())
+
+
+def round_finalize(round_id: int, now: datetime | None = None) -> None:
+    """The root: remove the masks from each shard sum, decode, update the model. Idempotent."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        training_round, server = lock_round(round_id)
+        if training_round.status != RoundStatus.AGGREGATING or server is None:
+            return
+        shards = shards_of(training_round)
+        if not shards_complete(training_round):
+            return
+        participants = lock_participants(training_round)
+        transaction.on_commit(lambda: delete_shards(round_id, len(shards)))
+        if training_round.model_request.status != ModelRequest.Status.TRAINING:
+            abort(training_round, participants, "aggregating", "The request was stopped.", now)
+            return
+        try:
+            plan = server.close_unmask()
+        except AbortError as exc:  # cannot happen after a successful close; never half-apply
+            abort(training_round, participants, "aggregating", exc.message, now)
+            return
+        pieces = []
+        for index, (start, _stop) in enumerate(shards):
+            with default_storage.open(shard_path(round_id, index), "rb") as handle:
+                partial = np.frombuffer(handle.read(), dtype="<u4").astype(np.uint32)
+            pieces.append(remove_masks(partial, plan, start))
+        finish(training_round, server.layout, np.concatenate(pieces), participants, plan, now)

@@ -1,0 +1,211 @@
+"""A pod's answers: stage replies over the channel, masked inputs over HTTP, declines, leaving.
+
+Each answer waits in the pod's participant row until its stage closes
+(:func:`training.rounds.closing.round_advance`). Per answer: the round row locked, one
+conditional update, one check whether all have answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tempfile
+import uuid
+from typing import Any, BinaryIO
+
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from dataspace import delivery
+from dataspace.errors import Conflict, DomainError, NotFound
+from pods.agent.protocol import RoundEnd
+from pods.models import Pod
+from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
+
+from . import closing
+from .cohort import may_take_part
+from .ending import decline_reason, discard_input, drop
+from .locking import lock_round_row
+from .messages import round_end
+from .transitions import OPEN_STATUSES, PARTICIPANT_ORDER, step_of
+
+CHUNK = 1 << 20
+
+
+@transaction.atomic
+def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: Any) -> bool:
+    """A pod's answer to the open stage (advertise_keys, share_keys or unmask).
+
+    False when the pod is not in that round. A repeat of an answer already given (the pod was
+    asked again after a reconnection) is ignored; anything else out of order drops the pod.
+    """
+    training_round = lock_round_row(round_id)
+    if training_round is None:
+        return False
+    step = step_of(training_round.status)
+    mine = RoundParticipant.objects.filter(round_id=round_id, pod_id=pod_id)
+    if (
+        step is not None
+        and step.answered_over_channel
+        and stage == step.stage.value
+        and isinstance(payload, dict)
+    ):
+        recorded = mine.filter(dropped_at_stage="", stage_reached=step.waiting).update(
+            reply=payload, stage_reached=step.answered
+        )
+        if recorded:
+            closing.close_when_answered(round_id, step.status)
+            return True
+    participant = mine.first()
+    if participant is None:
+        return False
+    current = step.stage.value if step is not None else None
+    if _repeated(participant, stage, current, payload):
+        return True
+    if not participant.dropped:
+        # Out of order, malformed, or a different second answer to the current stage.
+        drop(participant, current or stage, "out_of_order")
+        if step is not None:
+            closing.close_when_answered(round_id, step.status)
+    return True
+
+
+def _repeated(participant: RoundParticipant, stage: str, current: str | None, payload: Any) -> bool:
+    """Whether an answer repeats one the pod gave already: the current stage's answer again,
+    or any answer to a stage it answered that has closed since (that one is no longer read)."""
+    if participant.dropped or stage not in PARTICIPANT_ORDER or stage == "masked_input":
+        return False
+    if PARTICIPANT_ORDER.index(participant.stage_reached) < PARTICIPANT_ORDER.index(stage):
+        return False  # never answered that stage: out of order
+    return stage != current or participant.reply == payload
+
+
+@transaction.atomic
+def round_decline(*, pod_id: uuid.UUID | str, round_id: int, code: str) -> bool:
+    """A pod refused the task (its own consent check, no data...): drop it from the round.
+    False when the pod is not an active participant of that round."""
+    training_round = lock_round_row(round_id)
+    if training_round is None:
+        return False
+    participant = (
+        RoundParticipant.objects.filter(
+            round_id=round_id, pod_id=pod_id, pod__status=Pod.Status.ACTIVE
+        )
+        .select_related("pod")
+        .first()
+    )
+    if participant is None:
+        return False
+    if participant.dropped:
+        return True
+    step = step_of(training_round.status)
+    drop(
+        participant, step.stage.value if step else str(training_round.status), decline_reason(code)
+    )
+    if step is not None:
+        closing.close_when_answered(round_id, step.status)
+    return True
+
+
+def user_leaves_rounds(
+    *, user_id: int, model_request_id: uuid.UUID | None = None, reason: str
+) -> int:
+    """Drop a person's pods from running rounds at once (withdrawal, or "pause all training").
+
+    Their masked input, if already sent, stays out of the sum only if the round is still
+    collecting; after that the protocol has already committed to the survivor set.
+    """
+    running = RoundParticipant.objects.filter(
+        user_id=user_id,
+        dropped_at_stage="",
+        round__status__in=[s for s in OPEN_STATUSES if s != RoundStatus.UNMASKING],
+        round__model_request__status=ModelRequest.Status.TRAINING,
+    )
+    if model_request_id is not None:
+        running = running.filter(round__model_request_id=model_request_id)
+    dropped = 0
+    for round_id in set(running.values_list("round_id", flat=True)):
+        with transaction.atomic():
+            training_round = lock_round_row(round_id)
+            step = step_of(training_round.status) if training_round else None
+            if step is None:
+                continue
+            for participant in RoundParticipant.objects.filter(
+                round_id=round_id, user_id=user_id, dropped_at_stage=""
+            ):
+                # Dropped before its stage closes: the state never takes its answer in, and a
+                # masked input already stored is left out like a pre-mask dropout's.
+                drop(participant, step.stage.value, reason)
+                discard_input(participant)
+                dropped += 1
+                delivery.to_pod(participant.pod_id, round_end(round_id, RoundEnd.LEFT))
+            closing.close_when_answered(round_id, step.status)
+    return dropped
+
+
+def masked_input_store(
+    *, pod: Pod, round_id: int, stream: BinaryIO, length: int | None, sha256: str
+) -> RoundParticipant:
+    """Store one pod's masked vector (exact length, SHA-256 checked, streamed to storage, once).
+
+    The service stores the vector as it arrived (uint32, little-endian) and never decodes it
+    alone: only shard sums over many pods are ever combined (DESIGN.md section 5).
+    """
+    participant = (
+        RoundParticipant.objects.select_related("round__model_request", "pod")
+        .filter(round_id=round_id, pod=pod)
+        .first()
+    )
+    if participant is None:
+        raise NotFound("This pod is not in that round.", code="not_in_round")
+    training_round = participant.round
+    _check_may_upload(training_round, participant)
+    if not may_take_part(training_round.model_request, participant, timezone.now()):
+        raise Conflict("The owner's consent no longer covers this round.", code="consent_withdrawn")
+    expected = training_round.vector_length * 4
+    if length != expected:
+        raise DomainError(
+            f"A masked input is exactly {expected} bytes.", code="wrong_length", status_code=400
+        )
+    if len(sha256) != 64:
+        raise DomainError("X-Content-SHA256 must be 64 hex digits.", code="missing_checksum")
+    digest = hashlib.sha256()
+    received = 0
+    with tempfile.TemporaryFile() as spool:
+        while chunk := stream.read(min(CHUNK, expected - received + 1)):
+            received += len(chunk)
+            if received > expected:
+                break
+            digest.update(chunk)
+            spool.write(chunk)
+        if received != expected:
+            raise DomainError(
+                f"Received {received} bytes, expected {expected}.", code="wrong_length"
+            )
+        if not hmac.compare_digest(digest.hexdigest(), sha256.lower()):
+            raise DomainError("The body does not match X-Content-SHA256.", code="checksum_mismatch")
+        spool.seek(0)
+        # One transaction, locks in the engine's order (the round, then the participant): a
+        # stage cannot close between storing the input and recording it.
+        with transaction.atomic():
+            locked_round = lock_round_row(training_round.pk)
+            assert locked_round is not None
+            locked = RoundParticipant.objects.select_for_update().get(pk=participant.pk)
+            _check_may_upload(locked_round, locked)
+            name = f"round-{training_round.pk}-pod-{locked.index}.u32"
+            locked.masked_input.save(name, File(spool), save=False)
+            locked.masked_sha256 = digest.hexdigest()
+            locked.stage_reached = RoundParticipant.Stage.MASKED
+            locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
+            closing.close_when_answered(locked_round.pk, RoundStatus.COLLECTING)
+    return locked
+
+
+def _check_may_upload(training_round: TrainingRound, participant: RoundParticipant) -> None:
+    if training_round.status != RoundStatus.COLLECTING:
+        raise Conflict("The round is not collecting masked inputs.", code="wrong_stage")
+    if participant.masked_input:
+        raise Conflict("This pod already sent its masked input.", code="already_uploaded")
+    if participant.dropped or participant.stage_reached != RoundParticipant.Stage.SHARED:
+        raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")

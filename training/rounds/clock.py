@@ -1,0 +1,87 @@
+"""The clock of every round: deadlines, lost closes, stuck aggregations, next rounds.
+
+:func:`rounds_tick` runs every ``ROUNDS_TICK_SECONDS``: on Celery beat in production
+(``training.tasks.rounds_tick``), or in the web process itself in the embedded default
+(:func:`ensure_running`, started with the first pod connection — rounds need pods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from training.models import ModelRequest, RoundStatus, TrainingRound
+
+from . import aggregation, closing, opening
+from .transitions import FINISHED_STATUSES, OPEN_STATUSES
+
+logger = logging.getLogger(__name__)
+
+
+def rounds_tick(now: datetime | None = None) -> None:
+    """Close stages past their deadline (dropping silent pods) and stages every pod has
+    answered whose close was lost (a process killed between the last answer and the close);
+    re-dispatch aggregation shards that a killed worker never finished; open the next round of
+    a training request that has none running (e.g. after a retry found too few pods online);
+    start requests that can."""
+    now = now or timezone.now()
+    for round_id, status, deadline in TrainingRound.objects.filter(
+        status__in=list(OPEN_STATUSES)
+    ).values_list("pk", "status", "stage_deadline"):
+        if (deadline is not None and deadline <= now) or closing.all_answered(round_id, status):
+            closing.round_advance(round_id, status, now)
+    for training_round in TrainingRound.objects.filter(
+        status=RoundStatus.AGGREGATING, stage_deadline__lte=now
+    ):
+        if aggregation.shards_complete(training_round):
+            aggregation.round_finalize(training_round.pk, now)
+        else:
+            aggregation.dispatch_shards(training_round.pk, only_missing=True)
+    active = TrainingRound.objects.exclude(status__in=list(FINISHED_STATUSES))
+    for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.TRAINING).exclude(
+        rounds_run__in=active
+    ):
+        opening.resume(model_request, now)
+    for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING):
+        opening.request_try_start(model_request, now)
+
+
+# -- the in-process clock (embedded default) ----------------------------------------------------
+
+_task: asyncio.Task[None] | None = None
+
+
+def _tick_once() -> None:
+    close_old_connections()
+    try:
+        rounds_tick()
+    except Exception:  # a failed tick is retried on the next one; never kill the clock
+        logger.exception("rounds tick failed")
+    finally:
+        close_old_connections()
+
+
+async def _loop() -> None:
+    # Through sync_to_async on the thread of every other database call of the process, so
+    # messages it sends to pods go through the process's channel layer on the right loop.
+    tick = sync_to_async(_tick_once, thread_sensitive=True)
+    while True:
+        await asyncio.sleep(settings.ROUNDS_TICK_SECONDS)
+        await tick()
+
+
+def ensure_running() -> bool:
+    """Start the clock on the running loop once, if this process is meant to run it."""
+    global _task
+    if not settings.ROUNDS_TICK_IN_PROCESS:
+        return False
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_loop())
+        logger.info("rounds clock running in-process every %ss", settings.ROUNDS_TICK_SECONDS)
+    return True

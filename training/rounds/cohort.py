@@ -1,0 +1,50 @@
+"""Who may take part: one online pod per person whose consent lets it train now."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from consent.selectors import usable_consents
+from pods.models import Pod
+from pods.presence import online_pods
+from training.models import ModelRequest, RoundParticipant
+
+
+def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
+    """One online pod per person whose consent is given, unexpired and not paused."""
+    consents = usable_consents(model_request, now)
+    chosen: dict[int, Pod] = {}
+    pods = (
+        online_pods().filter(owner__in=consents.values("user")).order_by("owner_id", "created_at")
+    )
+    bound = dict(consents.exclude(pod=None).values_list("user_id", "pod_id"))
+    slug = model_request.data_category.slug
+    for pod in pods:
+        if bound.get(pod.owner_id) not in (None, pod.pk):
+            continue  # the person chose another pod for this request
+        if pod.owner_id not in chosen and (bound.get(pod.owner_id) == pod.pk or pod.holds(slug)):
+            chosen[pod.owner_id] = pod
+    return list(chosen.values())
+
+
+def may_take_part(
+    model_request: ModelRequest, participant: RoundParticipant, now: datetime
+) -> bool:
+    """Whether one participant's pod is active and its owner's consent still covers the round."""
+    return (
+        participant.pod.is_active
+        and usable_consents(model_request, now).filter(user_id=participant.user_id).exists()
+    )
+
+
+def still_consenting(
+    model_request: ModelRequest, participants: list[RoundParticipant], now: datetime
+) -> set[int]:
+    """The participants' owners whose consent still covers the request (one query for the
+    whole cohort)."""
+    users = {p.user_id for p in participants}
+    return set(
+        usable_consents(model_request, now)
+        .filter(user_id__in=users)
+        .values_list("user_id", flat=True)
+    )

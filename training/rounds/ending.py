@@ -1,0 +1,76 @@
+"""How a pod leaves a round, and how a round ends without a model: drop, discard, abort, retry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+
+from dataspace import delivery
+from pods.agent.protocol import RoundEnd
+from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
+
+from . import opening
+from .locking import lock_request
+from .messages import round_end
+from .progress import round_changed
+
+
+def drop(participant: RoundParticipant, stage: str, reason: str) -> None:
+    """Take a pod out of its round at ``stage``; its pending answer is forgotten. Idempotent."""
+    if not participant.dropped:
+        participant.dropped_at_stage = stage
+        participant.drop_reason = reason[:100]
+        participant.reply = None
+        participant.save(update_fields=["dropped_at_stage", "drop_reason", "reply"])
+
+
+def decline_reason(code: str) -> str:
+    """The recorded drop reason of a pod that declined its task (read back by
+    :meth:`training.models.RoundParticipant.declined_because`)."""
+    return f"{RoundParticipant.DECLINED_PREFIX}{code}"
+
+
+def discard_input(participant: RoundParticipant) -> None:
+    """Delete a pod's stored masked input (after aggregation, an abort, or a drop before
+    collection closed — then it stays out of the sum like a pre-mask dropout's)."""
+    if participant.masked_input:
+        participant.masked_input.delete(save=False)
+        participant.save(update_fields=["masked_input"])
+
+
+def abort(
+    training_round: TrainingRound,
+    participants: list[RoundParticipant],
+    stage: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """End a round without revealing anything; retry it with a fresh cohort, a bounded number
+    of times, unless the request stopped meanwhile."""
+    training_round.status = RoundStatus.ABORTED
+    training_round.status_reason = reason
+    training_round.finished_at = now
+    training_round.secagg_state = {}
+    training_round.save()
+    for p in participants:
+        discard_input(p)
+        delivery.to_pod(p.pod_id, round_end(training_round.pk, RoundEnd.ABORTED))
+    model_request = lock_request(training_round.model_request_id)
+    if model_request.status == ModelRequest.Status.TRAINING:
+        if training_round.attempt >= settings.ROUND_MAX_ATTEMPTS:
+            model_request.move_to(
+                ModelRequest.Status.FAILED,
+                now=now,
+                reason=(
+                    f"Round {training_round.number} aborted {training_round.attempt} times: "
+                    f"{reason}"
+                ),
+            )
+            model_request.save()
+        else:
+            number, attempt = training_round.number, training_round.attempt + 1
+            transaction.on_commit(lambda: opening.reopen(model_request.pk, number, attempt))
+    # A cancelled request is left as it is: nothing to retry, nothing to overwrite.
+    round_changed(training_round, model_request.status)

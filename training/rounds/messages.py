@@ -1,0 +1,115 @@
+"""What a pod is asked: the task, each stage's message, and the end of a round.
+
+The message shapes are the contract of :mod:`pods.agent.protocol`; this module fills them from
+the database and the protocol state.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+
+from pods.agent.protocol import MessageType, RoundEnd, Task
+from training.models import ModelRequest, RoundParticipant, TrainingRound
+from training.modelspec import validate_spec
+from training.secagg.encoding import Layout
+from training.secagg.server import ServerRound
+from training.secagg.wire import Stage
+
+from .transitions import OPEN_STATUSES, StageStep, step_of
+
+Message = dict[str, object]
+
+
+def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
+    """The masked vector's layout: the model's coordinates plus weight and evaluation sums."""
+    from training.modelspec import vector_size  # imports torch: only where a round opens
+
+    spec = validate_spec(model_request.spec)
+    dp = model_request.dp
+    return Layout.for_training(
+        model_dim=vector_size(spec),
+        max_clients=cohort,
+        clip_norm=float(dp["clip_norm"]) if dp else settings.ROUND_UPDATE_CLIP,
+        max_weight=1,
+        max_eval_examples=settings.ROUND_MAX_EXAMPLES,
+    )
+
+
+def task_for(training_round: TrainingRound) -> Task:
+    """The task of a round's first stage (:class:`pods.agent.protocol.Task`)."""
+    model_request = training_round.model_request
+    base = training_round.base_version
+    assert base is not None, "a round always starts from a model version"
+    dp = model_request.dp
+    return Task(
+        request=str(model_request.pk),
+        plan_hash=model_request.plan_hash,
+        spec=model_request.spec,
+        weights_url=f"/api/v1/pod/rounds/{training_round.pk}/weights",
+        weights_sha256=base.sha256,
+        base_round=base.round_number,
+        initial_weights_sha256=model_request.weights_sha256,
+        masked_input_url=f"/api/v1/pod/rounds/{training_round.pk}/masked-input",
+        weighting="uniform" if dp else "examples",
+        max_examples=settings.ROUND_MAX_EXAMPLES,
+        clip_norm=float(dp["clip_norm"]) if dp else settings.ROUND_UPDATE_CLIP,
+        dp=dp,
+        min_survivors=model_request.min_participants,
+        seed=int(training_round.metrics["seed"]),
+    )
+
+
+def stage_message(
+    training_round: TrainingRound, server: ServerRound, index: int, step: StageStep
+) -> Message:
+    """What pod ``index`` is asked at ``step`` (the first stage also carries the task)."""
+    deadline = training_round.stage_deadline
+    message: Message = {
+        "type": MessageType.ROUND_STAGE,
+        "round": training_round.pk,
+        "stage": step.stage.value,
+        "deadline": deadline.isoformat() if deadline else None,
+        "payload": step.request(server, index),
+    }
+    if step.stage is Stage.ADVERTISE_KEYS:
+        message["task"] = task_for(training_round)
+    return message
+
+
+def round_end(round_id: int, status: RoundEnd) -> Message:
+    return {"type": MessageType.ROUND_END, "round": round_id, "status": status}
+
+
+def waiting_participants(pod_id: uuid.UUID | str) -> list[RoundParticipant]:
+    """This pod's places in running rounds whose current stage it has not answered."""
+    waiting = RoundParticipant.objects.filter(
+        pod_id=pod_id,
+        dropped_at_stage="",
+        round__status__in=list(OPEN_STATUSES),
+        round__model_request__status=ModelRequest.Status.TRAINING,
+    ).select_related("round__model_request", "round__base_version")
+    out = []
+    for participant in waiting:
+        step = step_of(participant.round.status)
+        if step is not None and participant.stage_reached == step.waiting:
+            out.append(participant)
+    return out
+
+
+def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
+    """The current stage of every running round this pod is in and has not answered yet.
+
+    Sent again when the pod (re)connects: a connection that dropped mid-stage, or a server
+    restarted mid-round, then costs the pod nothing as long as the stage's deadline holds.
+    """
+    messages = []
+    for participant in waiting_participants(pod_id):
+        training_round = participant.round
+        step = step_of(training_round.status)
+        if step is None or not training_round.secagg_state:
+            continue
+        server = ServerRound.from_dict(training_round.secagg_state)
+        messages.append(stage_message(training_round, server, participant.index, step))
+    return messages

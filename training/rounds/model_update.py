@@ -1,0 +1,155 @@
+"""The model update of a completed round: decode the sum, step the server optimizer, account
+privacy, store the new model version, and open the next round or complete the request."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from django.core.files.base import ContentFile
+from django.db import transaction
+from safetensors.numpy import load as load_vectors
+from safetensors.numpy import save as save_vectors
+
+from dataspace import delivery
+from pods.agent.protocol import RoundEnd
+from training.models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, TrainingRound
+from training.modelspec import validate_spec
+from training.secagg.dp import epsilon_of
+from training.secagg.encoding import Layout, decode
+from training.secagg.server import UnmaskPlan
+
+from . import opening
+from .ending import discard_input
+from .locking import lock_request
+from .messages import round_end
+from .optimizers import server_step
+from .progress import round_changed
+
+Vector = npt.NDArray[np.float32]
+
+
+def _privacy(model_request: ModelRequest, sample_rate: float) -> tuple[float | None, bool]:
+    """ε after this round (RDP over every completed round), and whether one more round like
+    it would exceed the budget (training stops before it is exceeded, DESIGN.md section 6)."""
+    dp = model_request.dp
+    if not dp:
+        return None, False
+    sigma, delta = float(dp["noise_multiplier"]), float(dp["delta"])
+    history = [
+        (sigma, float(r.metrics.get("sample_rate", 1.0)), 1)
+        for r in model_request.rounds_run.filter(status=RoundStatus.COMPLETED)
+    ] + [(sigma, sample_rate, 1)]
+    epsilon = epsilon_of(history, delta)
+    over_budget = epsilon_of([*history, history[-1]], delta) > float(dp["target_epsilon"])
+    return epsilon, over_budget
+
+
+def _new_weights(
+    model_request: ModelRequest, base: ModelVersion, average: Vector
+) -> tuple[bytes, dict[str, Vector] | None]:
+    import torch  # the model's tensors: torch only where a model is rebuilt
+
+    from training.modelspec import dump_weights, load_weights, unflatten_state
+    from training.modelspec.vectors import flatten_state
+
+    spec = validate_spec(model_request.spec)
+    with base.weights.open("rb") as handle:
+        state = load_weights(handle.read(), spec)
+    vector, optimizer_state = server_step(
+        spec.training.server_optimizer,
+        flatten_state(state, spec),
+        average,
+        _optimizer_state(base),
+    )
+    new_state = unflatten_state(vector, spec, like=state)
+    blob = dump_weights(
+        {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in new_state.items()}
+    )
+    return blob, optimizer_state
+
+
+def _optimizer_state(version: ModelVersion) -> dict[str, Vector] | None:
+    if not version.optimizer_state:
+        return None
+    with version.optimizer_state.open("rb") as handle:
+        return dict(load_vectors(handle.read()))
+
+
+def finish(
+    training_round: TrainingRound,
+    layout: Layout,
+    total: npt.NDArray[np.uint32],
+    participants: list[RoundParticipant],
+    plan: UnmaskPlan,
+    now: datetime,
+) -> None:
+    """Apply the unmasked sum ``total`` and record the round (inside the finalizing
+    transaction, the round and its participants locked)."""
+    model_request = lock_request(training_round.model_request_id)
+    survivors = [p for p in participants if p.index in set(plan.survivors)]
+    totals = decode(total, layout)
+    weight = float(totals["weight"][0])
+    base = training_round.base_version
+    assert base is not None, "a round always starts from a model version"
+    average = (totals["update"] / max(weight, 1e-12)).astype(np.float32)
+    blob, optimizer_state = _new_weights(model_request, base, average)
+    examples = float(totals["eval_examples"][0])
+    metrics = {
+        **{k: v for k, v in training_round.metrics.items() if k != "shards_done"},
+        "participants": len(survivors),
+        "weight_total": weight,
+        "eval_examples": round(examples),
+        "eval_loss": float(totals["eval_loss"][0]) / examples if examples else None,
+        "eval_accuracy": float(totals["eval_correct"][0]) / examples if examples else None,
+    }
+    epsilon, over_budget = _privacy(model_request, float(metrics["sample_rate"]))
+    if epsilon is not None:
+        model_request.epsilon_spent = epsilon
+    version = ModelVersion(
+        model_request=model_request,
+        round_number=training_round.number,
+        sha256=hashlib.sha256(blob).hexdigest(),
+        metrics=metrics,
+        participants=len(survivors),
+        epsilon=epsilon,
+    )
+    number = training_round.number
+    version.weights.save(f"round-{number}.safetensors", ContentFile(blob), save=False)
+    if optimizer_state is not None:
+        contiguous = {k: np.ascontiguousarray(v) for k, v in optimizer_state.items()}
+        version.optimizer_state.save(
+            f"round-{number}-server.safetensors",
+            ContentFile(bytes(save_vectors(contiguous))),
+            save=False,
+        )
+    version.save()
+    training_round.status = RoundStatus.COMPLETED
+    training_round.survivors = len(survivors)
+    training_round.metrics = metrics
+    training_round.epsilon = epsilon
+    training_round.finished_at = now
+    training_round.secagg_state = {}
+    training_round.save()
+    for p in participants:
+        discard_input(p)
+        delivery.to_pod(p.pod_id, round_end(training_round.pk, RoundEnd.COMPLETED))
+    model_request.current_round = number
+    if number >= model_request.rounds:
+        model_request.move_to(ModelRequest.Status.COMPLETED, now=now)
+    elif over_budget and model_request.dp:
+        model_request.move_to(
+            ModelRequest.Status.COMPLETED,
+            now=now,
+            reason=(
+                f"Stopped after round {number}: another round would exceed the privacy budget "
+                f"(ε ≤ {model_request.dp['target_epsilon']})."
+            ),
+        )
+    else:
+        request_id = model_request.pk
+        transaction.on_commit(lambda: opening.reopen(request_id, number + 1, 1))
+    model_request.save()
+    round_changed(training_round, model_request.status)

@@ -1,0 +1,118 @@
+"""Opening rounds: draw a cohort, create the round and its protocol state, ask the first stage."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from dataspace import delivery
+from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
+from training.secagg.server import ServerRound
+
+from .cohort import eligible_pods
+from .locking import lock_request
+from .messages import layout_for, stage_message
+from .progress import round_changed
+from .transitions import FINISHED_STATUSES, STEPS
+
+
+@transaction.atomic
+def round_open(
+    model_request: ModelRequest, *, number: int, attempt: int, now: datetime
+) -> TrainingRound | None:
+    """Draw a cohort at random from eligible pods and start AdvertiseKeys, or wait (None).
+
+    The caller holds the request's lock; a round of that number and attempt is opened once.
+    """
+    if model_request.rounds_run.filter(number=number, attempt=attempt).exists():
+        return None  # opened meanwhile by another path (the clock, or a retry after commit)
+    pool = eligible_pods(model_request, now)
+    if len(pool) < model_request.min_participants:
+        return None
+    cohort = random.SystemRandom().sample(pool, min(model_request.cohort_size, len(pool)))
+    layout = layout_for(model_request, len(cohort))
+    base = model_request.versions.order_by("-round_number").first()
+    first = STEPS[RoundStatus.ADVERTISING]
+    training_round = TrainingRound.objects.create(
+        model_request=model_request,
+        number=number,
+        attempt=attempt,
+        status=first.status,
+        cohort_size=len(cohort),
+        vector_length=layout.length,
+        base_version=base,
+        stage_deadline=now + timedelta(seconds=settings.ROUND_STAGE_SECONDS),
+        # The training seed is public (pods train deterministically; anyone may reproduce).
+        metrics={
+            "sample_rate": len(cohort) / len(pool),
+            "seed": random.SystemRandom().randrange(2**31),
+        },
+    )
+    participants = RoundParticipant.objects.bulk_create(
+        RoundParticipant(round=training_round, pod=pod, user_id=pod.owner_id, index=index)
+        for index, pod in enumerate(sorted(cohort, key=lambda p: str(p.pk)), start=1)
+    )
+    keys = {p.pk: bytes(p.public_key) for p in cohort}
+    server = ServerRound(
+        round_id=f"{model_request.pk}/{number}/{attempt}",
+        identity_keys={p.index: keys[p.pod_id] for p in participants},
+        threshold_fraction=model_request.secagg_threshold,
+        min_survivors=model_request.min_participants,
+        layout=layout,
+    )
+    training_round.secagg_state = server.to_dict()
+    training_round.save(update_fields=["secagg_state"])
+    round_changed(training_round, ModelRequest.Status.TRAINING)
+    for participant in participants:
+        delivery.to_pod(
+            participant.pod_id, stage_message(training_round, server, participant.index, first)
+        )
+    return training_round
+
+
+@transaction.atomic
+def request_try_start(
+    model_request: ModelRequest, now: datetime | None = None
+) -> TrainingRound | None:
+    """recruiting → training once enough pods with a usable consent are online."""
+    now = now or timezone.now()
+    locked = lock_request(model_request.pk)
+    if locked.status != ModelRequest.Status.RECRUITING:
+        return None
+    training_round = round_open(locked, number=1, attempt=1, now=now)
+    if training_round is not None:
+        locked.move_to(ModelRequest.Status.TRAINING, now=now)
+        locked.save(update_fields=["status", "updated_at"])
+    return training_round
+
+
+def reopen(request_id: uuid.UUID, number: int, attempt: int) -> None:
+    """Open round ``number``/``attempt`` of a request still training (after commit of the
+    round before it, or of an abort)."""
+    with transaction.atomic():
+        model_request = lock_request(request_id)
+        if model_request.status == ModelRequest.Status.TRAINING:
+            round_open(model_request, number=number, attempt=attempt, now=timezone.now())
+
+
+def resume(model_request: ModelRequest, now: datetime) -> None:
+    """Open the round a training request is waiting for (its next number, or a retry)."""
+    with transaction.atomic():
+        locked = lock_request(model_request.pk)
+        if locked.status != ModelRequest.Status.TRAINING:
+            return
+        last = locked.rounds_run.order_by("-number", "-attempt").first()
+        if last is not None and last.status not in FINISHED_STATUSES:
+            return
+        if last is None or last.status == RoundStatus.COMPLETED:
+            number, attempt = (last.number + 1 if last else 1), 1
+        else:
+            number, attempt = last.number, last.attempt + 1
+        if number > locked.rounds:
+            return
+        round_open(locked, number=number, attempt=attempt, now=now)
