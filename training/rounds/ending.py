@@ -40,6 +40,23 @@ def discard_input(participant: RoundParticipant) -> None:
         participant.save(update_fields=["masked_input"])
 
 
+def end_round(
+    training_round: TrainingRound,
+    participants: list[RoundParticipant],
+    end: RoundEnd,
+    now: datetime,
+) -> None:
+    """Record a round's end (its protocol state and every masked input discarded) and tell
+    its pods."""
+    training_round.status = RoundStatus(end.value)
+    training_round.finished_at = now
+    training_round.secagg_state = {}
+    training_round.save()
+    for p in participants:
+        discard_input(p)
+        delivery.to_pod(p.pod_id, round_end(training_round.pk, end))
+
+
 def abort(
     training_round: TrainingRound,
     participants: list[RoundParticipant],
@@ -49,14 +66,8 @@ def abort(
 ) -> None:
     """End a round without revealing anything; retry it with a fresh cohort, a bounded number
     of times, unless the request stopped meanwhile."""
-    training_round.status = RoundStatus.ABORTED
     training_round.status_reason = reason
-    training_round.finished_at = now
-    training_round.secagg_state = {}
-    training_round.save()
-    for p in participants:
-        discard_input(p)
-        delivery.to_pod(p.pod_id, round_end(training_round.pk, RoundEnd.ABORTED))
+    end_round(training_round, participants, RoundEnd.ABORTED, now)
     model_request = lock_request(training_round.model_request_id)
     if model_request.status == ModelRequest.Status.TRAINING:
         if training_round.attempt >= settings.ROUND_MAX_ATTEMPTS:

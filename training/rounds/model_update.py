@@ -13,7 +13,6 @@ from django.db import transaction
 from safetensors.numpy import load as load_vectors
 from safetensors.numpy import save as save_vectors
 
-from dataspace import delivery
 from pods.agent.protocol import RoundEnd
 from training.models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, TrainingRound
 from training.modelspec import validate_spec
@@ -22,9 +21,8 @@ from training.secagg.encoding import Layout, decode
 from training.secagg.server import UnmaskPlan
 
 from . import opening
-from .ending import discard_input
+from .ending import end_round
 from .locking import lock_request
-from .messages import round_end
 from .optimizers import server_step
 from .progress import round_changed
 
@@ -126,16 +124,10 @@ def finish(
             save=False,
         )
     version.save()
-    training_round.status = RoundStatus.COMPLETED
     training_round.survivors = len(survivors)
     training_round.metrics = metrics
     training_round.epsilon = epsilon
-    training_round.finished_at = now
-    training_round.secagg_state = {}
-    training_round.save()
-    for p in participants:
-        discard_input(p)
-        delivery.to_pod(p.pod_id, round_end(training_round.pk, RoundEnd.COMPLETED))
+    end_round(training_round, participants, RoundEnd.COMPLETED, now)
     model_request.current_round = number
     if number >= model_request.rounds:
         model_request.move_to(ModelRequest.Status.COMPLETED, now=now)
