@@ -45,9 +45,14 @@ def notice_sections(model_request: ModelRequest) -> list[Section]:
             f"limits how much its update can change the model (clipping norm {dp['clip_norm']}) "
             "and adds random noise, so that the published model reveals little about any one "
             "person.",
-            f"The total privacy budget is ε = {dp['target_epsilon']} with δ = {dp['delta']}. "
-            "Training stops before the budget would be exceeded. You can see the budget spent "
-            "on you in your consent history.",
+            f"The noise multiplier is {dp['noise_multiplier']}; the noise is sized for the "
+            f"smallest group allowed ({model_request.min_participants} people), so a smaller "
+            "group is never formed in your name.",
+            f"The total privacy budget is ε = {dp['target_epsilon']} with δ = {dp['delta']}, "
+            "counted as the coordinating service itself sees it: it knows who took part in each "
+            "round, so no discount for random selection is taken. Training stops before the "
+            "budget would be exceeded; your device keeps its own count and refuses a round that "
+            "would exceed it. You can see the budget spent on you in your consent history.",
         ]
     else:
         privacy = [
@@ -55,6 +60,19 @@ def notice_sections(model_request: ModelRequest) -> list[Section]:
             "hides your individual update; the trained model itself is not protected by a "
             "formal privacy budget.",
         ]
+    privacy = [
+        f"Secure aggregation: your device trains in a group of up to "
+        f"{model_request.cohort_size} people and never fewer than "
+        f"{model_request.min_participants}; it shares its keys with a neighbourhood of that "
+        f"group, and at least {round(model_request.secagg_threshold * 100)}% of a neighbourhood "
+        "must take part before anything is revealed. Your device refuses smaller groups or "
+        "thresholds, whatever the service asks, and takes part in at most "
+        f"{model_request.rounds} rounds of this plan.",
+        *privacy,
+        "After each round the service publishes only group totals: accuracy, loss and the "
+        "number of examples evaluated, rounded to the nearest ten, so that comparing two rounds "
+        "does not reveal how many records one device holds.",
+    ]
     return [
         {
             "heading": "Who is asking",

@@ -304,8 +304,6 @@ POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)
 # and the L2 clip honest pods apply to updates when a request has no DP clip of its own.
 ROUND_STAGE_SECONDS = env_int("ROUND_STAGE_SECONDS", 60)
 ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
-ROUND_MAX_EXAMPLES = env_int("ROUND_MAX_EXAMPLES", 1000)
-ROUND_UPDATE_CLIP = float(os.environ.get("ROUND_UPDATE_CLIP", "10.0"))
 # Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree).
 ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
 # Run the rounds clock (stage deadlines) in the web process: the embedded default. Production

@@ -18,6 +18,7 @@ from . import __version__
 from .channel import PodChannel, PodRevoked
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
+from .plan import LEDGER_FILE, PrivacyLedger
 from .rounds import RoundWorker, StoreData, Vanish, channel_handler
 from .service import PodService, ServiceError
 from .store import LocalStore
@@ -214,6 +215,7 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
             pinned_keys=state.receipt_keys,
             on_event=lambda event: loop.call_soon_threadsafe(report, event),
             vanish=(lambda stage: stage == args.crash_at) if args.crash_at else None,
+            ledger=PrivacyLedger(home.path / LEDGER_FILE),
         )
 
         def crash(gone: Vanish) -> None:

@@ -61,7 +61,8 @@ class Task(TypedDict):
     """What a round's first stage asks of a pod (the ``task`` of its ``round.stage`` message).
 
     ``request``, ``plan_hash``, ``spec`` and ``initial_weights_sha256`` are checked by the pod
-    against its owner's signed receipt; the rest are per-round facts.
+    against its owner's signed receipt; the rest are per-round facts. No privacy parameter rides
+    here: the pod takes them all from the verified spec (``pods.agent.plan``).
     """
 
     request: str
@@ -72,12 +73,7 @@ class Task(TypedDict):
     base_round: int
     initial_weights_sha256: str
     masked_input_url: str
-    weighting: str  # "examples" or "uniform" (DP requests)
-    max_examples: int
-    clip_norm: float
-    dp: dict[str, Any] | None
-    min_survivors: int
-    seed: int
+    seed: int  # the public training seed of the round
 
 
 # The round metrics a progress event and the provider client carry; never a per-pod figure.
@@ -117,3 +113,17 @@ def pairing_message(device_code: str, public_key: bytes) -> bytes:
 def challenge_message(nonce: bytes, pod_id: str) -> bytes:
     """Signed by the pod's identity key to open the control channel (fresh nonce per connection)."""
     return CHALLENGE_LABEL + nonce + pod_id.encode("ascii")
+
+
+def on_pinned_origin(path: str) -> bool:
+    """Whether ``path`` is a plain absolute path (``/api/...``): no scheme, no host, no
+    protocol-relative ``//host``, no backslash, space or control character a URL parser might
+    read as leaving the origin pinned at pairing."""
+    return (
+        path.startswith("/")
+        and not path.startswith("//")
+        and "\\" not in path
+        and ":" not in path.split("?", 1)[0]
+        and path.isprintable()
+        and " " not in path
+    )

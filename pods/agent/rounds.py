@@ -35,9 +35,11 @@ from training.modelspec.trainer import LocalResult, train_local
 from training.secagg.client import ClientRound
 from training.secagg.dp import privatize
 from training.secagg.encoding import clip_l2
-from training.secagg.errors import SecAggError
+from training.secagg.errors import FloorError, SecAggError
 
 from .consent import ConsentRefused, check_task, verify_receipt
+from .plan import PlanPrivacy, PrivacyLedger
+from .protocol import MessageType, on_pinned_origin
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Declined(Exception):
 @dataclass
 class _Round:
     task: Mapping[str, Any]
+    plan: PlanPrivacy
     client: ClientRound
     parts: dict[str, npt.NDArray[np.floating[Any]]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -83,24 +86,25 @@ class _Round:
 
 
 def contribution(
-    result: LocalResult, task: Mapping[str, Any]
+    result: LocalResult, plan: PlanPrivacy
 ) -> dict[str, npt.NDArray[np.floating[Any]]]:
     """The vector parts a pod adds to the sum: weighted clipped update (noised under DP),
-    its weight, and the evaluation sums of the global model on the pod's held-out split."""
-    clip = float(task["clip_norm"])
-    dp = task.get("dp")
-    if dp:
-        weight = 1.0  # DP requests use uniform weighting (DESIGN.md section 6)
+    its weight, and the evaluation sums of the global model on the pod's held-out split.
+
+    Every parameter comes from the verified plan, none from the task: the noise share is sized
+    for the plan's minimum survivor count (DESIGN.md section 6), whatever a round claims."""
+    if plan.dp is not None:
+        weight = 1.0  # DP requests use uniform weighting
         update = privatize(
             result.update,
-            clip_norm=clip,
-            noise_multiplier=float(dp["noise_multiplier"]),
-            min_survivors=int(task["min_survivors"]),
+            clip_norm=plan.dp.clip_norm,
+            noise_multiplier=plan.dp.noise_multiplier,
+            min_survivors=plan.min_participants,
         )
     else:
-        cap = int(task["max_examples"])
-        weight = min(result.num_examples, cap) / cap if task["weighting"] == "examples" else 1.0
-        update = weight * clip_l2(result.update, clip)
+        cap = plan.max_examples
+        weight = min(result.num_examples, cap) / cap
+        update = weight * clip_l2(result.update, plan.update_clip)
     return {
         "update": np.asarray(update, dtype=np.float32),
         "weight": np.array([weight]),
@@ -127,6 +131,7 @@ class RoundWorker:
         on_event: Callable[[Event], object] = lambda event: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         vanish: Callable[[str], bool] | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -135,6 +140,7 @@ class RoundWorker:
         self.on_event = on_event
         self.now = now
         self.vanish = vanish  # demos and tests: whether to drop off the network at a stage
+        self.ledger = ledger or PrivacyLedger()
         self.rounds: dict[int, _Round] = {}
         self.bytes_sent: dict[int, int] = {}
         # Verified receipts by request: fetched for a request's first task, and again only
@@ -146,7 +152,7 @@ class RoundWorker:
         round_id = message.get("round")
         if not isinstance(round_id, int):
             return None
-        if kind == "round.end":
+        if kind == MessageType.ROUND_END:
             state = self.rounds.pop(round_id, None)
             self.on_event(
                 {
@@ -157,7 +163,7 @@ class RoundWorker:
                 }
             )
             return None
-        if kind != "round.stage":
+        if kind != MessageType.ROUND_STAGE:
             return None
         stage = str(message.get("stage"))
         if self.vanish is not None and self.vanish(stage):
@@ -168,7 +174,15 @@ class RoundWorker:
             self.rounds.pop(round_id, None)
             self.on_event({"event": "declined", "round": round_id, "code": declined.code})
             return self._sent(
-                round_id, {"type": "round.decline", "round": round_id, "code": declined.code}
+                round_id,
+                {"type": MessageType.ROUND_DECLINE, "round": round_id, "code": declined.code},
+            )
+        except FloorError as floor:
+            # Less protection than the owner agreed to: say no, and reveal nothing more.
+            self.rounds.pop(round_id, None)
+            self.on_event({"event": "declined", "round": round_id, "code": floor.code})
+            return self._sent(
+                round_id, {"type": MessageType.ROUND_DECLINE, "round": round_id, "code": floor.code}
             )
         except SecAggError as exc:
             # The service sent something inconsistent: stop this round, reveal nothing more.
@@ -203,8 +217,9 @@ class RoundWorker:
             task = message.get("task")
             if not isinstance(task, dict):
                 raise Declined("malformed_task")
-            parts = self._prepare(task)
-            state = _Round(task=task, client=ClientRound(self.identity), parts=parts)
+            plan, parts = self._prepare(task)
+            client = ClientRound(self.identity, floors=plan.floors())
+            state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state
             reply: Reply | None = self._reply(round_id, stage, state.client.advertise_keys(payload))
         elif state is None:
@@ -215,6 +230,8 @@ class RoundWorker:
             vector = state.client.masked_input(payload, state.parts)
             body = vector.astype("<u4").tobytes()
             self._call(self.transport.upload, str(state.task["masked_input_url"]), body)
+            # From here the service holds an input made from the owner's data: it counts.
+            self.ledger.record(str(state.task["request"]), round_id)
             state.bytes_sent += len(body)
             state.parts = {}  # the plain contribution is not kept past masking
             reply = None
@@ -235,13 +252,24 @@ class RoundWorker:
 
     @staticmethod
     def _reply(round_id: int, stage: str, payload: dict[str, Any]) -> Reply:
-        return {"type": "round.reply", "round": round_id, "stage": stage, "payload": payload}
+        return {
+            "type": MessageType.ROUND_REPLY,
+            "round": round_id,
+            "stage": stage,
+            "payload": payload,
+        }
 
-    def _prepare(self, task: Mapping[str, Any]) -> dict[str, npt.NDArray[np.floating[Any]]]:
-        """Check consent, then train: the pod's contribution, before any key is advertised."""
+    def _prepare(
+        self, task: Mapping[str, Any]
+    ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
+        """Check consent and the privacy budget, then train: the plan's privacy parameters and
+        the pod's contribution, before any key is advertised."""
         try:
             spec = validate_spec(task["spec"])
             request_id = str(task["request"])
+            for url in (task["weights_url"], task["masked_input_url"]):
+                if not isinstance(url, str) or not on_pinned_origin(url):
+                    raise Declined("origin_not_pinned")  # the token goes to no other host
             weights = self._call(self.transport.download, str(task["weights_url"]))
             if hashlib.sha256(weights).hexdigest() != task["weights_sha256"]:
                 raise Declined("weights_mismatch")
@@ -276,6 +304,9 @@ class RoundWorker:
             raise Declined("bad_spec") from None
         except (KeyError, TypeError, ValueError):
             raise Declined("malformed_task") from None
+        plan = PlanPrivacy.of(spec)
+        if not plan.next_round_fits(self.ledger.rounds(request_id)):
+            raise Declined("privacy_budget_exhausted")
         if not spec.data.label:
             raise Declined("no_label")
         try:
@@ -285,7 +316,7 @@ class RoundWorker:
         if len(x) == 0:
             raise Declined("no_data")
         result = train_local(spec, state, x, y, seed=int(task.get("seed", 0)))
-        return contribution(result, task)
+        return plan, contribution(result, plan)
 
 
 def channel_handler(

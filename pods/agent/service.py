@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from .home import PodHome, PodState
-from .protocol import pairing_message
+from .protocol import on_pinned_origin, pairing_message
 
 POD_CLIENT_ID = "dataspace-pod"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -135,6 +135,10 @@ class PodService:
     # -- authenticated calls ---------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """An authenticated call to the service this pod paired with. ``path`` must be a path on
+        that origin: the bearer token never goes to a URL a message names elsewhere."""
+        if not on_pinned_origin(path):
+            raise ServiceError("origin_not_pinned", "the service named a URL outside its origin")
         for attempt in (1, 2):
             headers = {
                 "Authorization": f"Bearer {self.state.access_token}",

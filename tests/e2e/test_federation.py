@@ -32,6 +32,7 @@ from consent.services import consent_grant
 from dataspace.demo import breast_features, demo_request_spec, demo_weights
 from dataspace.processes import stop
 from pods.agent import datasets
+from pods.agent.plan import PlanPrivacy
 from pods.agent.rounds import contribution
 from pods.models import Pod
 from tests.live import ROOT, LiveService, database_url, on_test_database, wait_for
@@ -251,14 +252,14 @@ def test_federation_across_processes(stack: dict[str, Any], settings: Any) -> No
     # The aggregate equals the plain FedAvg of the survivors' contributions.
     spec = validate_spec(model_request.spec)
     base = load_weights(first.base_version.weights.open("rb").read(), spec)  # type: ignore[union-attr]
-    task = {"clip_norm": 10.0, "weighting": "examples", "max_examples": 1000, "dp": None}
+    plan = PlanPrivacy.of(spec)
     plain = {}
     for i in survivors:
         x, y = data[i]
         result = train_local(
             spec, base, x.astype(np.float32), y.astype(float), seed=first.metrics["seed"]
         )
-        plain[i] = contribution(result, task)
+        plain[i] = contribution(result, plan)
     expected = sum(plain[i]["update"] for i in survivors) / sum(
         float(plain[i]["weight"][0]) for i in survivors
     )

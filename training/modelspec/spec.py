@@ -67,10 +67,18 @@ class DPSpec:
     delta: float
 
 
+# Without DP, each pod still clips its update to this L2 norm and caps its example count at this
+# (the count weights its update); both bound one pod's influence and are part of the plan.
+DEFAULT_UPDATE_CLIP = 10.0
+DEFAULT_MAX_EXAMPLES = 1000
+
+
 @dataclass(frozen=True)
 class PrivacySpec:
     secagg_threshold: float
     dp: DPSpec | None
+    update_clip: float = DEFAULT_UPDATE_CLIP
+    max_examples: int = DEFAULT_MAX_EXAMPLES
 
 
 @dataclass(frozen=True)
@@ -582,7 +590,12 @@ def _training(value: Any) -> TrainingSpec:
 
 
 def _privacy(value: Any) -> PrivacySpec:
-    raw = _obj(value, "privacy", ["secagg_threshold", "dp"], ["secagg_threshold"])
+    raw = _obj(
+        value,
+        "privacy",
+        ["secagg_threshold", "dp", "update_clip", "max_examples"],
+        ["secagg_threshold"],
+    )
     threshold = _num(raw["secagg_threshold"], "privacy.secagg_threshold", 0.5, 1.0, lo_open=True)
     dp = None
     if raw.get("dp") is not None:
@@ -600,7 +613,20 @@ def _privacy(value: Any) -> PrivacySpec:
             ),
             delta=_num(d["delta"], "privacy.dp.delta", 0.0, 1.0, lo_open=True, hi_open=True),
         )
-    return PrivacySpec(secagg_threshold=threshold, dp=dp)
+    return PrivacySpec(
+        secagg_threshold=threshold,
+        dp=dp,
+        update_clip=_num(
+            raw.get("update_clip", DEFAULT_UPDATE_CLIP),
+            "privacy.update_clip",
+            0.0,
+            1e6,
+            lo_open=True,
+        ),
+        max_examples=_int(
+            raw.get("max_examples", DEFAULT_MAX_EXAMPLES), "privacy.max_examples", 1, 10_000_000
+        ),
+    )
 
 
 def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:

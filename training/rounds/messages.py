@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
-
 from pods.agent.protocol import MessageType, RoundEnd, Task
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
@@ -27,13 +25,13 @@ def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
     from training.modelspec import vector_size  # imports torch: only where a round opens
 
     spec = validate_spec(model_request.spec)
-    dp = model_request.dp
+    privacy = spec.privacy
     return Layout.for_training(
         model_dim=vector_size(spec),
         max_clients=cohort,
-        clip_norm=float(dp["clip_norm"]) if dp else settings.ROUND_UPDATE_CLIP,
+        clip_norm=privacy.dp.clip_norm if privacy.dp else privacy.update_clip,
         max_weight=1,
-        max_eval_examples=settings.ROUND_MAX_EXAMPLES,
+        max_eval_examples=privacy.max_examples,
     )
 
 
@@ -42,7 +40,6 @@ def task_for(training_round: TrainingRound) -> Task:
     model_request = training_round.model_request
     base = training_round.base_version
     assert base is not None, "a round always starts from a model version"
-    dp = model_request.dp
     return Task(
         request=str(model_request.pk),
         plan_hash=model_request.plan_hash,
@@ -52,11 +49,6 @@ def task_for(training_round: TrainingRound) -> Task:
         base_round=base.round_number,
         initial_weights_sha256=model_request.weights_sha256,
         masked_input_url=f"/api/v1/pod/rounds/{training_round.pk}/masked-input",
-        weighting="uniform" if dp else "examples",
-        max_examples=settings.ROUND_MAX_EXAMPLES,
-        clip_norm=float(dp["clip_norm"]) if dp else settings.ROUND_UPDATE_CLIP,
-        dp=dp,
-        min_survivors=model_request.min_participants,
         seed=int(training_round.metrics["seed"]),
     )
 

@@ -28,20 +28,29 @@ from .progress import round_changed
 
 Vector = npt.NDArray[np.float32]
 
+# Published counts are rounded to this many records, so that comparing two rounds whose cohorts
+# differ by one pod does not give that pod's record count (the privacy notice says so).
+COUNT_GRANULARITY = 10
 
-def _privacy(model_request: ModelRequest, sample_rate: float) -> tuple[float | None, bool]:
+
+def coarse_count(count: float) -> int:
+    return int(COUNT_GRANULARITY * round(count / COUNT_GRANULARITY))
+
+
+def _privacy(model_request: ModelRequest) -> tuple[float | None, bool]:
     """ε after this round (RDP over every completed round), and whether one more round like
-    it would exceed the budget (training stops before it is exceeded, DESIGN.md section 6)."""
+    it would exceed the budget (training stops before it is exceeded, DESIGN.md section 6).
+
+    Accounted against the service, which knows who was drawn: no amplification by subsampling
+    (q = 1), the same figure each pod's own ledger computes (``pods.agent.plan``)."""
     dp = model_request.dp
     if not dp:
         return None, False
     sigma, delta = float(dp["noise_multiplier"]), float(dp["delta"])
-    history = [
-        (sigma, float(r.metrics.get("sample_rate", 1.0)), 1)
-        for r in model_request.rounds_run.filter(status=RoundStatus.COMPLETED)
-    ] + [(sigma, sample_rate, 1)]
+    completed = model_request.rounds_run.filter(status=RoundStatus.COMPLETED).count()
+    history = [(sigma, 1.0, completed + 1)]
     epsilon = epsilon_of(history, delta)
-    over_budget = epsilon_of([*history, history[-1]], delta) > float(dp["target_epsilon"])
+    over_budget = epsilon_of([(sigma, 1.0, completed + 2)], delta) > float(dp["target_epsilon"])
     return epsilon, over_budget
 
 
@@ -98,12 +107,11 @@ def finish(
     metrics = {
         **{k: v for k, v in training_round.metrics.items() if k != "shards_done"},
         "participants": len(survivors),
-        "weight_total": weight,
-        "eval_examples": round(examples),
+        "eval_examples": coarse_count(examples),
         "eval_loss": float(totals["eval_loss"][0]) / examples if examples else None,
         "eval_accuracy": float(totals["eval_correct"][0]) / examples if examples else None,
     }
-    epsilon, over_budget = _privacy(model_request, float(metrics["sample_rate"]))
+    epsilon, over_budget = _privacy(model_request)
     if epsilon is not None:
         model_request.epsilon_spent = epsilon
     version = ModelVersion(

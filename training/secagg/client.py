@@ -15,13 +15,37 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from . import crypto, shamir
+from . import crypto, graph, shamir
 from .encoding import Layout, encode_vector
-from .errors import AbortError, CryptoError, ProtocolError
+from .errors import AbortError, CryptoError, FloorError, ProtocolError, SurvivorsBelowFloor
 from .prg import MaskStreams
 from .wire import Stage, b64, expect_stage, index, index_list, index_map, unb64
 
 ENVELOPE = struct.Struct(">II66s66s")
+
+
+@dataclass(frozen=True)
+class Floors:
+    """The least protection a pod accepts, whatever the service says: the smallest
+    neighbourhood, the threshold fraction of it, and an absolute threshold floor. The pod agent
+    derives them from the plan its owner consented to (``pods.agent.plan``)."""
+
+    min_neighbours: int = 2
+    threshold_fraction: float = 0.5
+    min_threshold: int = 2
+
+    def check_neighbourhood(self, neighbours: int, threshold: int) -> None:
+        if neighbours < self.min_neighbours:
+            raise FloorError(
+                f"A neighbourhood of {neighbours} is below the plan's {self.min_neighbours}.",
+                code="neighbourhood_below_plan",
+            )
+        least = max(self.min_threshold, graph.choose_t(neighbours, self.threshold_fraction))
+        if threshold < least:
+            raise FloorError(
+                f"A threshold of {threshold} is below the plan's {least}.",
+                code="threshold_below_plan",
+            )
 
 
 @dataclass
@@ -35,9 +59,14 @@ class ClientRound:
     """One pod in one round. Holds secrets in memory only; its repr shows none of them."""
 
     def __init__(
-        self, identity: Ed25519PrivateKey, *, rng: np.random.Generator | None = None
+        self,
+        identity: Ed25519PrivateKey,
+        *,
+        rng: np.random.Generator | None = None,
+        floors: Floors | None = None,
     ) -> None:
         self._identity = identity
+        self.floors = floors or Floors()
         self._rng = rng or np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
         self.stage = Stage.ADVERTISE_KEYS
         self.round_id = b""
@@ -80,6 +109,7 @@ class ClientRound:
             raise ProtocolError(
                 "The threshold must be a majority of the neighbourhood.", code="malformed_message"
             )
+        self.floors.check_neighbourhood(len(neighbours), threshold)
         layout = m.get("layout")
         if not isinstance(layout, dict):
             raise ProtocolError("layout is required.", code="malformed_message")
@@ -194,7 +224,8 @@ class ClientRound:
                 "Unmask names pods outside my neighbourhood.", code="not_a_neighbour"
             )
         if len(alive) < self.threshold:
-            raise self._abort("Too few neighbours survived to unmask safely.")
+            self.stage = Stage.ABORTED
+            raise SurvivorsBelowFloor("Too few neighbours survived to unmask safely.")
         self.stage = Stage.DONE  # at most one answer per round, whatever follows
         return {
             "b_shares": {str(v): b64(shamir.share_bytes(self._held[v][0])) for v in sorted(alive)},

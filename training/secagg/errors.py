@@ -32,3 +32,17 @@ class AbortError(SecAggError):
     """Too few pods left to finish safely: the round reveals nothing."""
 
     code = "below_threshold"
+
+
+class FloorError(ProtocolError):
+    """The service asked for less protection than the plan the pod's owner agreed to (a smaller
+    neighbourhood or threshold, too few survivors): the pod declines and reveals nothing more."""
+
+    code = "below_plan_floor"
+
+
+class SurvivorsBelowFloor(FloorError, AbortError):
+    """An unmask request naming fewer surviving neighbours than the threshold: the round cannot
+    finish safely (an abort), and the pod says why (a decline)."""
+
+    code = "survivors_below_threshold"

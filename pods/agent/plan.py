@@ -1,0 +1,114 @@
+"""What the plan a person consented to implies for every round: the pod's own privacy floors.
+
+The pod takes every privacy parameter — cohort minimum, SecAgg threshold fraction, DP noise,
+clip, δ and ε budget, weighting, rounds — from the spec it verified against its owner's signed
+receipt (the plan hash covers the spec), never from the task a round's message carries. From
+them it derives the smallest neighbourhood and threshold it accepts (DESIGN.md section 10) and
+keeps its own ledger of the rounds its data fed, so that a dishonest service can neither strip
+the noise, shrink a neighbourhood, nor run more rounds than the budget the owner agreed to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.modelspec.spec import DPSpec, ModelSpec
+from training.secagg.client import Floors
+from training.secagg.dp import epsilon
+from training.secagg.graph import choose_k
+
+from .home import write_private
+
+LEDGER_FILE = "privacy-ledger.json"  # in the pod's home, 0600
+
+# Below two, a single neighbour (possibly one the service made) could rebuild a pod's secrets.
+MIN_THRESHOLD = 2
+
+
+@dataclass(frozen=True)
+class PlanPrivacy:
+    """The privacy parameters of a verified plan."""
+
+    min_participants: int
+    cohort_size: int
+    threshold_fraction: float
+    rounds: int
+    dp: DPSpec | None
+    update_clip: float
+    max_examples: int
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> PlanPrivacy:
+        return cls(
+            min_participants=spec.training.min_participants,
+            cohort_size=spec.training.cohort_size,
+            threshold_fraction=spec.privacy.secagg_threshold,
+            rounds=spec.training.rounds,
+            dp=spec.privacy.dp,
+            update_clip=spec.privacy.update_clip,
+            max_examples=spec.privacy.max_examples,
+        )
+
+    @property
+    def weighting(self) -> str:
+        """DP requests weight every pod alike (DESIGN.md section 6); others by example count."""
+        return "uniform" if self.dp else "examples"
+
+    @property
+    def clip_norm(self) -> float:
+        return self.dp.clip_norm if self.dp else self.update_clip
+
+    def floors(self) -> Floors:
+        """The smallest neighbourhood a round of this plan can give a pod (a cohort of the
+        plan's minimum size) and the threshold fraction the owner agreed to."""
+        smallest = max(MIN_THRESHOLD + 1, self.min_participants)
+        return Floors(
+            min_neighbours=max(MIN_THRESHOLD, choose_k(smallest)),
+            threshold_fraction=self.threshold_fraction,
+            min_threshold=MIN_THRESHOLD,
+        )
+
+    def epsilon_after(self, rounds: int) -> float:
+        """ε against the service after ``rounds`` rounds of this pod's data: the service knows
+        who was drawn, so no amplification by subsampling is claimed (q = 1)."""
+        if self.dp is None:
+            return float("inf") if rounds else 0.0
+        return epsilon(self.dp.noise_multiplier, 1.0, rounds, self.dp.delta)
+
+    def next_round_fits(self, rounds_done: int) -> bool:
+        """Whether one more round keeps within the ε the owner agreed to (and the plan's
+        number of rounds)."""
+        if rounds_done >= self.rounds:
+            return False
+        if self.dp is None:
+            return True
+        return self.epsilon_after(rounds_done + 1) <= self.dp.target_epsilon
+
+
+class PrivacyLedger:
+    """The rounds each request used this pod's data in, kept by the pod itself (a file in its
+    home for ``run``; in memory for simulated pods). A round counts once its masked input left
+    the pod, whatever the service later does with it."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._rounds: dict[str, list[int]] = {}
+        if path is not None and path.exists():
+            raw = json.loads(path.read_text("utf-8"))
+            self._rounds = {str(k): sorted({int(r) for r in v}) for k, v in raw.items()}
+
+    def rounds(self, request_id: str) -> int:
+        return len(self._rounds.get(request_id, []))
+
+    def record(self, request_id: str, round_id: int) -> None:
+        used = self._rounds.setdefault(request_id, [])
+        if round_id in used:
+            return
+        used.append(round_id)
+        if self.path is not None:
+            write_private(self.path, json.dumps(self._rounds, sort_keys=True).encode("utf-8"))
+
+    def epsilon(self, request_id: str, plan: PlanPrivacy) -> float:
+        return plan.epsilon_after(self.rounds(request_id))
