@@ -133,6 +133,7 @@ ROUND_STATUS_WORDS: dict[str, str] = {
     TrainingRound.Status.ADVERTISING: "In progress: pods are exchanging keys",
     TrainingRound.Status.SHARING: "In progress: pods are sharing key pieces",
     TrainingRound.Status.COLLECTING: "In progress: collecting masked updates",
+    TrainingRound.Status.CHECKING: "In progress: pods are confirming who took part",
     TrainingRound.Status.UNMASKING: "In progress: revealing the group’s sum",
     TrainingRound.Status.AGGREGATING: "In progress: combining the updates",
     TrainingRound.Status.COMPLETED: "Completed",
@@ -144,6 +145,7 @@ STAGE_REACHED_WORDS: dict[str, str] = {
     RoundParticipant.Stage.ADVERTISED: "Sent its public keys",
     RoundParticipant.Stage.SHARED: "Shared key pieces with its neighbours",
     RoundParticipant.Stage.MASKED: "Sent its masked update",
+    RoundParticipant.Stage.CHECKED: "Confirmed who took part",
     RoundParticipant.Stage.UNMASKED: "Helped reveal the group’s sum",
 }
 
@@ -152,6 +154,7 @@ DROPPED_AT_WORDS: dict[str, str] = {
     "advertise_keys": "while pods exchanged keys",
     "share_keys": "while pods shared key pieces",
     "masked_input": "while masked updates were collected",
+    "consistency_check": "while pods confirmed who took part",
     "unmask": "while the group’s sum was revealed",
     "aggregating": "while the updates were combined",
 }
@@ -173,6 +176,13 @@ DECLINE_WORDS: dict[str, str] = {
     "fields_not_consented": "the task asked for data you did not agree to share",
     "no_data": "it holds no data for this request",
     "no_label": "its data lacks what the model learns to predict",
+    "neighbourhood_below_plan": "the service offered a smaller group than you agreed to",
+    "threshold_below_plan": "the service asked for less protection than you agreed to",
+    "survivors_below_threshold": "too few others were left to keep your update hidden",
+    "survivors_inconsistent": "the service told different pods different stories",
+    "consistency_unconfirmed": "too few others confirmed who took part",
+    "privacy_budget_exhausted": "another round would exceed the privacy budget you agreed to",
+    "origin_not_pinned": "the service pointed it to another web address",
 }
 
 

@@ -223,6 +223,7 @@ class RoundStatus(models.TextChoices):
     ADVERTISING = "advertise_keys", "Advertising keys"
     SHARING = "share_keys", "Sharing keys"
     COLLECTING = "masked_input", "Collecting masked inputs"
+    CHECKING = "consistency_check", "Confirming the survivors"
     UNMASKING = "unmask", "Unmasking"
     AGGREGATING = "aggregating", "Aggregating"
     COMPLETED = "completed", "Completed"
@@ -314,6 +315,7 @@ class ParticipantStage(models.TextChoices):
     ADVERTISED = "advertise_keys", "Advertised keys"
     SHARED = "share_keys", "Shared keys"
     MASKED = "masked_input", "Sent masked input"
+    CHECKED = "consistency_check", "Signed the survivors"
     UNMASKED = "unmask", "Helped unmask"
 
 
@@ -372,7 +374,13 @@ class RoundParticipant(models.Model):
     def input_in_sum(self) -> bool:
         """Whether this pod's masked input was in its round's sum: collected, and not dropped
         before collection closed (one dropped while unmasking is still in the sum)."""
-        return self.stage_reached in (
+        after_collection = (
             ParticipantStage.MASKED,
+            ParticipantStage.CHECKED,
             ParticipantStage.UNMASKED,
-        ) and self.dropped_at_stage in ("", ParticipantStage.UNMASKED)
+        )
+        return self.stage_reached in after_collection and self.dropped_at_stage in (
+            "",
+            ParticipantStage.CHECKED,
+            ParticipantStage.UNMASKED,
+        )

@@ -235,6 +235,8 @@ class RoundWorker:
             state.bytes_sent += len(body)
             state.parts = {}  # the plain contribution is not kept past masking
             reply = None
+        elif stage == "consistency_check":
+            reply = self._reply(round_id, stage, state.client.consistency_check(payload))
         elif stage == "unmask":
             reply = self._reply(round_id, stage, state.client.unmask(payload))
         else:

@@ -24,7 +24,13 @@ from training.secagg.server import ServerRound
 from training.secagg.simulate import simulate_round
 from training.secagg.wire import Stage
 
-STAGES = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
+STAGES = [
+    Stage.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS,
+    Stage.MASKED_INPUT,
+    Stage.CONSISTENCY_CHECK,
+    Stage.UNMASK,
+]
 
 
 def layout_for(dim: int, clients: int = 50) -> Layout:
@@ -47,7 +53,9 @@ def test_unmasked_sum_equals_plain_sum_under_any_tolerable_dropout(
 
     result = simulate_round(inputs, layout, drop=drop, seed=seed)
 
-    expected_survivors = [u for u in inputs if u not in drop or drop[u] == Stage.UNMASK]
+    # A pod lost after sending its masked input (while signing, or unmasking) is in the sum.
+    late = (Stage.CONSISTENCY_CHECK, Stage.UNMASK)
+    expected_survivors = [u for u in inputs if u not in drop or drop[u] in late]
     assert result.survivors == expected_survivors
     assert np.array_equal(result.total, quantized_sum(inputs, result.survivors, layout, seed))
 
@@ -113,14 +121,23 @@ class Round:
         self.server.close_share()
         return replies
 
-    def mask(self, skip: tuple[int, ...] = ()) -> dict[int, np.ndarray]:
+    def mask(self, skip: tuple[int, ...] = (), *, sign: bool = True) -> dict[int, np.ndarray]:
         out = {}
         for u, pod in self.pods.items():
             if u not in skip:
                 out[u] = pod.masked_input(self.server.masked_request(u), self.parts[u])
                 self.server.receive_masked(u)
         self.server.close_masked()
+        if sign:
+            self.sign()
         return out
+
+    def sign(self) -> None:
+        """The ConsistencyCheck: every survivor signs the survivor set it is shown."""
+        for u in self.server.masked:
+            request = self.server.consistency_request(u)
+            self.server.receive_consistency(u, self.pods[u].consistency_check(request))
+        self.server.close_consistency()
 
 
 def flip(b64text: str, at: int = 20) -> str:

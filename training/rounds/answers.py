@@ -28,7 +28,7 @@ from .cohort import may_take_part
 from .ending import decline_reason, discard_input, drop
 from .locking import lock_round_row
 from .messages import round_end
-from .transitions import OPEN_STATUSES, PARTICIPANT_ORDER, step_of
+from .transitions import OPEN_STATUSES, PARTICIPANT_ORDER, SUM_FIXED, step_of
 
 CHUNK = 1 << 20
 
@@ -119,7 +119,7 @@ def user_leaves_rounds(
     running = RoundParticipant.objects.filter(
         user_id=user_id,
         dropped_at_stage="",
-        round__status__in=[s for s in OPEN_STATUSES if s != RoundStatus.UNMASKING],
+        round__status__in=[s for s in OPEN_STATUSES if s not in SUM_FIXED],
         round__model_request__status=ModelRequest.Status.TRAINING,
     )
     if model_request_id is not None:

@@ -25,7 +25,7 @@ from .ending import abort, discard_input, drop
 from .locking import lock_participants, lock_round
 from .messages import stage_message
 from .progress import round_changed
-from .transitions import STEPS, StageStep, step_of
+from .transitions import STEPS, SUM_FIXED, StageStep, step_of
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def _take_answers(
             continue
         # Once collection has closed the inputs in the sum are fixed (a withdrawal from then on
         # affects later rounds); unmasking shares only remove masks, so they are all taken.
-        if step.status != RoundStatus.UNMASKING and (
-            not p.pod.is_active or p.user_id not in consenting
-        ):
+        if step.status not in SUM_FIXED and (not p.pod.is_active or p.user_id not in consenting):
             drop(p, stage, "consent_withdrawn_or_paused")
             discard_input(p)
             continue
@@ -109,7 +107,7 @@ def round_advance(round_id: int, closing: str, now: datetime | None = None) -> N
                     drop(p, stage, "silent")
             abort(training_round, participants, stage, exc.message, now)
             return
-        if step.status != RoundStatus.UNMASKING:
+        if step.following != RoundStatus.AGGREGATING:
             for p in participants:
                 if p.index not in alive and not p.dropped:
                     drop(p, stage, "silent")

@@ -67,16 +67,26 @@ STEPS: dict[RoundStatus, StageStep] = {
             Stage.MASKED_INPUT,
             ParticipantStage.SHARED,
             ParticipantStage.MASKED,
-            RoundStatus.UNMASKING,
+            RoundStatus.CHECKING,
             request=ServerRound.masked_request,
             receive=lambda server, index, _payload: server.receive_masked(index),
             close=_close_collection,
             answered_over_channel=False,
         ),
         StageStep(
+            RoundStatus.CHECKING,
+            Stage.CONSISTENCY_CHECK,
+            ParticipantStage.MASKED,
+            ParticipantStage.CHECKED,
+            RoundStatus.UNMASKING,
+            request=ServerRound.consistency_request,
+            receive=ServerRound.receive_consistency,
+            close=ServerRound.close_consistency,
+        ),
+        StageStep(
             RoundStatus.UNMASKING,
             Stage.UNMASK,
-            ParticipantStage.MASKED,
+            ParticipantStage.CHECKED,
             ParticipantStage.UNMASKED,
             RoundStatus.AGGREGATING,
             request=ServerRound.unmask_request,
@@ -86,6 +96,9 @@ STEPS: dict[RoundStatus, StageStep] = {
     )
 }
 OPEN_STATUSES: tuple[RoundStatus, ...] = tuple(STEPS)
+# From the close of collection the inputs in the sum are fixed: consent re-checks and people
+# leaving affect later rounds, and a pod lost from here on is still in this round's sum.
+SUM_FIXED: tuple[RoundStatus, ...] = (RoundStatus.CHECKING, RoundStatus.UNMASKING)
 FINISHED_STATUSES: tuple[RoundStatus, ...] = (RoundStatus.COMPLETED, RoundStatus.ABORTED)
 # A pod's own stage order (selected, advertise_keys, ..., unmask): a repeat is judged on it.
 PARTICIPANT_ORDER: list[str] = list(ParticipantStage.values)

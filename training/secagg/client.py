@@ -78,6 +78,8 @@ class ClientRound:
         self._adverts: dict[int, tuple[bytes, bytes]] = {}  # v -> (c_pk, s_pk)
         self._held: dict[int, tuple[int, int]] = {}  # v -> (b share, s share) that v gave us
         self._maskers: list[int] = []  # neighbours we masked with (finished ShareKeys)
+        self._identities: dict[int, bytes] = {}  # v -> v's identity key (from its advert)
+        self._survivors: list[int] = []  # the survivor set this pod signed
 
     def __repr__(self) -> str:
         return f"ClientRound(index={self.index}, stage={self.stage.value})"
@@ -145,6 +147,7 @@ class ClientRound:
             identity_key = unb64(advert.get("identity_key"), "identity_key", size=32)
             crypto.verify_advert(identity_key, signature, self.round_id, v, c_pk, s_pk)
             self._adverts[v] = (c_pk, s_pk)
+            self._identities[v] = identity_key
         if len(self._adverts) < self.threshold:
             raise self._abort("Too few neighbours advertised keys.")
         self._secrets.b_seed = os.urandom(32)
@@ -205,8 +208,28 @@ class ClientRound:
                 streams.add(vector, key)
             else:
                 streams.subtract(vector, key)
-        self.stage = Stage.UNMASK
+        self.stage = Stage.CONSISTENCY_CHECK
         return vector
+
+    # Stage 3½: ConsistencyCheck (Bonawitz et al. 2017, round 3) ----------------------------------
+
+    def consistency_check(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Sign the survivor set the server shows, once. Shares are revealed later only against
+        at least t neighbours' signatures over this same set, so a server that tells some
+        neighbours "v survived" and others "v dropped" cannot collect both kinds of v's shares
+        from honest pods."""
+        self._require(Stage.CONSISTENCY_CHECK)
+        survivors = index_list(
+            expect_stage(message, Stage.CONSISTENCY_CHECK).get("survivors"), "survivors"
+        )
+        if self.index not in survivors:
+            raise self._abort("My masked input is not in the survivor set.")
+        if len(set(self._maskers) & set(survivors)) < self.threshold:
+            self.stage = Stage.ABORTED
+            raise SurvivorsBelowFloor("Too few neighbours survived to unmask safely.")
+        self._survivors = sorted(survivors)
+        self.stage = Stage.UNMASK
+        return {"signature": b64(crypto.sign_survivors(self._identity, self.round_id, survivors))}
 
     # Stage 4 -------------------------------------------------------------------------------------
 
@@ -223,9 +246,36 @@ class ClientRound:
             raise ProtocolError(
                 "Unmask names pods outside my neighbourhood.", code="not_a_neighbour"
             )
+        signed = set(self._survivors)
+        if alive != maskers & signed or dropped != maskers - signed:
+            self.stage = Stage.ABORTED
+            raise FloorError(
+                "The unmask request differs from the survivor set I signed.",
+                code="survivors_inconsistent",
+            )
         if len(alive) < self.threshold:
             self.stage = Stage.ABORTED
             raise SurvivorsBelowFloor("Too few neighbours survived to unmask safely.")
+        signatures = index_map(m.get("signatures", {}), "signatures")
+        valid = 0
+        for v, value in signatures.items():
+            if v not in alive or v not in self._identities:
+                raise ProtocolError(
+                    "A signature from outside my survivors.", code="not_a_neighbour"
+                )
+            crypto.verify_survivors(
+                self._identities[v],
+                unb64(value, "signature", size=64),
+                self.round_id,
+                self._survivors,
+            )
+            valid += 1
+        if valid < self.threshold:
+            self.stage = Stage.ABORTED
+            raise FloorError(
+                f"Only {valid} neighbours signed the survivor set; {self.threshold} are needed.",
+                code="consistency_unconfirmed",
+            )
         self.stage = Stage.DONE  # at most one answer per round, whatever follows
         return {
             "b_shares": {str(v): b64(shamir.share_bytes(self._held[v][0])) for v in sorted(alive)},

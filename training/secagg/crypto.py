@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .errors import CryptoError
 
 ADVERT_LABEL = b"dataspace/secagg/advertise/v1\x00"
+SURVIVORS_LABEL = b"dataspace/secagg/consistency/v1\x00"
 
 
 def hkdf(secret: bytes, *, salt: bytes, info: bytes) -> bytes:
@@ -68,6 +69,32 @@ def verify_advert(
     try:
         Ed25519PublicKey.from_public_bytes(identity_public).verify(
             signature, advert_message(round_id, index, c_pk, s_pk)
+        )
+    except (InvalidSignature, ValueError):
+        raise CryptoError() from None
+
+
+def survivors_message(round_id: bytes, survivors: list[int]) -> bytes:
+    """What a pod signs in the ConsistencyCheck: the round and its sorted survivor set."""
+    ordered = sorted(survivors)
+    return (
+        SURVIVORS_LABEL
+        + round_id
+        + b"\x00"
+        + struct.pack(f">I{len(ordered)}I", len(ordered), *ordered)
+    )
+
+
+def sign_survivors(identity: Ed25519PrivateKey, round_id: bytes, survivors: list[int]) -> bytes:
+    return identity.sign(survivors_message(round_id, survivors))
+
+
+def verify_survivors(
+    identity_public: bytes, signature: bytes, round_id: bytes, survivors: list[int]
+) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(identity_public).verify(
+            signature, survivors_message(round_id, survivors)
         )
     except (InvalidSignature, ValueError):
         raise CryptoError() from None

@@ -63,6 +63,7 @@ class ServerRound:
         self.shared: list[int] = []
         self.masked: list[int] = []
         self.requested: dict[int, str] = {}  # pod -> "b" or "s": fixed once, never both
+        self.signatures: dict[int, str] = {}  # pod -> its signature over the survivor set
         self.responses: dict[int, dict[str, dict[int, str]]] = {}
 
     # -- persistence --------------------------------------------------------------------------
@@ -83,6 +84,7 @@ class ServerRound:
             "shared": self.shared,
             "masked": self.masked,
             "requested": {str(k): v for k, v in self.requested.items()},
+            "signatures": {str(k): v for k, v in self.signatures.items()},
             "responses": {
                 str(u): {kind: {str(v): s for v, s in shares.items()} for kind, shares in r.items()}
                 for u, r in self.responses.items()
@@ -107,6 +109,7 @@ class ServerRound:
         self.shared = [int(x) for x in data["shared"]]
         self.masked = [int(x) for x in data["masked"]]
         self.requested = {int(k): str(v) for k, v in data["requested"].items()}
+        self.signatures = {int(k): str(v) for k, v in data.get("signatures", {}).items()}
         self.responses = {
             int(u): {kind: {int(v): s for v, s in shares.items()} for kind, shares in r.items()}
             for u, r in data["responses"].items()
@@ -226,8 +229,32 @@ class ServerRound:
         masked = set(self.masked)
         for v in self.shared:
             self.requested[v] = "b" if v in masked else "s"
-        self.stage = Stage.UNMASK
+        self.stage = Stage.CONSISTENCY_CHECK
         return list(self.masked)
+
+    # -- stage 3½: ConsistencyCheck (Bonawitz et al. 2017, round 3) ---------------------------
+
+    def consistency_request(self, u: int) -> dict[str, Any]:
+        """Every survivor is shown the same survivor set, to sign."""
+        return {"stage": Stage.CONSISTENCY_CHECK.value, "survivors": list(self.masked)}
+
+    def receive_consistency(self, u: int, reply: Mapping[str, Any]) -> None:
+        self._require(Stage.CONSISTENCY_CHECK)
+        if u not in self.masked or u in self.signatures:
+            raise ProtocolError("Unexpected or repeated signature.", code="unexpected_reply")
+        signature = unb64(reply.get("signature"), "signature", size=64)
+        crypto.verify_survivors(
+            self.identity_keys[u], signature, self.round_id.encode(), self.masked
+        )
+        self.signatures[u] = b64(signature)
+
+    def close_consistency(self) -> list[int]:
+        """The pods that signed go on to unmask; a pod that did not is still in the sum."""
+        self._require(Stage.CONSISTENCY_CHECK)
+        signed = sorted(self.signatures)
+        self._check_survivors(signed, "signed the survivor set")
+        self.stage = Stage.UNMASK
+        return signed
 
     def unmask_request(self, u: int) -> dict[str, Any]:
         shared, masked = set(self.shared), set(self.masked)
@@ -236,13 +263,14 @@ class ServerRound:
             "stage": Stage.UNMASK.value,
             "alive": [v for v in mine if v in masked],
             "dropped": [v for v in mine if v not in masked],
+            "signatures": {str(v): self.signatures[v] for v in mine if v in self.signatures},
         }
 
     # -- stage 4: Unmask ----------------------------------------------------------------------
 
     def receive_unmask(self, u: int, reply: Mapping[str, Any]) -> None:
         self._require(Stage.UNMASK)
-        if u not in self.masked or u in self.responses:
+        if u not in self.signatures or u in self.responses:
             raise ProtocolError("Unexpected or repeated unmask reply.", code="unexpected_reply")
         request = self.unmask_request(u)
         b_shares = index_map(reply.get("b_shares"), "b_shares")

@@ -65,6 +65,12 @@ def simulate_round(
             server.receive_masked(u)
     server.close_masked()
     for u in server.masked:
+        if _alive(drop, u, Stage.CONSISTENCY_CHECK):
+            server.receive_consistency(
+                u, clients[u].consistency_check(server.consistency_request(u))
+            )
+    server.close_consistency()
+    for u in server.signatures:
         if _alive(drop, u, Stage.UNMASK):
             server.receive_unmask(u, clients[u].unmask(server.unmask_request(u)))
     plan = server.close_unmask()
@@ -76,5 +82,11 @@ def _alive(drop: Mapping[int, Stage], u: int, stage: Stage) -> bool:
     """Whether u still takes part at ``stage`` (it drops *before* its listed stage)."""
     if u not in drop:
         return True
-    order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
+    order = [
+        Stage.ADVERTISE_KEYS,
+        Stage.SHARE_KEYS,
+        Stage.MASKED_INPUT,
+        Stage.CONSISTENCY_CHECK,
+        Stage.UNMASK,
+    ]
     return order.index(stage) < order.index(drop[u])

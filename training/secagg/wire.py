@@ -12,17 +12,25 @@ from .errors import ProtocolError
 
 
 class Stage(enum.Enum):
-    """The four SecAgg stages (Bonawitz et al. 2017, Figure 4), in order."""
+    """The SecAgg stages (Bonawitz et al. 2017, Figure 4, with its ConsistencyCheck), in order."""
 
     ADVERTISE_KEYS = "advertise_keys"
     SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"  # Bonawitz et al. 2017, round 3
     UNMASK = "unmask"
     DONE = "done"
     ABORTED = "aborted"
 
 
-ORDER = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK, Stage.DONE]
+ORDER = [
+    Stage.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS,
+    Stage.MASKED_INPUT,
+    Stage.CONSISTENCY_CHECK,
+    Stage.UNMASK,
+    Stage.DONE,
+]
 
 
 def b64(data: bytes) -> str:

@@ -12,7 +12,8 @@
   };
   var STAGE = {
     advertise_keys: "advertising keys", share_keys: "sharing keys",
-    masked_input: "collecting masked inputs", unmask: "unmasking",
+    masked_input: "collecting masked inputs", consistency_check: "confirming who took part",
+    unmask: "unmasking",
     aggregating: "aggregating", completed: "completed", aborted: "aborted"
   };
   var FINAL = { completed: true, failed: true, cancelled: true };
