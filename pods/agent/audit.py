@@ -80,18 +80,19 @@ class AuditReport:
             others = len(self.entries) - 1
             return (
                 f"key log OK: tree size {self.tree_size}, {seen}; this pod's entry #"
-                f"{self.own_index} is unchanged; {others} other key"
-                f"{'' if others == 1 else 's'} claim your account, all recognised"
+                f"{self.own_index} is unchanged; {others} other "
+                f"{'key claims' if others == 1 else 'keys claim'} your account, all recognised"
             )
         listed = ", ".join(
             f"{e['fingerprint']} (entry #{e['index']}, pod “{e['pod_name']}”)"
             for e in self.unrecognised
         )
+        count = len(self.unrecognised)
         return (
-            f"KEY LOG PROBLEM: {len(self.unrecognised)} key"
-            f"{'' if len(self.unrecognised) == 1 else 's'} claim your account that you have not "
-            f"recognised: {listed}. If you paired it, run 'dataspace-pod audit --accept "
-            f"FINGERPRINT'; if not, revoke it in the portal and report it."
+            f"KEY LOG PROBLEM: {count} {'key claims' if count == 1 else 'keys claim'} your "
+            f"account that you have not recognised: {listed}. If you paired it, run "
+            f"'dataspace-pod audit --accept FINGERPRINT'; if not, revoke it in the portal and "
+            f"report it."
         )
 
     def as_dict(self) -> dict[str, Any]:
