@@ -314,7 +314,7 @@ def _query_int(request: Request, name: str, *, required: bool = False) -> int | 
                 f"{name} is required.", code="invalid_value", fields={name: ["required"]}
             )
         return None
-    if not raw.isdigit() or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise DomainError(
             f"{name} must be a whole number.",
             code="invalid_value",

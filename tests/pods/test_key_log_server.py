@@ -204,6 +204,7 @@ def test_api() -> None:
         ("/api/v1/pod/key-log/entries/0/?tree_size=0", 404, "entry_not_found"),
         ("/api/v1/pod/key-log/consistency/", 400, "invalid_value"),
         ("/api/v1/pod/key-log/consistency/?first=x", 400, "invalid_value"),
+        ("/api/v1/pod/key-log/consistency/?first=%C2%B2", 400, "invalid_value"),
         ("/api/v1/pod/key-log/consistency/?first=2&second=1", 400, "invalid_tree_size"),
         ("/api/v1/pod/key-log/mine/?tree_size=99999999999999999999", 400, "invalid_value"),
     ],

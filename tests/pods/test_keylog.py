@@ -448,3 +448,11 @@ def test_verifier_follows_any_growing_log(tmp_path: Path, sizes: list[int]) -> N
         verifier.check_head(head_of(tree, size), tree.consistency_path(previous, size))
         index = size - 1
         verifier.check_member(entries[index], tree.inclusion_path(index, size), head_of(tree, size))
+
+
+def test_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from pods.key_log_bench import bench_core
+
+    bench_core(64, 3)
+    out = capsys.readouterr().out
+    assert "inclusion proof: verify" in out and "consistency proof: verify" in out
