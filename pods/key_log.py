@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +194,37 @@ def key_log_consistency(*, first: int, second: int | None = None) -> dict[str, A
         "head": view.head.to_json(),
         "consistency_path": path_to_json(view.tree.consistency_path(first, view.size)),
     }
+
+
+@dataclass(frozen=True)
+class RoundKeyLog:
+    """The key-log proofs for one round stage: one head for everyone, one entry per pod."""
+
+    view: LogView
+    proofs: dict[str, dict[str, Any]]
+
+    def for_pod(self, *, known_size: int) -> dict[str, Any]:
+        """The message's ``key_log`` part for a pod that holds the head of ``known_size``."""
+        first = known_size if 0 <= known_size <= self.view.size else 0
+        return {
+            "head": self.view.head.to_json(),
+            "consistency_path": path_to_json(
+                self.view.tree.consistency_path(first, self.view.size)
+            ),
+        }
+
+
+def key_log_for_round(*, pod_ids: Iterable[uuid.UUID | str]) -> RoundKeyLog:
+    """What the rounds engine attaches to ``share_keys``: each pod's latest entry and its proof.
+
+    A pod with no entry gets none (its neighbours will refuse it: keep it out of cohorts).
+    """
+    view = key_log_view()
+    latest: dict[str, KeyLogEntry] = {}
+    rows = KeyLogEntry.objects.filter(pod_id__in=list(pod_ids), index__lt=view.size)
+    for row in rows.order_by("index"):
+        latest[str(row.pod_id)] = row
+    return RoundKeyLog(view=view, proofs={k: _proved(view, row) for k, row in latest.items()})
 
 
 def key_log_rows_of(user: User | int) -> QuerySet[KeyLogEntry]:

@@ -309,3 +309,57 @@ def test_rewritten_history_is_caught_by_a_pod_that_kept_the_head(tmp_path: Any) 
         )
     stored = verifier.head
     assert stored is not None and stored.tree_size == 6
+
+
+def test_round_attachment_lets_a_pod_check_its_neighbours(tmp_path: Any) -> None:
+    """What the rounds engine will attach to share_keys, checked as a pod will check it."""
+    import base64
+
+    from pods.agent.keylog import KeyLogVerifier, verify_share_keys_adverts
+
+    ada, bea, cy = UserFactory(), UserFactory(), UserFactory()
+    me, _ = provision(ada)
+    verifier = KeyLogVerifier(tmp_path / "keylog.json", receipts.public_jwks())
+    verifier.check_head(TreeHead.from_json(key_log.key_log_head()), [])  # held since pairing
+    neighbours = [provision(bea)[0], provision(cy)[0]]
+    ada_second = provision(ada)[0]
+    attached = key_log.key_log_for_round(pod_ids=[me.pk, *(p.pk for p in neighbours)])
+    assert set(attached.proofs) == {str(me.pk), *(str(p.pk) for p in neighbours)}
+
+    def advert(pod: Pod, key: bytes | None = None) -> dict[str, Any]:
+        return {
+            "identity_key": base64.b64encode(key or bytes(pod.public_key)).decode(),
+            "pod_id": str(pod.pk),
+            "key_log": attached.proofs.get(str(pod.pk)),
+        }
+
+    message = {
+        "key_log": attached.for_pod(known_size=1),
+        "adverts": {"2": advert(neighbours[0]), "3": advert(neighbours[1])},
+    }
+    pseudonym = key_log.owner_pseudonym(ada.pk)
+    verified = verify_share_keys_adverts(verifier, message, owner_pseudonym=pseudonym)
+    assert {v: e.pod_id for v, e in verified.items()} == {
+        "2": str(neighbours[0].pk),
+        "3": str(neighbours[1].pk),
+    }
+    assert verifier.head is not None and verifier.head.tree_size == 4
+
+    # The service swaps a neighbour's identity key for one it holds: refused.
+    swapped = {**message, "adverts": {"2": advert(neighbours[0], b"\x01" * 32)}}
+    with pytest.raises(KeyLogError) as exc:
+        verify_share_keys_adverts(verifier, swapped)
+    assert exc.value.code == "key_not_in_log"
+    # An invented neighbour with no entry at all: refused.
+    ghost = Pod(pk=uuid.uuid4(), public_key=b"\x02" * 32)
+    with pytest.raises(KeyLogError):
+        verify_share_keys_adverts(verifier, {**message, "adverts": {"4": advert(ghost)}})
+    # A neighbour that is another pod of this pod's own person: in the log, but refused.
+    own = key_log.key_log_for_round(pod_ids=[ada_second.pk])
+    same_person = {
+        "key_log": own.for_pod(known_size=4),
+        "adverts": {"5": {**advert(ada_second), "key_log": own.proofs[str(ada_second.pk)]}},
+    }
+    assert verify_share_keys_adverts(verifier, same_person)  # the proof itself is sound
+    with pytest.raises(KeyLogError):
+        verify_share_keys_adverts(verifier, same_person, owner_pseudonym=pseudonym)
