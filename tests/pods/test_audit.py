@@ -172,3 +172,19 @@ def test_listing_with_an_entry_of_another_account_is_refused(tmp_path: Path) -> 
     with pytest.raises(KeyLogError) as exc:
         device.audit()
     assert exc.value.code == "key_log_malformed"
+
+
+def test_second_entry_for_this_pod_with_another_key_is_flagged(tmp_path: Path) -> None:
+    ada = UserFactory()
+    device = Device(tmp_path / "pod", ada, "Phone")
+    assert device.audit().ok
+    # The service logs another key under this pod's id (it would relay that key as ours).
+    key_log.key_log_append(pod=Pod(pk=device.pod.pk, owner=ada, public_key=b"\x04" * 32))
+    report = device.audit()
+    assert not report.ok and report.own_index == 0
+    assert [e["index"] for e in report.unrecognised] == [1]
+    # Even "accepting" that fingerprint does not make a second key for this pod acceptable.
+    verifier_for(device.home.path, device.state.receipt_keys).accept_key(
+        report.unrecognised[0]["fingerprint"]
+    )
+    assert not device.audit().ok

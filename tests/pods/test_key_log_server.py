@@ -363,3 +363,17 @@ def test_round_attachment_lets_a_pod_check_its_neighbours(tmp_path: Any) -> None
     assert verify_share_keys_adverts(verifier, same_person)  # the proof itself is sound
     with pytest.raises(KeyLogError):
         verify_share_keys_adverts(verifier, same_person, owner_pseudonym=pseudonym)
+
+
+def test_portal_warns_about_a_logged_key_that_is_not_the_pods() -> None:
+    from tests.factories import PASSWORD
+
+    ada = UserFactory()
+    phone, _ = provision(ada, "Ada's phone")
+    # The service logs a second entry for Ada's phone with a key that is not the phone's.
+    key_log.key_log_append(pod=Pod(pk=phone.pk, owner=ada, public_key=b"\x03" * 32))
+    browser = Client()
+    assert browser.login(username=ada.username, password=PASSWORD)
+    page = browser.get("/pods/").content.decode()
+    assert "entry #0, logged" in page and "entry #1, logged" in page
+    assert page.count("not this pod&#x27;s key") + page.count("not this pod's key") == 1
