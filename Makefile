@@ -77,6 +77,10 @@ bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 100 --params 100000
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode connections --pods 1000
 
+.PHONY: bench-keylog
+bench-keylog: migrate  ## key log: proof generation/verification at 10,000 entries (core + database)
+	$(EMBEDDED_ENV) $(PY) -m pods.key_log_bench --entries 10000 --database
+
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
 	rm -rf var demo-output demo-output-dp staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -10,6 +10,11 @@ urlpatterns = [
     path("me/report/", api.ReportApi.as_view(), name="report"),
     path("categories/", api.PodCategoriesApi.as_view(), name="categories"),
     path("receipts/<uuid:request_id>/", api.ReceiptApi.as_view(), name="receipt"),
+    path("key-log/head/", api.KeyLogHeadApi.as_view(), name="key-log-head"),
+    path("key-log/entries/<int:index>/", api.KeyLogEntryApi.as_view(), name="key-log-entry"),
+    path("key-log/pods/<uuid:pod_id>/", api.KeyLogPodEntryApi.as_view(), name="key-log-pod-entry"),
+    path("key-log/consistency/", api.KeyLogConsistencyApi.as_view(), name="key-log-consistency"),
+    path("key-log/mine/", api.KeyLogMineApi.as_view(), name="key-log-mine"),
     path("rounds/<int:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
     path("rounds/<int:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
 ]

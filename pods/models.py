@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from pods.agent.keylog import LogEntry
 from pods.agent.protocol import key_fingerprint
 
-__all__ = ["PairingIntent", "Pod", "PodStatus", "PodToken", "key_fingerprint"]
+__all__ = [
+    "AppendOnlyError",
+    "KeyLogEntry",
+    "PairingIntent",
+    "Pod",
+    "PodStatus",
+    "PodToken",
+    "key_fingerprint",
+]
 
 
 class PodStatus(models.TextChoices):
@@ -103,3 +114,73 @@ class PodToken(models.Model):
 
     def __str__(self) -> str:
         return f"token of pod {self.pod_id}"
+
+
+class AppendOnlyError(Exception):
+    """An attempt to change or remove a key-log entry."""
+
+
+class KeyLogQuerySet(models.QuerySet["KeyLogEntry"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("The key log is append-only; entries cannot be updated.")
+
+    def delete(self) -> NoReturn:
+        raise AppendOnlyError("The key log is append-only; entries cannot be deleted.")
+
+
+class KeyLogEntry(models.Model):
+    """One leaf of the append-only key log (RFC 9162 style; ``pods.agent.keylog``).
+
+    Written when a pod's identity key is registered (pairing, provisioning), never changed:
+    the model refuses updates and deletes and, on PostgreSQL, so does a trigger. The entry
+    outlives its pod (no database foreign key: deleting an account must not rewrite history),
+    and holds only the pod id, an account commitment that only its person can recognise, the
+    public key and the time.
+    """
+
+    index = models.PositiveBigIntegerField(unique=True)
+    pod = models.ForeignKey(
+        Pod,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="key_log_entries",
+    )
+    account = models.BinaryField(max_length=32, help_text="account_commitment(pseudonym, pod id)")
+    public_key = models.BinaryField(max_length=32)
+    timestamp_ms = models.PositiveBigIntegerField()
+    leaf_hash = models.BinaryField(max_length=32, help_text="RFC 9162 leaf hash of the entry.")
+
+    objects = KeyLogQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"key-log entry #{self.index}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("The key log is append-only; entries cannot be updated.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("The key log is append-only; entries cannot be deleted.")
+
+    @property
+    def entry(self) -> LogEntry:
+        return LogEntry(
+            index=self.index,
+            pod_id=str(self.pod_id),
+            account=bytes(self.account),
+            public_key=bytes(self.public_key),
+            timestamp_ms=self.timestamp_ms,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(bytes(self.public_key))
+
+    @property
+    def logged_at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)

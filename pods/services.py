@@ -20,6 +20,7 @@ from dataspace import delivery
 from dataspace.errors import Conflict, DomainError, NotFound
 from pods.agent.protocol import CloseCode, pairing_message
 
+from .key_log import key_log_append
 from .models import PairingIntent, Pod, PodToken, key_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ def pairing_pending(*, user_code: str) -> PairingIntent:
 
 @transaction.atomic
 def pairing_approve(*, user: User, user_code: str) -> Pod:
-    """The person approves: the device grant is authorized for them and the pod is registered."""
+    """The person approves: the device grant is authorized for them and the pod is registered.
+
+    Its identity key goes into the key log in the same transaction: no pod without an entry.
+    """
     intent = pairing_pending(user_code=user_code)
     grant = DeviceGrant.objects.select_for_update().get(pk=intent.device_grant_id)
     if grant.status != grant.AUTHORIZATION_PENDING:
@@ -116,6 +120,7 @@ def pairing_approve(*, user: User, user_code: str) -> Pod:
         fingerprint=intent.fingerprint,
         agent_version=intent.agent_version,
     )
+    key_log_append(pod=pod)
     intent.pod = pod
     intent.save(update_fields=["pod"])
     grant.user = user
@@ -250,6 +255,7 @@ def pod_provision(
             {"slug": c["slug"], "count": coarse_count(int(c["count"]))} for c in categories
         ],
     )
+    key_log_append(pod=pod)
     application = pod_application()
     lifetime: Any = settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"]
     access = AccessToken.objects.create(

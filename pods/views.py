@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,7 +16,8 @@ from dataspace.errors import DomainError
 
 from . import services
 from .forms import PairCodeForm, RenameForm
-from .models import Pod
+from .key_log import key_log_rows_of
+from .models import KeyLogEntry, Pod
 
 
 class AuthedRequest(HttpRequest):
@@ -32,7 +34,14 @@ def _my_pod(request: AuthedRequest, pod_id: uuid.UUID) -> Pod:
 @login_required
 @require_GET
 def pod_list(request: AuthedRequest) -> HttpResponse:
-    pods = Pod.objects.filter(owner=request.user).order_by("status", "name")
+    pods = list(Pod.objects.filter(owner=request.user).order_by("status", "name"))
+    # Every key the key log holds under this person's account, so they can spot one they did
+    # not pair (``dataspace-pod audit`` checks the same from a device).
+    entries: dict[Any, list[KeyLogEntry]] = {}
+    for entry in key_log_rows_of(request.user).order_by("index"):
+        entries.setdefault(entry.pod_id, []).append(entry)
+    for pod in pods:
+        pod.log_entries = entries.get(pod.pk, [])  # type: ignore[attr-defined]
     return render(request, "pods/pod_list.html", {"pods": pods})
 
 

@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 
 from . import __version__
+from .audit import audit, verifier_for
 from .channel import PodChannel, PodRevoked
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
+from .keylog import STATE_FILE as KEY_LOG_FILE
+from .keylog import KeyLogError
 from .plan import LEDGER_FILE, PrivacyLedger
 from .rounds import RoundWorker, StoreData, Vanish, channel_handler
 from .service import PodService, ServiceError
@@ -26,6 +29,15 @@ from .store import LocalStore
 
 class CliError(Exception):
     """A one-line message for the person at the terminal; the command exits 1."""
+
+
+class AuditProblem(Exception):
+    """The key-log audit found something wrong; the command prints the verdict and exits 2."""
+
+    def __init__(self, verdict: str, report: dict[str, Any]) -> None:
+        super().__init__(verdict)
+        self.verdict = verdict
+        self.report = report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["advertise_keys", "share_keys", "masked_input", "unmask"],
         default=None,
         help="testing: die abruptly (no goodbye, exit 70) when this round stage arrives",
+    )
+    aud = commands.add_parser(
+        "audit",
+        help="check the service's key log for keys claiming your account that you did not pair",
+        description=(
+            "Fetch the key log's signed tree head, check it extends the one this pod saw before, "
+            "and list every key the log holds under your account: this pod's own entry must be "
+            "unchanged, any other key must be one you paired. Exits 0 when all is well, 2 when "
+            "something is wrong, 1 when the check could not run."
+        ),
+    )
+    aud.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="FINGERPRINT",
+        help="a key fingerprint you recognise (a pod you paired on another device; repeatable)",
     )
     sim = commands.add_parser(
         "simulate",
@@ -133,6 +162,18 @@ def cmd_pair(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
         state.pod_id = me["pod_id"]
         state.receipt_keys = me["receipt_keys"]
         home.save_state(state)
+        # A new pairing is a new trust-on-first-use moment, like pinning the receipt key:
+        # keep the key log's head and our own entry as of now.
+        (home.path / KEY_LOG_FILE).unlink(missing_ok=True)
+        try:
+            log_report = audit(
+                service,
+                verifier_for(home.path, state.receipt_keys),
+                pod_id=state.pod_id,
+                public_key=home.public_key(),
+            )
+        except KeyLogError as exc:
+            raise CliError(f"paired, but the key log does not check out: {exc}") from None
         store = LocalStore(home.store_path)
         try:
             service.report(store.counts(), __version__)
@@ -140,7 +181,12 @@ def cmd_pair(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
             store.close()
     finally:
         service.close()
-    return {"paired": True, "pod_id": state.pod_id, "fingerprint": home.fingerprint()}
+    return {
+        "paired": True,
+        "pod_id": state.pod_id,
+        "fingerprint": home.fingerprint(),
+        "key_log_entry": log_report.own_index,
+    }
 
 
 def cmd_import(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
@@ -236,6 +282,27 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
     return {"stopped": True}
 
 
+def cmd_audit(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    state = home.load_state()
+    if not state.paired:
+        raise CliError("pair this pod first (dataspace-pod pair --server URL)")
+    service = PodService(home, state)
+    try:
+        verifier = verifier_for(home.path, state.receipt_keys)
+        for fingerprint in args.accept:
+            verifier.accept_key(fingerprint.strip().upper())
+        report = audit(service, verifier, pod_id=state.pod_id, public_key=home.public_key())
+    except KeyLogError as exc:
+        verdict = f"KEY LOG PROBLEM: {exc.message} ({exc.code})"
+        raise AuditProblem(verdict, {"ok": False, "verdict": verdict, "code": exc.code}) from None
+    finally:
+        service.close()
+    result = report.as_dict()
+    if not report.ok:
+        raise AuditProblem(report.verdict(), result)
+    return result if args.json else {"verdict": report.verdict()}
+
+
 def cmd_simulate(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
     from .simulate import main as simulate_main
 
@@ -253,6 +320,7 @@ COMMANDS = {
     "data": cmd_data,
     "status": cmd_status,
     "run": cmd_run,
+    "audit": cmd_audit,
     "simulate": cmd_simulate,
 }
 
@@ -262,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     home = PodHome(args.home)
     try:
         result = COMMANDS[args.command](args, home)
+    except AuditProblem as problem:
+        if args.json:
+            print(json.dumps(problem.report))
+        print(f"dataspace-pod: {problem.verdict}", file=sys.stderr)
+        return 2
     except (CliError, ServiceError) as exc:
         print(f"dataspace-pod: error: {exc}", file=sys.stderr)
         return 1

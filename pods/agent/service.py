@@ -182,3 +182,20 @@ class PodService:
                 "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
             },
         )
+
+    # -- the key log -----------------------------------------------------------------------------
+
+    def key_log_head(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/v1/pod/key-log/head/").json())
+
+    def key_log_consistency(self, first: int, second: int) -> dict[str, Any]:
+        params = {"first": first, "second": second}
+        return dict(self.request("GET", "/api/v1/pod/key-log/consistency/", params=params).json())
+
+    def key_log_mine(self, tree_size: int) -> dict[str, Any]:
+        params = {"tree_size": tree_size}
+        return dict(self.request("GET", "/api/v1/pod/key-log/mine/", params=params).json())
+
+    def key_log_pod_entry(self, pod_id: str, tree_size: int) -> dict[str, Any]:
+        path = f"/api/v1/pod/key-log/pods/{pod_id}/"
+        return dict(self.request("GET", path, params={"tree_size": tree_size}).json())

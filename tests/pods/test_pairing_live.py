@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from pods.agent.home import PodHome
-from pods.models import Pod
-from pods.services import pod_application
+from pods.models import KeyLogEntry, Pod
+from pods.services import pod_application, pod_provision, pod_revoke
 from tests.factories import PASSWORD, UserFactory, breast_category
 from tests.portal_http import PortalSession
 
@@ -101,6 +101,37 @@ def test_pair_approve_import_revoke(live_service: Any, tmp_path: Path) -> None:
 
     status = json.loads(pod_cli(home, "--json", "status").stdout)
     assert status["paired"] is True and status["pod_id"] == str(pod.pk)
+
+    # Pairing kept the key log's head and the pod's own entry (trust on first use), and the
+    # person sees the same entry in the portal.
+    entry = KeyLogEntry.objects.get(pod=pod)
+    assert f"key_log_entry: {entry.index}" in out
+    assert (home / "keylog.json").stat().st_mode & 0o777 == 0o600
+    audited = pod_cli(home, "audit")
+    assert audited.returncode == 0, audited.stderr
+    assert audited.stdout.startswith("verdict: key log OK: tree size 1, consistent with the head")
+    assert f"entry #{entry.index}, logged" in portal.http.get("/pods/").text
+
+    # The service registers a key under Ada's account that she never paired: the audit, a real
+    # process over HTTP, flags it and exits 2; once she says it is hers, it passes.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    rogue, _, _ = pod_provision(
+        owner=person,
+        name="Ada's other phone",
+        public_key=Ed25519PrivateKey.generate().public_key().public_bytes_raw(),
+    )
+    flagged = pod_cli(home, "audit")
+    assert flagged.returncode == 2
+    assert flagged.stderr.startswith("dataspace-pod: KEY LOG PROBLEM: 1 key claims your account")
+    assert rogue.fingerprint in flagged.stderr
+    report = json.loads(pod_cli(home, "--json", "audit").stdout)
+    assert report["ok"] is False and report["tree_size"] == 2
+    assert [e["fingerprint"] for e in report["unrecognised"]] == [rogue.fingerprint]
+    accepted = pod_cli(home, "audit", "--accept", rogue.fingerprint)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "1 other key claims your account, all recognised" in accepted.stdout
+    pod_revoke(user=person, pod=rogue)
 
     # Import local data; the portal then shows the category with a coarse count.
     csv = tmp_path / "records.csv"
