@@ -47,6 +47,7 @@ def breast_category() -> DataCategory:
 class PodFactory(DjangoModelFactory[Pod]):
     class Meta:
         model = Pod
+        skip_postgeneration_save = True
 
     owner = factory.SubFactory(UserFactory)
     name = factory.Sequence(lambda n: f"Phone {n}")
@@ -55,6 +56,14 @@ class PodFactory(DjangoModelFactory[Pod]):
     categories_held = factory.LazyFunction(
         lambda: [{"slug": "health.breast_screening", "count": 1}]
     )
+
+    @factory.post_generation
+    def key_log(self, create: bool, extracted: Any, **kwargs: Any) -> None:
+        """Its identity key in the key log, as pairing leaves it."""
+        if create:
+            from pods.key_log import key_log_append
+
+            key_log_append(pod=self)
 
 
 def open_request(**overrides: Any) -> ModelRequest:

@@ -340,6 +340,9 @@ class RoundParticipant(models.Model):
     # The pod's answer to the current stage (signed public keys, encrypted shares, or unmasking
     # shares), kept until the stage closes and the protocol state takes it in; then cleared.
     reply = models.JSONField(null=True, blank=True, editable=False)
+    # The size of the key-log head the pod holds (from its advertise answer): its share_keys
+    # message carries a consistency proof from there to the current head.
+    key_log_size = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -262,6 +262,7 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
             on_event=lambda event: loop.call_soon_threadsafe(report, event),
             vanish=(lambda stage: stage == args.crash_at) if args.crash_at else None,
             ledger=PrivacyLedger(home.path / LEDGER_FILE),
+            key_log=verifier_for(home.path, state.receipt_keys),
         )
 
         def crash(gone: Vanish) -> None:

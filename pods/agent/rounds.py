@@ -38,6 +38,7 @@ from training.secagg.encoding import clip_l2
 from training.secagg.errors import FloorError, SecAggError
 
 from .consent import ConsentRefused, check_task, verify_receipt
+from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
 from .plan import PlanPrivacy, PrivacyLedger
 from .protocol import MessageType, on_pinned_origin
 
@@ -132,6 +133,7 @@ class RoundWorker:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         vanish: Callable[[str], bool] | None = None,
         ledger: PrivacyLedger | None = None,
+        key_log: KeyLogVerifier | None = None,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -141,6 +143,9 @@ class RoundWorker:
         self.now = now
         self.vanish = vanish  # demos and tests: whether to drop off the network at a stage
         self.ledger = ledger or PrivacyLedger()
+        # Neighbours' identity keys are accepted only with the key log's proofs (None: the
+        # caller checks nothing, as in-process tests of other concerns do).
+        self.key_log = key_log
         self.rounds: dict[int, _Round] = {}
         self.bytes_sent: dict[int, int] = {}
         # Verified receipts by request: fetched for a request's first task, and again only
@@ -221,10 +226,14 @@ class RoundWorker:
             client = ClientRound(self.identity, floors=plan.floors())
             state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state
-            reply: Reply | None = self._reply(round_id, stage, state.client.advertise_keys(payload))
+            advert = state.client.advertise_keys(payload)
+            head = self.key_log.head if self.key_log is not None else None
+            advert["key_log_size"] = head.tree_size if head is not None else 0
+            reply: Reply | None = self._reply(round_id, stage, advert)
         elif state is None:
             return None  # not a round this pod joined (or one it already left)
         elif stage == "share_keys":
+            self._check_neighbour_keys(state, payload)
             reply = self._reply(round_id, stage, state.client.share_keys(payload))
         elif stage == "masked_input":
             vector = state.client.masked_input(payload, state.parts)
@@ -243,6 +252,21 @@ class RoundWorker:
             raise Declined("unknown_stage")
         state.answered[stage] = reply
         return reply
+
+    def _check_neighbour_keys(self, state: _Round, payload: Mapping[str, Any]) -> None:
+        """Every neighbour's identity key must be in the append-only key log, under a head
+        consistent with every head this pod saw, and not another pod of its own person."""
+        if self.key_log is None:
+            return
+        receipt = self.receipts.get(str(state.task["request"])) or {}
+        subject = receipt.get("subject") if isinstance(receipt, Mapping) else None
+        pseudonym = subject.get("pseudonym") if isinstance(subject, Mapping) else None
+        try:
+            verify_share_keys_adverts(
+                self.key_log, payload, owner_pseudonym=str(pseudonym) if pseudonym else None
+            )
+        except KeyLogError as refused:
+            raise Declined(refused.code) from None
 
     @staticmethod
     def _call(call: Callable[..., Any], *arguments: Any) -> Any:

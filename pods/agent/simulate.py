@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, datasets
+from .audit import verifier_for
 from .channel import PodChannel, PodRevoked
 from .home import STATE_FILE, PodHome
 from .rounds import MemoryData, RoundWorker, Vanish, channel_handler
@@ -230,6 +231,7 @@ async def _one_pod(
         pinned_keys=state.receipt_keys,
         on_event=lambda e: loop.call_soon_threadsafe(on_event, e),
         vanish=kill,
+        key_log=verifier_for(home.path, state.receipt_keys),
     )
     loop = asyncio.get_running_loop()
 

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
+from pods.key_log import key_log_append
 from pods.models import Pod, PodToken, key_fingerprint
 from pods.services import pod_application
 from tests.factories import UserFactory
@@ -41,6 +42,7 @@ def make_paired_pod(*, expires_in: int = 3600, scope: str = "pod", owner: Any = 
         expires=timezone.now() + timedelta(seconds=expires_in),
     )
     PodToken.objects.create(pod=pod, access_token=token)
+    key_log_append(pod=pod)
     return PairedPod(pod=pod, key=key, token=raw)
 
 

@@ -8,6 +8,7 @@ nothing of its data leaves it.
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from consent import receipts
 from dataspace.demo import breast_features
+from pods.agent.keylog import KeyLogVerifier
 from pods.agent.plan import PlanPrivacy, PrivacyLedger
 from pods.agent.protocol import on_pinned_origin
 from pods.agent.rounds import MemoryData
@@ -33,11 +35,13 @@ from tests.training.rounds.test_engine import (
 from training.models import ModelRequest, TrainingRound
 from training.modelspec import load_weights, validate_spec
 from training.modelspec.trainer import train_local
-from training.rounds import model_update, opening
+from training.rounds import answers, model_update, opening
+from training.secagg import crypto
 from training.secagg.client import Floors
 from training.secagg.dp import epsilon
 from training.secagg.encoding import clip_l2
 from training.secagg.errors import FloorError
+from training.secagg.wire import b64
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,6 +70,7 @@ class Pods:
         assert opened is not None
         self.round: TrainingRound = opened
         self.first = dict(outbox)
+        self.outbox = outbox
 
     @staticmethod
     def _worker(pod: Any, key: Ed25519PrivateKey, x: np.ndarray, y: np.ndarray) -> RecordingWorker:
@@ -117,7 +122,7 @@ def test_the_honest_round_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     worker, message, _ = pods.one()
     reply = worker.handle(message)
     assert reply is not None and reply["type"] == "round.reply"
-    assert set(reply["payload"]) == {"c_pk", "s_pk", "signature"}
+    assert set(reply["payload"]) == {"c_pk", "s_pk", "signature", "key_log_size"}
 
 
 def test_stripped_dp_settings_in_the_task_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,3 +243,31 @@ def test_floors_refuse_whatever_the_plan_does_not_imply(
         assert not ok
     else:
         assert ok
+
+
+def test_a_neighbour_key_the_log_does_not_hold_is_declined(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The service swaps a neighbour's identity key for one it made (re-signing the advert, so
+    the SecAgg signature check alone would pass): the key log does not vouch for it."""
+    pods = Pods(monkeypatch, 4)
+    for pod_id, worker in pods.workers.items():
+        worker.key_log = KeyLogVerifier(tmp_path / f"{pod_id}.json", receipts.public_jwks())
+    for pod_id, message in pods.first.items():
+        reply = pods.workers[pod_id].handle(message)
+        assert reply is not None and reply["payload"]["key_log_size"] == 0
+        answers.round_reply(
+            pod_id=pod_id, round_id=pods.round.pk, stage="advertise_keys", payload=reply["payload"]
+        )
+    share = {pod_id: m for pod_id, m in pods.outbox if m["stage"] == "share_keys"}
+    honest_id, attacked_id = list(share)[:2]
+    honest = pods.workers[honest_id].handle(share[honest_id])
+    assert honest is not None and honest["type"] == "round.reply"  # the log vouches for all
+    message = copy.deepcopy(share[attacked_id])
+    v, advert = next(iter(message["payload"]["adverts"].items()))
+    made_up = Ed25519PrivateKey.generate()
+    c_pk, s_pk = base64.b64decode(advert["c_pk"]), base64.b64decode(advert["s_pk"])
+    round_id = pods.round.secagg_state["round_id"].encode()
+    advert["identity_key"] = b64(made_up.public_key().public_bytes_raw())
+    advert["signature"] = b64(crypto.sign_advert(made_up, round_id, int(v), c_pk, s_pk))
+    assert declined(pods.workers[attacked_id].handle(message)) == "key_not_in_log"

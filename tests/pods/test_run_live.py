@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pods.agent.home import PodHome, PodState
+from pods.key_log import key_log_append
 from pods.models import Pod, PodToken, key_fingerprint
 from pods.services import pod_application, pod_revoke
 from tests.factories import UserFactory
@@ -66,6 +67,7 @@ def paired_home(tmp_path: Path, server: str) -> tuple[PodHome, Pod]:
         expires=timezone.now() + timedelta(hours=1),
     )
     PodToken.objects.create(pod=pod, access_token=token)
+    key_log_append(pod=pod)
     home.save_state(
         PodState(
             server=server,

@@ -8,7 +8,9 @@ JSON on the round), so one answer costs a few small queries, not a rewrite of th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -18,12 +20,13 @@ from dataspace import delivery
 from training.models import ModelRequest, RoundParticipant, RoundStatus
 from training.secagg.errors import AbortError, SecAggError
 from training.secagg.server import ServerRound
+from training.secagg.wire import Stage
 
 from . import aggregation
 from .cohort import still_consenting
 from .ending import abort, discard_input, drop
 from .locking import lock_participants, lock_round
-from .messages import stage_message
+from .messages import KeyLogProofs, stage_message
 from .progress import round_changed
 from .transitions import STEPS, SUM_FIXED, StageStep, step_of
 
@@ -70,10 +73,18 @@ def _take_answers(
             drop(p, stage, "consent_withdrawn_or_paused")
             discard_input(p)
             continue
+        if step.stage is Stage.ADVERTISE_KEYS:
+            p.key_log_size = _key_log_size(p.reply)
+            p.save(update_fields=["key_log_size"])
         try:
             step.receive(server, p.index, p.reply or {})
         except SecAggError as exc:
             drop(p, stage, exc.code)
+
+
+def _key_log_size(reply: Mapping[str, Any] | None) -> int:
+    size = (reply or {}).get("key_log_size", 0)
+    return size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**62 else 0
 
 
 def round_advance(round_id: int, closing: str, now: datetime | None = None) -> None:
@@ -134,11 +145,11 @@ def round_advance(round_id: int, closing: str, now: datetime | None = None) -> N
         else:
             training_round.secagg_state = server.to_dict()
             following = STEPS[step.following]
+            key_log = KeyLogProofs(participants) if following.stage is Stage.SHARE_KEYS else None
             for p in participants:
                 if p.index in alive:
-                    delivery.to_pod(
-                        p.pod_id, stage_message(training_round, server, p.index, following)
-                    )
+                    message = stage_message(training_round, server, p.index, following, key_log)
+                    delivery.to_pod(p.pod_id, message)
         training_round.save(
             update_fields=["status", "stage_deadline", "secagg_state", "survivors", "metrics"]
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db.models import Exists, OuterRef
+
 from consent.selectors import usable_consents
-from pods.models import Pod
+from pods.models import KeyLogEntry, Pod
 from pods.presence import online_pods
 from training.models import ModelRequest, RoundParticipant
 
@@ -15,7 +17,11 @@ def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
     consents = usable_consents(model_request, now)
     chosen: dict[int, Pod] = {}
     pods = (
-        online_pods().filter(owner__in=consents.values("user")).order_by("owner_id", "created_at")
+        online_pods()
+        .filter(owner__in=consents.values("user"))
+        # Neighbours accept only identity keys the key log vouches for (pods.agent.keylog).
+        .filter(Exists(KeyLogEntry.objects.filter(pod_id=OuterRef("pk"))))
+        .order_by("owner_id", "created_at")
     )
     bound = dict(consents.exclude(pod=None).values_list("user_id", "pod_id"))
     slug = model_request.data_category.slug

@@ -7,8 +7,10 @@ the database and the protocol state.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pods.agent.protocol import MessageType, RoundEnd, Task
+from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
 from training.secagg.encoding import Layout
@@ -18,6 +20,7 @@ from training.secagg.wire import Stage
 from .transitions import OPEN_STATUSES, StageStep, step_of
 
 Message = dict[str, object]
+Payload = dict[str, Any]
 
 
 def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
@@ -53,17 +56,44 @@ def task_for(training_round: TrainingRound) -> Task:
     )
 
 
+class KeyLogProofs:
+    """The key-log part of a round's ``share_keys`` messages: one signed head for the whole
+    cohort, a consistency proof from the head each pod holds, and each neighbour's log entry
+    with its inclusion proof — so a pod accepts no identity key the service made up unseen."""
+
+    def __init__(self, participants: list[RoundParticipant]) -> None:
+        self.proofs = key_log_for_round(pod_ids=[p.pod_id for p in participants])
+        self.pod_of = {p.index: str(p.pod_id) for p in participants}
+        self.known = {p.index: p.key_log_size for p in participants}
+
+    def attach(self, index: int, payload: Payload) -> Payload:
+        payload["key_log"] = self.proofs.for_pod(known_size=self.known.get(index, 0))
+        for v, advert in payload.get("adverts", {}).items():
+            pod_id = self.pod_of[int(v)]
+            advert["pod_id"] = pod_id
+            advert["key_log"] = self.proofs.proofs.get(pod_id)  # none: neighbours refuse it
+        return payload
+
+
 def stage_message(
-    training_round: TrainingRound, server: ServerRound, index: int, step: StageStep
+    training_round: TrainingRound,
+    server: ServerRound,
+    index: int,
+    step: StageStep,
+    key_log: KeyLogProofs | None = None,
 ) -> Message:
-    """What pod ``index`` is asked at ``step`` (the first stage also carries the task)."""
+    """What pod ``index`` is asked at ``step`` (the first stage also carries the task; the
+    key-sharing stage carries the key-log proofs of the neighbours' identity keys)."""
     deadline = training_round.stage_deadline
+    payload = step.request(server, index)
+    if key_log is not None and step.stage is Stage.SHARE_KEYS:
+        payload = key_log.attach(index, payload)
     message: Message = {
         "type": MessageType.ROUND_STAGE,
         "round": training_round.pk,
         "stage": step.stage.value,
         "deadline": deadline.isoformat() if deadline else None,
-        "payload": step.request(server, index),
+        "payload": payload,
     }
     if step.stage is Stage.ADVERTISE_KEYS:
         message["task"] = task_for(training_round)
@@ -103,5 +133,8 @@ def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
         if step is None or not training_round.secagg_state:
             continue
         server = ServerRound.from_dict(training_round.secagg_state)
-        messages.append(stage_message(training_round, server, participant.index, step))
+        key_log = None
+        if step.stage is Stage.SHARE_KEYS:
+            key_log = KeyLogProofs(list(training_round.participants.all()))
+        messages.append(stage_message(training_round, server, participant.index, step, key_log))
     return messages

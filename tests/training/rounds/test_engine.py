@@ -25,6 +25,7 @@ from dataspace import delivery
 from dataspace.celery import app as celery_app
 from dataspace.demo import breast_features
 from pods.agent.rounds import MemoryData, RoundWorker, Vanish
+from pods.key_log import key_log_append
 from pods.models import Pod, key_fingerprint
 from tests.factories import PodFactory, UserFactory, open_request
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
@@ -99,6 +100,7 @@ def consenting_online_pod(model_request: ModelRequest, name: str) -> tuple[Pod, 
         last_seen_at=timezone.now(),
         categories_held=[{"slug": "health.breast_screening", "count": 10}],
     )
+    key_log_append(pod=pod)
     consent_grant(user=pod.owner, model_request=model_request, pod=pod)
     return pod, key
 
