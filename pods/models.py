@@ -41,6 +41,9 @@ class Pod(models.Model):
     fingerprint = models.CharField(max_length=64, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     agent_version = models.CharField(max_length=50, blank=True)
+    # Made by an operator (``provision_pods``), not paired by a person: demos and load tests
+    # only. Simulated pods never share a cohort with real ones.
+    simulated = models.BooleanField(default=False, editable=False)
     # Names and coarse counts only, reported by the pod for its owner's eyes.
     categories_held = models.JSONField(default=list, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)

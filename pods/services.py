@@ -251,6 +251,7 @@ def pod_provision(
         public_key=public_key,
         fingerprint=key_fingerprint(public_key),
         agent_version="simulated",
+        simulated=True,
         categories_held=[
             {"slug": c["slug"], "count": coarse_count(int(c["count"]))} for c in categories
         ],

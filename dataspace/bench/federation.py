@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         call_command(
             "provision_pods",
+            "--simulated",
             count=args.pods,
             homes=homes,
             server=url,

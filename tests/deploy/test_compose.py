@@ -608,3 +608,12 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None
     for path in (".venv", "var", "demo-output", ".git", ".mypy_cache", ".ruff_cache", ".env"):
         assert any(fnmatch.fnmatch(path, p) for p in ignored), f"{path} is not dockerignored"
     assert any(fnmatch.fnmatch("consent/__pycache__", p) for p in ignored)
+
+
+def test_simulated_pods_start_only_under_the_demo_profile() -> None:
+    """Operator-made pods are for demos and load tests: a plain `docker compose up` starts none,
+    and their provisioning confirms they are simulated."""
+    for name, service in services().items():
+        starts_pods = name in ("pods", "pods-provision")
+        assert (service.get("profiles") == ["demo"]) == starts_pods, name
+    assert "--simulated" in " ".join(command_of(services()["pods-provision"]))

@@ -143,6 +143,7 @@ def test_federation_across_processes(stack: dict[str, Any], settings: Any) -> No
     homes = tmp / "pods"
     call_command(
         "provision_pods",
+        simulated=True,
         count=PODS,
         homes=homes,
         server=server.url,

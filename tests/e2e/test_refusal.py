@@ -45,7 +45,12 @@ def test_pods_decline_a_plan_changed_after_consent(tmp_path: Path) -> None:
         model_request = open_request(rounds=1, cohort_size=PODS, min_participants=PODS)
         homes = tmp_path / "homes"
         call_command(
-            "provision_pods", count=PODS, homes=homes, server=server.url, stdout=io.StringIO()
+            "provision_pods",
+            simulated=True,
+            count=PODS,
+            homes=homes,
+            server=server.url,
+            stdout=io.StringIO(),
         )
         for pod in Pod.objects.filter(name__startswith="sim-pod-"):
             consent_grant(user=pod.owner, model_request=model_request, pod=pod)

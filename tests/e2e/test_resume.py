@@ -50,7 +50,14 @@ def test_a_round_opened_while_the_server_was_down_completes_after_reconnection(
     model_request = open_request(rounds=1, cohort_size=PODS, min_participants=PODS)
     first = server()
     homes = tmp_path / "homes"
-    call_command("provision_pods", count=PODS, homes=homes, server=first.url, stdout=io.StringIO())
+    call_command(
+        "provision_pods",
+        simulated=True,
+        count=PODS,
+        homes=homes,
+        server=first.url,
+        stdout=io.StringIO(),
+    )
     pods = list(Pod.objects.filter(name__startswith="sim-pod-"))
     simulator = subprocess.Popen(
         [

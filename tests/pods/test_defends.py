@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -271,3 +272,26 @@ def test_a_neighbour_key_the_log_does_not_hold_is_declined(
     advert["identity_key"] = b64(made_up.public_key().public_bytes_raw())
     advert["signature"] = b64(crypto.sign_advert(made_up, round_id, int(v), c_pk, s_pk))
     assert declined(pods.workers[attacked_id].handle(message)) == "key_not_in_log"
+
+
+def test_simulated_pods_never_share_a_cohort_with_a_real_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One honest person plus nine operator-made pods: the Sybil cohort that would reveal the
+    honest pod's update from the sum is never drawn."""
+    from pods.models import Pod
+    from training.rounds.cohort import eligible_pods
+
+    model_request = open_request(rounds=1, cohort_size=10, min_participants=4)
+    real, _ = consenting_online_pod(model_request, "person")
+    made = []
+    for i in range(9):
+        pod, _ = consenting_online_pod(model_request, f"sybil-{i}")
+        made.append(pod.pk)
+    Pod.objects.filter(pk__in=made).update(simulated=True)
+    drawn = {p.pk for p in eligible_pods(model_request, timezone.now())}
+    assert drawn == set(made)  # the simulated ones may train together, without the person
+    for i in range(3):
+        consenting_online_pod(model_request, f"person-{i}")
+    drawn = eligible_pods(model_request, timezone.now())
+    assert len(drawn) == 4 and not any(p.simulated for p in drawn) and real in drawn

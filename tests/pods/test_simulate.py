@@ -89,8 +89,12 @@ def test_simulate_refuses_a_bad_kill_plan(
 @pytest.mark.django_db(transaction=True)
 def test_provision_pods_writes_private_homes_and_refuses_a_used_directory(tmp_path: Path) -> None:
     homes = tmp_path / "homes"
+    with pytest.raises(CommandError, match="--simulated"):  # production needs the confirmation
+        call_command("provision_pods", count=3, homes=homes, server="http://127.0.0.1:1")
+    assert not Pod.objects.exists()
     call_command(
         "provision_pods",
+        simulated=True,
         count=3,
         homes=homes,
         server="http://127.0.0.1:1",
@@ -105,8 +109,11 @@ def test_provision_pods_writes_private_homes_and_refuses_a_used_directory(tmp_pa
         assert (home_dir / "identity.key").stat().st_mode & 0o077 == 0
         pod = Pod.objects.get(pk=state.pod_id)
         assert bytes(pod.public_key) == home.public_key()
+        assert pod.simulated
     with pytest.raises(CommandError, match="not empty"):
-        call_command("provision_pods", count=1, homes=homes, server="http://127.0.0.1:1")
+        call_command(
+            "provision_pods", simulated=True, count=1, homes=homes, server="http://127.0.0.1:1"
+        )
 
 
 @pytest.mark.e2e
@@ -116,6 +123,7 @@ def test_simulated_pods_connect_report_and_stop(live_service: Any, tmp_path: Pat
     homes = tmp_path / "homes"
     call_command(
         "provision_pods",
+        simulated=True,
         count=5,
         homes=homes,
         server=live_service.url,

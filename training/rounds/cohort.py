@@ -13,7 +13,18 @@ from training.models import ModelRequest, RoundParticipant
 
 
 def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
-    """One online pod per person whose consent is given, unexpired and not paused."""
+    """One online pod per person whose consent is given, unexpired and not paused; real pods
+    only, unless there are too few of them and enough simulated ones (demos, load tests) —
+    never the two kinds together, so an operator's pods cannot surround a real person's."""
+    chosen = _one_per_person(model_request, now)
+    real = [p for p in chosen if not p.simulated]
+    if len(real) >= model_request.min_participants or len(real) == len(chosen):
+        return real
+    simulated = [p for p in chosen if p.simulated]
+    return simulated if len(simulated) >= model_request.min_participants else real
+
+
+def _one_per_person(model_request: ModelRequest, now: datetime) -> list[Pod]:
     consents = usable_consents(model_request, now)
     chosen: dict[int, Pod] = {}
     pods = (

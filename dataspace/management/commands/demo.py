@@ -171,6 +171,7 @@ class Command(BaseCommand):
             homes = out / "pods"
             call_command(
                 "provision_pods",
+                "--simulated",
                 count=pods,
                 homes=homes,
                 server=url,

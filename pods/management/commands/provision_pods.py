@@ -1,6 +1,8 @@
 """``manage.py provision_pods``: paired simulated pods for demos and load tests.
 
-Each pod gets an owner account, an Ed25519 identity key made here, tokens issued by the
+The pods are marked simulated: they never share a cohort with real pods, and outside the
+embedded default or DEBUG the command runs only with ``--simulated``. Each pod gets an owner
+account, an Ed25519 identity key made here, tokens issued by the
 service's OAuth2 provider, and a pod home (key 0600, state with the tokens and the pinned
 receipt key) that ``dataspace-pod simulate --homes DIR`` runs. Real people pair with
 ``dataspace-pod pair`` instead; this command needs database access, so only an operator can.
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -37,9 +40,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--category", default="health.breast_screening", help="category the pods hold"
         )
+        parser.add_argument(
+            "--simulated",
+            action="store_true",
+            help=(
+                "confirm these operator-made pods are simulated (required outside the embedded "
+                "default and DEBUG; they never share a cohort with real pods)"
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         count: int = options["count"]
+        if not (settings.DEBUG or settings.EMBEDDED or options["simulated"]):
+            raise CommandError(
+                "provision_pods makes simulated pods with operator-made keys; outside the "
+                "embedded default or DEBUG, pass --simulated to confirm"
+            )
         if count < 1:
             raise CommandError("--count must be at least 1")
         homes: Path = options["homes"]
