@@ -26,6 +26,7 @@ from consent import receipts
 from consent.models import Consent
 from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
+from dataspace.parsers import StrictJSONParser
 from training.downloads import weights_response
 from training.models import RoundParticipant
 from training.serializers import CategoryOutput, ErrorOutput
@@ -88,6 +89,7 @@ def _b64(value: Any, field: str) -> bytes:
 class PairingApi(APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
+    parser_classes = (StrictJSONParser,)
 
     @extend_schema(
         request=inline_serializer(
@@ -154,6 +156,8 @@ class MeApi(PodApi):
 
 
 class ReportApi(PodApi):
+    parser_classes = (StrictJSONParser,)
+
     @extend_schema(
         request=inline_serializer(
             "PodReport",

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from dataspace import converters  # noqa: F401  (registers <id:...>)
+
 from . import api
 
 app_name = "pod-api"
@@ -10,6 +12,6 @@ urlpatterns = [
     path("me/report/", api.ReportApi.as_view(), name="report"),
     path("categories/", api.PodCategoriesApi.as_view(), name="categories"),
     path("receipts/<uuid:request_id>/", api.ReceiptApi.as_view(), name="receipt"),
-    path("rounds/<int:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
-    path("rounds/<int:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
+    path("rounds/<id:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
+    path("rounds/<id:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
 ]
