@@ -57,7 +57,11 @@ def pair(request: AuthedRequest) -> HttpResponse:
 @require_POST
 def pair_decide(request: AuthedRequest) -> HttpResponseBase:
     """Step 2: approve or deny the pod shown with its name and key fingerprint."""
-    code = request.POST.get("code", "")
+    form = PairCodeForm(request.POST)
+    if not form.is_valid():  # e.g. a NUL character, which PostgreSQL would refuse with a 500
+        messages.error(request, "That is not a pairing code.")
+        return redirect("pods:pair")
+    code = form.cleaned_data["code"]
     try:
         if request.POST.get("decision") == "approve":
             pod = services.pairing_approve(user=request.user, user_code=code)

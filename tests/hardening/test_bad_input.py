@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import Resolver404, resolve
 
 from pods.models import PairingIntent, Pod
+from tests.factories import UserFactory
 from tests.pods.conftest import make_paired_pod
 from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest, ModelVersion, Provider
@@ -177,3 +178,18 @@ def test_largest_round_id_is_a_clean_404(transactional_db: Any) -> None:
     response = client.get("/api/v1/pod/rounds/9223372036854775807/weights")
     assert response.status_code == 404
     assert error(response)["code"] == "not_in_round"
+
+
+# --- portal -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_nul_in_a_portal_pairing_code_is_refused_not_a_500(decision: str) -> None:
+    client = Client()
+    client.force_login(UserFactory())
+    response = client.post("/pods/pair/decide/", {"code": "AB\x00CD", "decision": decision})
+    assert response.status_code == 302
+    assert response["Location"] == "/pods/pair/"
+    assert Pod.objects.count() == 0
+    response = client.get("/pods/pair/", {"code": "AB\x00CD"})
+    assert response.status_code == 400

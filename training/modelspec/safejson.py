@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 64
@@ -102,11 +103,17 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
-def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+def loads(
+    text: str | bytes,
+    *,
+    max_depth: int = MAX_DEPTH,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> Any:
     """``json.loads`` that refuses deep nesting, NUL characters and non-standard constants.
 
     Raises :class:`UnsafeJson` (a ``ValueError``) with ``code`` ``json_malformed``,
-    ``json_too_deep`` or ``json_nul``; never ``RecursionError``.
+    ``json_too_deep`` or ``json_nul``; never ``RecursionError``. ``object_pairs_hook`` is
+    ``json.loads``'s (e.g. to refuse repeated keys); what it raises passes through.
     """
     if isinstance(text, bytes | bytearray):
         try:
@@ -116,7 +123,9 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     if nesting_depth(text) > max_depth:
         raise UnsafeJson("json_too_deep", f"JSON is nested deeper than {max_depth}.")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=object_pairs_hook
+        )
     except UnsafeJson:
         raise
     except json.JSONDecodeError as exc:
