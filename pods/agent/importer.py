@@ -41,9 +41,10 @@ def _coerce(value: Any, kind: str, where: str) -> Any:
         if kind == "float":
             if isinstance(text, bool) or not isinstance(text, int | float | str):
                 raise ValueError
-            if isinstance(text, str):
-                if not FLOAT_TEXT.fullmatch(text) or len(text) > MAX_INT_DIGITS:
-                    raise ValueError
+            if isinstance(text, str) and (
+                not FLOAT_TEXT.fullmatch(text) or len(text) > MAX_INT_DIGITS
+            ):
+                raise ValueError
             number = float(text)
             if not math.isfinite(number):
                 raise ValueError
