@@ -8,6 +8,7 @@ channel layer and Celery tasks run in-process. Production sets both (PostgreSQL,
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "oauth2_provider",
+    "axes",
     "channels",
     "dataspace.apps.DataspaceConfig",
     "consent.apps.ConsentConfig",
@@ -89,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dataspace.urls"
@@ -116,8 +120,15 @@ TEMPLATES = [
 _database_url = os.environ.get("DATABASE_URL", "")
 EMBEDDED = not _database_url
 if EMBEDDED:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _database_url = f"sqlite:///{DATA_DIR / 'dataspace.sqlite3'}"
+    # The embedded default keeps the database, uploaded models, masked inputs and the receipt
+    # signing key here: only this user may read it (0700; files 0600, as SQLite gives its
+    # -wal and -shm files the database file's mode).
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    DATA_DIR.chmod(0o700)
+    _sqlite_file = DATA_DIR / "dataspace.sqlite3"
+    os.close(os.open(_sqlite_file, os.O_CREAT | os.O_WRONLY, 0o600))
+    _sqlite_file.chmod(0o600)
+    _database_url = f"sqlite:///{_sqlite_file}"
 DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent readers while the in-process workers write.
@@ -180,6 +191,32 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out account or address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Brute-force protection (dataspace.lockout): after LOGIN_FAILURE_LIMIT failures for one account
+# (or OAuth client, or pairing key) or from one address, locked until LOGIN_COOLOFF_MINUTES
+# after the last failure. Counted in the database, so every process agrees.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "dataspace.lockout.lockout_response"
+# Never store what was typed in the password field (or a token) in the attempt log.
+AXES_SENSITIVE_PARAMETERS = [
+    "username",
+    "ip_address",
+    "password",
+    "client_secret",
+    "refresh_token",
+    "device_code",
+    "code",
+    "token",
+    "access_token",
+]
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -200,6 +237,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 MEDIA_URL = "media/"  # never served publicly: blobs are handed out by authenticated views
+# Weights, masked inputs and model versions: readable by the service's user only.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -264,6 +304,16 @@ OAUTH2_PROVIDER = {
     "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{SITE_URL}/pods/pair/?code={{user_code}}",
     "DEVICE_FLOW_INTERVAL": env_int("DEVICE_FLOW_INTERVAL", 5),
     "REFRESH_TOKEN_EXPIRE_SECONDS": env_int("REFRESH_TOKEN_EXPIRE_SECONDS", 90 * 24 * 3600),
+    # RFC 9700 (OAuth 2.0 Security BCP), enforced rather than warned about:
+    # no password grant (§2.4) and no implicit grant (§2.1.2), whatever an application says;
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    # no bearer token in a query string (§4.3.2, RFC 6750 §5.3): it ends up in access logs;
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    # access and refresh tokens stored only as SHA-256 checksums: a database dump holds no
+    # usable token (the raw value exists only in the token response).
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105

@@ -2,11 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
-from oauth2_provider import urls as oauth2_urls
 
 from consent import views as consent_views
 from dataspace import health
-from pods.oauth_views import PodAwareTokenView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -17,8 +15,7 @@ urlpatterns = [
         name="receipt-keys",
     ),
     path("admin/", admin.site.urls),
-    path("o/token/", PodAwareTokenView.as_view(), name="token"),
-    path("o/", include(oauth2_urls)),
+    path("o/", include("dataspace.oauth_urls")),
     path("api/v1/", include("training.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="schema"), name="api-docs"),

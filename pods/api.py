@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from consent import receipts
 from consent.models import Consent
+from dataspace import lockout
 from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
 from dataspace.parsers import StrictJSONParser
@@ -115,13 +116,22 @@ class PairingApi(APIView):
         device_code = data.get("device_code")
         if not isinstance(device_code, str) or not device_code:
             raise DomainError("device_code is required.", code="invalid_device_code")
-        intent = services.pairing_intent_create(
-            device_code=device_code,
-            name=str(data.get("name", "")),
-            public_key=_b64(data.get("public_key"), "public_key"),
-            signature=_b64(data.get("signature"), "signature"),
-            agent_version=str(data.get("agent_version", "")),
-        )
+        # The device code is the secret here: guesses are counted per code and per address.
+        key = f"pod-pairing:{device_code}"
+        if lockout.is_locked(request._request, key):
+            return lockout.lockout_response(request._request)  # type: ignore[return-value]
+        try:
+            intent = services.pairing_intent_create(
+                device_code=device_code,
+                name=str(data.get("name", "")),
+                public_key=_b64(data.get("public_key"), "public_key"),
+                signature=_b64(data.get("signature"), "signature"),
+                agent_version=str(data.get("agent_version", "")),
+            )
+        except DomainError as exc:
+            if exc.code == "invalid_device_code":
+                lockout.record_failure(request._request, key)
+            raise
         return Response({"fingerprint": intent.fingerprint}, status=status.HTTP_201_CREATED)
 
 

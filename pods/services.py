@@ -16,7 +16,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-from oauth2_provider.models import AccessToken, Application, DeviceGrant, RefreshToken
+from oauth2_provider.models import (
+    AccessToken,
+    Application,
+    DeviceGrant,
+    RefreshToken,
+    set_token_value,
+)
 
 from dataspace.errors import Conflict, DomainError, NotFound
 from pods.agent.protocol import pairing_message
@@ -265,15 +271,19 @@ def pod_provision(
     )
     application = pod_application()
     lifetime: Any = settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"]
-    access = AccessToken.objects.create(
+    # Stored as django-oauth-toolkit stores issued tokens: only their checksum when
+    # COMPLIANT_BCP_RFC9700_TOKEN_STORAGE is on; the raw values are returned once.
+    raw_access, raw_refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    access = AccessToken(
         user=owner,
         application=application,
-        token=secrets.token_urlsafe(32),
         expires=timezone.now() + timedelta(seconds=int(lifetime)),
         scope="pod",
     )
-    refresh = RefreshToken.objects.create(
-        user=owner, application=application, token=secrets.token_urlsafe(32), access_token=access
-    )
+    set_token_value(access, raw_access)
+    access.save()
+    refresh = RefreshToken(user=owner, application=application, access_token=access)
+    set_token_value(refresh, raw_refresh)
+    refresh.save()
     PodToken.objects.create(pod=pod, access_token=access, refresh_token=refresh)
-    return pod, access.token, refresh.token
+    return pod, raw_access, raw_refresh
