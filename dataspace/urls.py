@@ -1,3 +1,5 @@
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -18,7 +20,14 @@ urlpatterns = [
     path("o/", include("dataspace.oauth_urls")),
     path("api/v1/", include("training.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularRedocView.as_view(url_name="schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        # Redoc styles itself with injected <style> elements and searches in a blob: worker.
+        csp_update({"style-src": [UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})(
+            SpectacularRedocView.as_view(url_name="schema")
+        ),
+        name="api-docs",
+    ),
     path("accounts/signup/", consent_views.signup, name="signup"),
     path(
         "accounts/password_reset/",
