@@ -41,3 +41,8 @@ urlpatterns = [
     path("api/v1/pod/", include("pods.api_urls")),
     path("", include("consent.urls")),
 ]
+
+handler400 = "dataspace.error_pages.bad_request"
+handler403 = "dataspace.error_pages.permission_denied"
+handler404 = "dataspace.error_pages.not_found"
+handler500 = "dataspace.error_pages.server_error"

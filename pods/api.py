@@ -70,6 +70,16 @@ def _body(request: Request) -> dict[str, Any]:
     return data
 
 
+def _text(data: dict[str, Any], field: str) -> str:
+    """An optional text field: absent is empty, anything but a string is refused."""
+    value = data.get(field, "")
+    if not isinstance(value, str):
+        raise DomainError(
+            f"{field} must be text.", code="invalid_value", fields={field: ["text required"]}
+        )
+    return value
+
+
 def _b64(value: Any, field: str) -> bytes:
     if not isinstance(value, str):
         raise DomainError(
@@ -123,10 +133,10 @@ class PairingApi(APIView):
         try:
             intent = services.pairing_intent_create(
                 device_code=device_code,
-                name=str(data.get("name", "")),
+                name=_text(data, "name"),
                 public_key=_b64(data.get("public_key"), "public_key"),
                 signature=_b64(data.get("signature"), "signature"),
-                agent_version=str(data.get("agent_version", "")),
+                agent_version=_text(data, "agent_version"),
             )
         except DomainError as exc:
             if exc.code == "invalid_device_code":
@@ -172,8 +182,17 @@ class ReportApi(PodApi):
         request=inline_serializer(
             "PodReport",
             {
-                "categories": serializers.ListField(child=serializers.DictField()),
-                "agent_version": serializers.CharField(required=False),
+                "categories": serializers.ListField(
+                    child=inline_serializer(
+                        "PodReportCategory",
+                        {
+                            "slug": serializers.CharField(min_length=1, max_length=100),
+                            "count": serializers.IntegerField(min_value=0),
+                        },
+                    ),
+                    max_length=100,
+                ),
+                "agent_version": serializers.CharField(required=False, allow_blank=True),
             },
         ),
         responses={
@@ -189,7 +208,7 @@ class ReportApi(PodApi):
         pod = services.pod_report(
             pod=self.pod_of(request),
             categories=data.get("categories"),
-            agent_version=str(data.get("agent_version", "")),
+            agent_version=_text(data, "agent_version"),
         )
         return Response({"categories": pod.categories_held})
 

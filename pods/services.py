@@ -220,12 +220,13 @@ def pod_report(*, pod: Pod, categories: Any, agent_version: str = "") -> Pod:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("slug"), str)
+            or not 0 < len(item["slug"]) <= 100
             or not isinstance(item.get("count"), int)
             or isinstance(item.get("count"), bool)
             or item["count"] < 0
         ):
             raise DomainError("Each category is {slug, count}.", code="invalid_report")
-        clean.append({"slug": item["slug"][:100], "count": coarse_count(item["count"])})
+        clean.append({"slug": item["slug"], "count": coarse_count(item["count"])})
     Pod.objects.filter(pk=pod.pk).update(
         categories_held=clean,
         agent_version=agent_version[:50] or pod.agent_version,

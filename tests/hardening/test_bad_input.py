@@ -193,3 +193,30 @@ def test_nul_in_a_portal_pairing_code_is_refused_not_a_500(decision: str) -> Non
     assert Pod.objects.count() == 0
     response = client.get("/pods/pair/", {"code": "AB\x00CD"})
     assert response.status_code == 400
+
+
+def test_report_refuses_non_text_version_and_overlong_slugs(transactional_db: Any) -> None:
+    paired = make_paired_pod()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {paired.token}")
+    before = Pod.objects.get(pk=paired.pod.pk)
+    for body in (
+        {"categories": [], "agent_version": {}},
+        {"categories": [{"slug": "x" * 101, "count": 1}]},
+    ):
+        response = client.post("/api/v1/pod/me/report/", body, content_type="application/json")
+        assert response.status_code == 400, response.content
+    after = Pod.objects.get(pk=paired.pod.pk)
+    assert (after.categories_held, after.agent_version) == (
+        before.categories_held,
+        before.agent_version,
+    )
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/model-requests/not-a-uuid/", "/api/v1/nothing-here", "/o/authorize/"]
+)
+def test_unmatched_api_paths_answer_in_the_json_error_shape(api: Client, path: str) -> None:
+    response = api.get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert error(response)["code"] == "not_found"
