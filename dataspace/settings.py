@@ -204,7 +204,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_RESET_ON_SUCCESS = True
+# A success does not wipe the failures: axes would delete every attempt from that address too,
+# so an attacker could log into their own account between guesses at someone else's.
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "dataspace.lockout.lockout_response"
 # Never store what was typed in the password field (or a token) in the attempt log.
 AXES_SENSITIVE_PARAMETERS = [
@@ -357,6 +359,9 @@ OAUTH2_PROVIDER = {
     # access and refresh tokens stored only as SHA-256 checksums: a database dump holds no
     # usable token (the raw value exists only in the token response).
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    # No redirect-based grant is mounted; should one ever be, its redirects are https only.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105

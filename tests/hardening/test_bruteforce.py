@@ -231,3 +231,13 @@ def test_pairing_page_locks_an_account_guessing_user_codes() -> None:
     response = client.post("/pods/pair/decide/", {"code": "AAAA-CCCC", "decision": "approve"})
     assert response.status_code == 429
     assert Pod.objects.count() == 0
+
+
+def test_logging_into_your_own_account_does_not_reset_guesses_at_another() -> None:
+    attacker, target = UserFactory(), UserFactory()
+    client = Client()
+    for _ in range(LIMIT - 1):
+        assert login(client, target.username, "guess").status_code == 200
+        assert login(Client(), attacker.username, PASSWORD).status_code in (302, 429)
+    assert login(client, target.username, "guess").status_code == 429
+    assert login(Client(REMOTE_ADDR="10.3.3.3"), target.username, PASSWORD).status_code == 429
