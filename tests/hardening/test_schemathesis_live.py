@@ -89,7 +89,10 @@ def run(
         "--generation-deterministic",
         *[f"--{k.replace('_', '-')}={v}" for k, v in scope.items()],
     ]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    # In tmp_path: schemathesis keeps a crash cache in its working directory.
+    result = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False
+    )
     output = result.stdout + result.stderr
     match = re.search(r"(\d+) generated", output)
     assert match, output[-3000:]
