@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -101,3 +102,33 @@ def test_embedded_default_data_dir_is_0700_and_its_files_0600(tmp_path: Path) ->
     assert any(p.name == "dataspace.sqlite3" for p in files)
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_token_sent_in_a_query_string_never_reaches_the_access_log(
+    transactional_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataspace.processes import server_command
+    from tests import live
+
+    # The live servers of the other tests run without an access log; this one has it, as
+    # production does.
+    monkeypatch.setattr(
+        live,
+        "server_command",
+        lambda port: [a for a in server_command(port) if a != "--no-access-log"],
+    )
+    raw = issue_provider_token()
+    service = live.on_test_database(tmp_path).start()
+    try:
+        response = httpx.get(
+            f"{service.url}/api/v1/categories/",
+            params={"access_token": raw, "refresh_token": "r-" + raw},
+            timeout=10,
+        )
+        assert response.status_code == 401
+        httpx.get(f"{service.url}/healthz", timeout=10)  # flushes the line before
+    finally:
+        service.stop()
+    log = service.log_path.read_text()
+    assert "/api/v1/categories/?access_token=[redacted]&refresh_token=[redacted]" in log
+    assert raw not in log
