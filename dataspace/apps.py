@@ -6,4 +6,9 @@ class DataspaceConfig(AppConfig):
     verbose_name = "Dataspace catalog"
 
     def ready(self) -> None:
-        from dataspace import checks  # noqa: F401  (registers system checks)
+        from dataspace import (
+            checks,  # noqa: F401  (registers system checks)
+            logfilters,
+        )
+
+        logfilters.install()

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from pods.agent.protocol import CloseCode, MessageType
+from training.modelspec import safejson
 
 
 class TypedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -31,7 +32,7 @@ class TypedJsonConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def decode_json(self, text_data: str) -> Any:
         try:
-            return await super().decode_json(text_data)
+            return safejson.loads(text_data)  # depth- and NUL-checked, as the API
         except ValueError:
             return None  # refused by receive_json like any other malformed message
 

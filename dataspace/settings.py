@@ -8,10 +8,12 @@ channel layer and Celery tasks run in-process. Production sets both (PostgreSQL,
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets generic classes such as ModelAdmin[Model] be subscripted at run time (django-stubs).
@@ -73,6 +75,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "oauth2_provider",
+    "axes",
     "channels",
     "dataspace.apps.DataspaceConfig",
     "consent.apps.ConsentConfig",
@@ -89,6 +92,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dataspace.urls"
@@ -116,8 +122,15 @@ TEMPLATES = [
 _database_url = os.environ.get("DATABASE_URL", "")
 EMBEDDED = not _database_url
 if EMBEDDED:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _database_url = f"sqlite:///{DATA_DIR / 'dataspace.sqlite3'}"
+    # The embedded default keeps the database, uploaded models, masked inputs and the receipt
+    # signing key here: only this user may read it (0700; files 0600, as SQLite gives its
+    # -wal and -shm files the database file's mode).
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    DATA_DIR.chmod(0o700)
+    _sqlite_file = DATA_DIR / "dataspace.sqlite3"
+    os.close(os.open(_sqlite_file, os.O_CREAT | os.O_WRONLY, 0o600))
+    _sqlite_file.chmod(0o600)
+    _database_url = f"sqlite:///{_sqlite_file}"
 DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent readers while the in-process workers write.
@@ -180,6 +193,34 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out account or address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Brute-force protection (dataspace.lockout): after LOGIN_FAILURE_LIMIT failures for one account
+# (or OAuth client, or pairing key) or from one address, locked until LOGIN_COOLOFF_MINUTES
+# after the last failure. Counted in the database, so every process agrees.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success does not wipe the failures: axes would delete every attempt from that address too,
+# so an attacker could log into their own account between guesses at someone else's.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "dataspace.lockout.lockout_response"
+# Never store what was typed in the password field (or a token) in the attempt log.
+AXES_SENSITIVE_PARAMETERS = [
+    "username",
+    "ip_address",
+    "password",
+    "client_secret",
+    "refresh_token",
+    "device_code",
+    "code",
+    "token",
+    "access_token",
+]
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -188,9 +229,50 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=not DEBUG and not EMB
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY") else None
+BEHIND_PROXY = env_bool("BEHIND_PROXY")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+# Behind a TLS-terminating proxy: plain-HTTP requests are redirected to HTTPS, and browsers are
+# told to use HTTPS only (HSTS, RFC 6797). The health probes stay plain HTTP: container health
+# checks call them directly, not through the proxy.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=BEHIND_PROXY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if BEHIND_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp) on every response: the portal loads only its own
+# scripts, styles and images — no inline script or style, nothing from another origin — and
+# may not be framed. The API docs page relaxes styles and workers for Redoc (dataspace/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        # 'self' covers the same-origin ws:/wss: of the progress socket (CSP Level 3 §6.7.2.8).
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# E-mail (password resets): Django's SMTP backend once EMAIL_HOST is set. Without it, messages
+# go to the console, which `check --deploy` refuses with DEBUG off (dataspace.E002): reset
+# links in a production log would let anyone who reads the log take over accounts.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=EMAIL_PORT == 465)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Dataspace <no-reply@dataspace.local>")
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +282,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 MEDIA_URL = "media/"  # never served publicly: blobs are handed out by authenticated views
+# Weights, masked inputs and model versions: readable by the service's user only.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -226,6 +311,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # One JSON parser for the whole API (nesting limit, NUL refused: dataspace.parsers).
+    "DEFAULT_PARSER_CLASSES": [
+        "dataspace.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -237,6 +328,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # <id:...> path parameters (dataspace.converters): a bounded positive bigint.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+    },
 }
 OAUTH2_PROVIDER = {
     "SCOPES": {
@@ -254,6 +349,19 @@ OAUTH2_PROVIDER = {
     "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{SITE_URL}/pods/pair/?code={{user_code}}",
     "DEVICE_FLOW_INTERVAL": env_int("DEVICE_FLOW_INTERVAL", 5),
     "REFRESH_TOKEN_EXPIRE_SECONDS": env_int("REFRESH_TOKEN_EXPIRE_SECONDS", 90 * 24 * 3600),
+    # RFC 9700 (OAuth 2.0 Security BCP), enforced rather than warned about:
+    # no password grant (§2.4) and no implicit grant (§2.1.2), whatever an application says;
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    # no bearer token in a query string (§4.3.2, RFC 6750 §5.3): it ends up in access logs;
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    # access and refresh tokens stored only as SHA-256 checksums: a database dump holds no
+    # usable token (the raw value exists only in the token response).
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    # No redirect-based grant is mounted; should one ever be, its redirects are https only.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105

@@ -1,12 +1,12 @@
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
-from oauth2_provider import urls as oauth2_urls
 
 from consent import views as consent_views
 from dataspace import health
-from pods.oauth_views import PodAwareTokenView
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -17,11 +17,17 @@ urlpatterns = [
         name="receipt-keys",
     ),
     path("admin/", admin.site.urls),
-    path("o/token/", PodAwareTokenView.as_view(), name="token"),
-    path("o/", include(oauth2_urls)),
+    path("o/", include("dataspace.oauth_urls")),
     path("api/v1/", include("training.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularRedocView.as_view(url_name="schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        # Redoc styles itself with injected <style> elements and searches in a blob: worker.
+        csp_update({"style-src": [UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})(
+            SpectacularRedocView.as_view(url_name="schema")
+        ),
+        name="api-docs",
+    ),
     path("accounts/signup/", consent_views.signup, name="signup"),
     path(
         "accounts/password_reset/",
@@ -35,3 +41,8 @@ urlpatterns = [
     path("api/v1/pod/", include("pods.api_urls")),
     path("", include("consent.urls")),
 ]
+
+handler400 = "dataspace.error_pages.bad_request"
+handler403 = "dataspace.error_pages.permission_denied"
+handler404 = "dataspace.error_pages.not_found"
+handler500 = "dataspace.error_pages.server_error"

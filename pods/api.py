@@ -29,8 +29,10 @@ from rest_framework.views import APIView
 
 from consent import receipts
 from consent import selectors as consent_selectors
+from dataspace import lockout
 from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
+from dataspace.parsers import StrictJSONParser
 from training import selectors as training_selectors
 from training.downloads import weights_response
 from training.rounds.answers import masked_input_store
@@ -73,6 +75,16 @@ def _body(request: Request) -> dict[str, Any]:
     return data
 
 
+def _text(data: dict[str, Any], field: str) -> str:
+    """An optional text field: absent is empty, anything but a string is refused."""
+    value = data.get(field, "")
+    if not isinstance(value, str):
+        raise DomainError(
+            f"{field} must be text.", code="invalid_value", fields={field: ["text required"]}
+        )
+    return value
+
+
 def _b64(value: Any, field: str) -> bytes:
     if not isinstance(value, str):
         raise DomainError(
@@ -93,6 +105,7 @@ def _b64(value: Any, field: str) -> bytes:
 class PairingApi(APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
+    parser_classes = (StrictJSONParser,)
 
     @extend_schema(
         request=inline_serializer(
@@ -118,13 +131,22 @@ class PairingApi(APIView):
         device_code = data.get("device_code")
         if not isinstance(device_code, str) or not device_code:
             raise DomainError("device_code is required.", code="invalid_device_code")
-        intent = services.pairing_intent_create(
-            device_code=device_code,
-            name=str(data.get("name", "")),
-            public_key=_b64(data.get("public_key"), "public_key"),
-            signature=_b64(data.get("signature"), "signature"),
-            agent_version=str(data.get("agent_version", "")),
-        )
+        # The device code is the secret here: guesses are counted per code and per address.
+        key = f"pod-pairing:{device_code}"
+        if lockout.is_locked(request._request, key):
+            return lockout.lockout_response(request._request)  # type: ignore[return-value]
+        try:
+            intent = services.pairing_intent_create(
+                device_code=device_code,
+                name=_text(data, "name"),
+                public_key=_b64(data.get("public_key"), "public_key"),
+                signature=_b64(data.get("signature"), "signature"),
+                agent_version=_text(data, "agent_version"),
+            )
+        except DomainError as exc:
+            if exc.code == "invalid_device_code":
+                lockout.record_failure(request._request, key)
+            raise
         return Response({"fingerprint": intent.fingerprint}, status=status.HTTP_201_CREATED)
 
 
@@ -159,12 +181,23 @@ class MeApi(PodApi):
 
 
 class ReportApi(PodApi):
+    parser_classes = (StrictJSONParser,)
+
     @extend_schema(
         request=inline_serializer(
             "PodReport",
             {
-                "categories": serializers.ListField(child=serializers.DictField()),
-                "agent_version": serializers.CharField(required=False),
+                "categories": serializers.ListField(
+                    child=inline_serializer(
+                        "PodReportCategory",
+                        {
+                            "slug": serializers.CharField(min_length=1, max_length=100),
+                            "count": serializers.IntegerField(min_value=0),
+                        },
+                    ),
+                    max_length=100,
+                ),
+                "agent_version": serializers.CharField(required=False, allow_blank=True),
             },
         ),
         responses={
@@ -180,7 +213,7 @@ class ReportApi(PodApi):
         pod = services.pod_report(
             pod=self.pod_of(request),
             categories=data.get("categories"),
-            agent_version=str(data.get("agent_version", "")),
+            agent_version=_text(data, "agent_version"),
         )
         return Response({"categories": pod.categories_held})
 

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from dataspace import converters  # noqa: F401  (registers <id:...>)
+
 from . import api
 
 app_name = "pod-api"
@@ -15,6 +17,6 @@ urlpatterns = [
     path("key-log/pods/<uuid:pod_id>/", api.KeyLogPodEntryApi.as_view(), name="key-log-pod-entry"),
     path("key-log/consistency/", api.KeyLogConsistencyApi.as_view(), name="key-log-consistency"),
     path("key-log/mine/", api.KeyLogMineApi.as_view(), name="key-log-mine"),
-    path("rounds/<int:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
-    path("rounds/<int:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
+    path("rounds/<id:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
+    path("rounds/<id:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
 ]

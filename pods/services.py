@@ -14,7 +14,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-from oauth2_provider.models import AccessToken, Application, DeviceGrant, RefreshToken
+from oauth2_provider.models import (
+    AccessToken,
+    Application,
+    DeviceGrant,
+    RefreshToken,
+    set_token_value,
+)
 
 from dataspace import delivery
 from dataspace.errors import Conflict, DomainError, NotFound
@@ -206,12 +212,13 @@ def pod_report(*, pod: Pod, categories: Any, agent_version: str = "") -> Pod:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("slug"), str)
+            or not 0 < len(item["slug"]) <= 100
             or not isinstance(item.get("count"), int)
             or isinstance(item.get("count"), bool)
             or item["count"] < 0
         ):
             raise DomainError("Each category is {slug, count}.", code="invalid_report")
-        clean.append({"slug": item["slug"][:100], "count": coarse_count(item["count"])})
+        clean.append({"slug": item["slug"], "count": coarse_count(item["count"])})
     Pod.objects.filter(pk=pod.pk).update(
         categories_held=clean,
         agent_version=agent_version[:50] or pod.agent_version,
@@ -259,15 +266,19 @@ def pod_provision(
     key_log_append(pod=pod)
     application = pod_application()
     lifetime: Any = settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"]
-    access = AccessToken.objects.create(
+    # Stored as django-oauth-toolkit stores issued tokens: only their checksum when
+    # COMPLIANT_BCP_RFC9700_TOKEN_STORAGE is on; the raw values are returned once.
+    raw_access, raw_refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    access = AccessToken(
         user=owner,
         application=application,
-        token=secrets.token_urlsafe(32),
         expires=timezone.now() + timedelta(seconds=int(lifetime)),
         scope="pod",
     )
-    refresh = RefreshToken.objects.create(
-        user=owner, application=application, token=secrets.token_urlsafe(32), access_token=access
-    )
+    set_token_value(access, raw_access)
+    access.save()
+    refresh = RefreshToken(user=owner, application=application, access_token=access)
+    set_token_value(refresh, raw_refresh)
+    refresh.save()
     PodToken.objects.create(pod=pod, access_token=access, refresh_token=refresh)
-    return pod, access.token, refresh.token
+    return pod, raw_access, raw_refresh

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from dataspace import lockout
 from dataspace.errors import DomainError
 
 from . import services
@@ -29,6 +30,17 @@ def _my_pod(request: AuthedRequest, pod_id: uuid.UUID) -> Pod:
     if pod is None:
         raise Http404("No such pod.")
     return pod
+
+
+def _pairing_key(request: AuthedRequest) -> str:
+    return f"pod-pair-code:{request.user.pk}"
+
+
+def _count_guess(request: AuthedRequest, exc: DomainError) -> None:
+    """A user code that matches no waiting pod is a guess: approving someone else's code
+    would bind their pod to this account. Counted per account and address."""
+    if exc.code == "unknown_code":
+        lockout.record_failure(request, _pairing_key(request))
 
 
 @login_required
@@ -52,9 +64,12 @@ def pair(request: AuthedRequest) -> HttpResponse:
     code = request.POST.get("code") or request.GET.get("code")
     form = PairCodeForm({"code": code} if code else None)
     if code and form.is_valid():
+        if lockout.is_locked(request, _pairing_key(request)):
+            return lockout.lockout_response(request)
         try:
             intent = services.pairing_pending(user_code=form.cleaned_data["code"])
         except DomainError as exc:
+            _count_guess(request, exc)
             form.add_error("code", exc.message)
         else:
             return render(request, "pods/pair_confirm.html", {"intent": intent})
@@ -66,7 +81,13 @@ def pair(request: AuthedRequest) -> HttpResponse:
 @require_POST
 def pair_decide(request: AuthedRequest) -> HttpResponseBase:
     """Step 2: approve or deny the pod shown with its name and key fingerprint."""
-    code = request.POST.get("code", "")
+    form = PairCodeForm(request.POST)
+    if not form.is_valid():  # e.g. a NUL character, which PostgreSQL would refuse with a 500
+        messages.error(request, "That is not a pairing code.")
+        return redirect("pods:pair")
+    code = form.cleaned_data["code"]
+    if lockout.is_locked(request, _pairing_key(request)):
+        return lockout.lockout_response(request)
     try:
         if request.POST.get("decision") == "approve":
             pod = services.pairing_approve(user=request.user, user_code=code)
@@ -75,6 +96,7 @@ def pair_decide(request: AuthedRequest) -> HttpResponseBase:
             services.pairing_deny(user=request.user, user_code=code)
             messages.success(request, "Pairing denied. That device got no access.")
     except DomainError as exc:
+        _count_guess(request, exc)
         messages.error(request, exc.message)
         return redirect("pods:pair")
     return redirect("pods:list")

@@ -6,7 +6,6 @@ Another provider's request is a 404, never a 403, so ids leak nothing.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -26,6 +25,7 @@ from rest_framework.views import APIView
 
 from dataspace.errors import DomainError
 from dataspace.models import DataCategory
+from training.modelspec import safejson
 
 from . import selectors, services
 from .downloads import weights_response
@@ -118,13 +118,12 @@ def _read_spec(value: Any) -> Any:
     if len(value) > settings.MODEL_MAX_SPEC_BYTES:
         raise DomainError("The spec is too large.", code="spec_too_large", status_code=413)
     try:
-        return json.loads(value, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise DomainError(f"The spec is not valid JSON ({exc}).", code="malformed_spec") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in JSON")
+        return safejson.loads(value)
+    except safejson.UnsafeJson as exc:
+        code = "malformed_spec" if exc.code == "json_malformed" else exc.code
+        raise DomainError(
+            f"The spec is refused: {exc.message}", code=code, fields={"spec": [exc.message]}
+        ) from None
 
 
 def _read_weights(value: Any) -> bytes:

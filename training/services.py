@@ -22,6 +22,7 @@ from consent.services import notice_publish
 from dataspace.errors import Conflict, DomainError
 from dataspace.models import DataCategory
 from pods.agent.protocol import plan_hash
+from training.modelspec import safejson
 
 from .models import ModelRequest, ModelVersion, Provider, ProviderClient
 
@@ -71,13 +72,16 @@ def _check_category_fields(category: DataCategory, features: list[str], label: s
         )
 
 
-@transaction.atomic
 def model_request_create(
     *, provider: Provider, spec: Any, weights: bytes, now: datetime | None = None
 ) -> ModelRequest:
     """Validate a spec and its weights, store them, render the notice and open recruiting.
 
-    All or nothing: any invalid part raises :class:`DomainError` and nothing is stored.
+    All or nothing: any invalid part raises :class:`DomainError` and nothing is stored. The
+    weights file is written only after every check passed, and removed again if the database
+    writes fail or do not commit, so a refused request never leaves an orphan file behind
+    (Django has no rollback hook; an enclosing transaction that rolls back later is the
+    caller's to clean up — the API calls this outside any transaction).
     """
     from training.modelspec import SpecError, count_parameters, load_weights, validate_spec
 
@@ -88,6 +92,10 @@ def model_request_create(
             f"The weights file is larger than the limit of {limits.max_weights_bytes} bytes.",
             code="weights_too_large",
         )
+    try:
+        safejson.check_value(spec)
+    except safejson.UnsafeJson as exc:
+        raise DomainError(exc.message, code=exc.code) from None
     try:
         parsed = validate_spec(spec, limits)
         load_weights(weights, parsed, limits)
@@ -122,17 +130,22 @@ def model_request_create(
         dp=privacy.get("dp"),
     )
     model_request.weights.save("initial.safetensors", ContentFile(weights), save=False)
-    model_request.save()
-    notice = notice_publish(model_request=model_request)
-    model_request.plan_hash = plan_hash(spec, digest, notice.content_hash)
-    model_request.move_to(ModelRequest.Status.RECRUITING, now=now)
-    model_request.save()
-    ModelVersion.objects.create(
-        model_request=model_request,
-        round_number=0,
-        weights=model_request.weights.name,
-        sha256=digest,
-    )
+    try:
+        with transaction.atomic():
+            model_request.save()
+            notice = notice_publish(model_request=model_request)
+            model_request.plan_hash = plan_hash(spec, digest, notice.content_hash)
+            model_request.move_to(ModelRequest.Status.RECRUITING, now=now)
+            model_request.save()
+            ModelVersion.objects.create(
+                model_request=model_request,
+                round_number=0,
+                weights=model_request.weights.name,
+                sha256=digest,
+            )
+    except BaseException:
+        model_request.weights.storage.delete(model_request.weights.name)
+        raise
     return model_request
 
 

@@ -188,6 +188,22 @@ async def test_invalid_json_closes(paired_pod: PairedPod) -> None:
     await expect_close(comm, Close.PROTOCOL)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "hello", "token": ' + "[" * 5000 + "]" * 5000 + "}",  # RecursionError before
+        '{"type": "hello", "token": "a\\u0000b"}',  # a NUL in a string
+    ],
+)
+async def test_deep_or_nul_json_closes_with_the_protocol_code(
+    paired_pod: PairedPod, text: str
+) -> None:
+    comm = communicator()
+    await comm.connect()
+    await comm.send_to(text_data=text)
+    await expect_close(comm, Close.PROTOCOL)
+
+
 async def test_second_connection_replaces_the_first(paired_pod: PairedPod) -> None:
     first = communicator()
     await handshake(first, paired_pod)

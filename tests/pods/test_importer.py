@@ -114,3 +114,54 @@ def test_identity_key_is_0600_and_a_readable_key_is_refused(tmp_path: Path) -> N
     key_file.chmod(0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
         home.identity()
+
+
+HEADER = "age,weight,smoker,note\n"
+ROW = '{"age": 1, "weight": 2, "smoker": true, "note": "x"}\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("dup.csv", "age,weight,smoker,note,age\n1,2,no,x,3\n", "line 1: duplicate column 'age'"),
+        ("under.csv", HEADER + "1_000,2,no,x\n", "line 2, field 'age': expected int"),
+        ("funder.csv", HEADER + "1,1_000.5,no,x\n", "line 2, field 'weight': expected float"),
+        ("hex.csv", HEADER + "0x1f,2,no,x\n", "line 2, field 'age': expected int"),
+        ("arabic.csv", HEADER + "١٢,2,no,x\n", "line 2, field 'age': expected int"),
+        ("inf.csv", HEADER + "1,infinity,no,x\n", "line 2, field 'weight': expected float"),
+        ("long.csv", HEADER + "1" * 5000 + ",2,no,x\n", "integer longer than 4300 digits"),
+        ("longf.csv", HEADER + "1,1" + "0" * 5000 + ",no,x\n", "field 'weight': expected float"),
+        ("big.csv", HEADER + "1,2,no," + "x" * 140_000 + "\n", "line 2: not valid CSV"),
+        ("quote.csv", HEADER + '1,2,no,"x"y\n', "line 2: not valid CSV"),
+        ("nul.csv", HEADER + "1,2,no,x\n1,2,no,a\x00b\n", "line 3: a NUL character"),
+        ("deep.jsonl", ROW + "[" * 100_000 + "]" * 100_000 + "\n", "line 2: JSON nested deeper"),
+        ("deepobj.jsonl", '{"age": ' + "[" * 5000 + "]" * 5000 + "}\n", "line 1: JSON nested"),
+        ("bigint.jsonl", '{"age": ' + "1" * 5000 + "}\n", "line 1: not valid JSON"),
+        ("dupkey.jsonl", '{"age": 1, "age": 2}\n', "line 1: duplicate key 'age'"),
+        ("nul.jsonl", ROW + '{"note": "a\\u0000"}\n', "line 2: a NUL character"),
+        ("nan.jsonl", '{"age": 1, "weight": NaN, "smoker": true, "note": "x"}\n', "line 1: not"),
+        (
+            "strnum.jsonl",
+            '{"age": "1_000", "weight": 2, "smoker": true, "note": "x"}\n',
+            "line 1, field 'age': expected int",
+        ),
+    ],
+)
+def test_malformed_files_are_one_line_errors_never_tracebacks(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    with pytest.raises(ImportFailed) as excinfo:
+        parse_records(write(tmp_path, name, text), FIELDS)
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+    assert len(str(excinfo.value)) < 200
+
+
+def test_large_but_valid_integers_and_decimals_still_import(tmp_path: Path) -> None:
+    rows = parse_records(
+        write(tmp_path, "ok.csv", HEADER + "+42,-1.5e3,yes,x\n" + "7,.5,no,y\n"), FIELDS
+    )
+    assert rows == [
+        {"age": 42, "weight": -1500.0, "smoker": True, "note": "x"},
+        {"age": 7, "weight": 0.5, "smoker": False, "note": "y"},
+    ]

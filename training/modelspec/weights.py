@@ -8,7 +8,6 @@ before any tensor is materialised. Never pickle, never ``torch.load``.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import safejson
 from .build import expected_tensors
 from .errors import SpecError
 from .spec import ModelSpec, SpecLimits
@@ -46,6 +46,7 @@ SIZES = {
     "BOOL": 1,
 }
 MAX_HEADER = 100 * 1024 * 1024
+HEADER_MAX_DEPTH = 8
 
 
 def sha256_hex(data: bytes) -> str:
@@ -72,8 +73,13 @@ def _header(data: bytes) -> dict[str, Any]:
     if not raw.lstrip().startswith(b"{"):
         raise _not_safetensors("no valid header")
     try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        # Nested three deep at most ({name: {shape: [...]}}): deeper is not safetensors.
+        header = safejson.loads(raw, max_depth=HEADER_MAX_DEPTH)
+    except safejson.UnsafeJson as exc:
+        if exc.code == "json_too_deep":
+            raise _not_safetensors("the header is nested too deeply") from None
+        if exc.code == "json_nul":
+            raise _not_safetensors("the header holds a NUL character") from None
         raise _not_safetensors("the header is not JSON") from None
     if not isinstance(header, dict):
         raise _not_safetensors("the header is not an object")
