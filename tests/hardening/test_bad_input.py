@@ -14,10 +14,10 @@ from django.db import DataError
 from django.test import Client
 from django.urls import Resolver404, resolve
 
+from dataspace.demo import demo_request_spec, demo_weights
 from pods.models import PairingIntent, Pod
 from tests.factories import UserFactory
 from tests.pods.conftest import make_paired_pod
-from training.demo import demo_request_spec, demo_weights
 from training.models import ModelRequest, ModelVersion, Provider
 
 pytestmark = pytest.mark.django_db
