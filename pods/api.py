@@ -327,8 +327,10 @@ _PATH = serializers.ListField(child=serializers.CharField(), help_text="base64 h
 _PROVED = inline_serializer(
     "KeyLogInclusion", {"head": _TREE_HEAD, "entry": _ENTRY, "inclusion_path": _PATH}
 )
+# Tree sizes are whole numbers of entries (the schema says so; a size beyond the log is a 409).
+_SIZE: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 10**19 - 1}
 _TREE_SIZE = OpenApiParameter(
-    "tree_size", int, required=False, description="prove against this size (default: current)"
+    "tree_size", _SIZE, required=False, description="prove against this size (default: current)"
 )
 
 
@@ -385,9 +387,9 @@ class KeyLogPodEntryApi(PodApi):
 class KeyLogConsistencyApi(PodApi):
     @extend_schema(
         parameters=[
-            OpenApiParameter("first", int, required=True, description="the older tree size"),
+            OpenApiParameter("first", _SIZE, required=True, description="the older tree size"),
             OpenApiParameter(
-                "second", int, required=False, description="the newer size (default: current)"
+                "second", _SIZE, required=False, description="the newer size (default: current)"
             ),
         ],
         responses={

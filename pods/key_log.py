@@ -21,7 +21,7 @@ from django.db.models import QuerySet
 
 from consent import receipts
 from consent.models import DataSubject
-from dataspace.errors import DomainError, NotFound
+from dataspace.errors import Conflict, NotFound
 from pods.agent.keylog import (
     LogEntry,
     MerkleTree,
@@ -137,8 +137,8 @@ def key_log_view(*, tree_size: int | None = None) -> LogView:
     tree, current = _cache.snapshot()
     size = current if tree_size is None else tree_size
     if not 0 <= size <= current:
-        raise DomainError(
-            f"tree_size must be between 0 and {current}.",
+        raise Conflict(
+            f"The key log has {current} entries; tree_size must be between 0 and {current}.",
             code="invalid_tree_size",
             fields={"tree_size": [f"0 to {current}"]},
         )
@@ -183,7 +183,7 @@ def key_log_consistency(*, first: int, second: int | None = None) -> dict[str, A
     """RFC 9162 §2.1.4 proof that the log of ``second`` entries extends that of ``first``."""
     view = key_log_view(tree_size=second)
     if not 0 <= first <= view.size:
-        raise DomainError(
+        raise Conflict(
             f"first must be between 0 and {view.size}.",
             code="invalid_tree_size",
             fields={"first": [f"0 to {view.size}"]},

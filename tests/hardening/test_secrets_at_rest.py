@@ -64,6 +64,7 @@ def test_provisioned_pod_tokens_are_stored_only_as_checksums(tmp_path: Path) -> 
     breast_category()
     call_command(
         "provision_pods",
+        simulated=True,
         count=1,
         homes=tmp_path,
         server="http://127.0.0.1:1",

@@ -199,13 +199,13 @@ def test_api() -> None:
     [
         ("/api/v1/pod/key-log/entries/9/", 404, "entry_not_found"),
         (f"/api/v1/pod/key-log/pods/{uuid.uuid4()}/", 404, "entry_not_found"),
-        ("/api/v1/pod/key-log/entries/0/?tree_size=5", 400, "invalid_tree_size"),
+        ("/api/v1/pod/key-log/entries/0/?tree_size=5", 409, "invalid_tree_size"),
         ("/api/v1/pod/key-log/entries/0/?tree_size=-1", 400, "invalid_value"),
         ("/api/v1/pod/key-log/entries/0/?tree_size=0", 404, "entry_not_found"),
         ("/api/v1/pod/key-log/consistency/", 400, "invalid_value"),
         ("/api/v1/pod/key-log/consistency/?first=x", 400, "invalid_value"),
         ("/api/v1/pod/key-log/consistency/?first=%C2%B2", 400, "invalid_value"),
-        ("/api/v1/pod/key-log/consistency/?first=2&second=1", 400, "invalid_tree_size"),
+        ("/api/v1/pod/key-log/consistency/?first=2&second=1", 409, "invalid_tree_size"),
         ("/api/v1/pod/key-log/mine/?tree_size=99999999999999999999", 400, "invalid_value"),
     ],
 )
@@ -245,13 +245,12 @@ def test_schema_documents_the_key_log() -> None:
 
 
 def test_portal_shows_fingerprints_and_log_entries() -> None:
-    from tests.factories import PASSWORD
 
     ada = UserFactory()
     provision()  # someone else's pod: entry 0
     phone, _ = provision(ada, "Ada's phone")
     browser = Client()
-    assert browser.login(username=ada.username, password=PASSWORD)
+    browser.force_login(ada)
     page = browser.get("/pods/").content.decode()
     row = KeyLogEntry.objects.get(pod=phone)
     assert phone.fingerprint in page
@@ -366,14 +365,13 @@ def test_round_attachment_lets_a_pod_check_its_neighbours(tmp_path: Any) -> None
 
 
 def test_portal_warns_about_a_logged_key_that_is_not_the_pods() -> None:
-    from tests.factories import PASSWORD
 
     ada = UserFactory()
     phone, _ = provision(ada, "Ada's phone")
     # The service logs a second entry for Ada's phone with a key that is not the phone's.
     key_log.key_log_append(pod=Pod(pk=phone.pk, owner=ada, public_key=b"\x03" * 32))
     browser = Client()
-    assert browser.login(username=ada.username, password=PASSWORD)
+    browser.force_login(ada)
     page = browser.get("/pods/").content.decode()
     assert "entry #0, logged" in page and "entry #1, logged" in page
     assert page.count("not this pod&#x27;s key") + page.count("not this pod's key") == 1
