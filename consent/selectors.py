@@ -271,12 +271,9 @@ class RequestTaken:
     def contributed_rounds(self) -> int:
         return sum(1 for r in self.rounds if r.contributed)
 
-    @property
-    def epsilon_spent(self) -> float | None:
-        """ε of the latest completed round the person contributed to (the accountant's
-        cumulative value after it); None without DP or before any contribution."""
-        spent = [r for r in self.rounds if r.contributed and r.epsilon is not None]
-        return max(spent, key=lambda r: r.number).epsilon if spent else None
+    # ε spent on the person: that of the rounds whose published model their update went into
+    # (q = 1, as their pod's own ledger counts it); None without DP or before any contribution.
+    epsilon_spent: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -329,11 +326,13 @@ def participation_of(user: User) -> list[RequestTaken]:
         )
     }
     taken: dict[uuid.UUID, RequestTaken] = {}
+    requests: dict[uuid.UUID, ModelRequest] = {}
     latest: dict[uuid.UUID, datetime] = {}
     for p in rows:
         training_round = p.round
         model_request = training_round.model_request
         entry = taken.get(model_request.pk)
+        requests[model_request.pk] = model_request
         if entry is None:
             dp = model_request.dp or None
             entry = taken[model_request.pk] = RequestTaken(
@@ -371,4 +370,7 @@ def participation_of(user: User) -> list[RequestTaken]:
                 epsilon=epsilon,
             )
         )
+    for entry in taken.values():
+        if entry.dp and entry.contributed_rounds:
+            entry.epsilon_spent = requests[entry.request_id].epsilon_after(entry.contributed_rounds)
     return sorted(taken.values(), key=lambda e: latest[e.request_id], reverse=True)

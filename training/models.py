@@ -184,6 +184,16 @@ class ModelRequest(models.Model):
     def delta(self) -> float | None:
         return float(self.dp["delta"]) if self.dp else None
 
+    def epsilon_after(self, rounds: int) -> float | None:
+        """ε against the service after ``rounds`` rounds of one person's data, with no
+        amplification by subsampling (q = 1): the figure each pod's own ledger computes
+        (``pods.agent.plan``) and the portal shows. None without DP."""
+        if not self.dp:
+            return None
+        from training.secagg.dp import epsilon  # Opacus loads torch: only where ε is shown
+
+        return epsilon(float(self.dp["noise_multiplier"]), 1.0, rounds, float(self.dp["delta"]))
+
     def _refuse_plan_change(self) -> None:
         stored = (
             type(self)

@@ -10,9 +10,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from pods.agent.plan import PlanPrivacy
 from pods.models import Pod
 from tests.factories import PodFactory, UserFactory, open_request
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
+from training.modelspec import validate_spec
+from training.secagg.dp import epsilon
 
 pytestmark = pytest.mark.django_db
 
@@ -191,9 +194,7 @@ def test_other_peoples_participation_is_not_shown(client: Client, person: User) 
     assert data["participation"][0]["rounds"][0]["contributed"] is True
 
 
-def test_dp_epsilon_is_that_of_the_latest_round_i_contributed_to(
-    client: Client, person: User
-) -> None:
+def test_dp_epsilon_is_that_of_the_rounds_i_contributed_to(client: Client, person: User) -> None:
     model_request = training(title="Private model", dp=DP)
     pod = PodFactory(owner=person)
     take_part(run_round(model_request, 1, epsilon=0.5), pod)
@@ -207,14 +208,20 @@ def test_dp_epsilon_is_that_of_the_latest_round_i_contributed_to(
         dropped_at="masked_input",
         reason="consent_withdrawn",
     )
+    # Two rounds of my data at σ = 1.1, δ = 1e-5, counted with q = 1 — what my pod's own
+    # ledger counts — not the request's cumulative ε after round 3.
+    mine = epsilon(1.1, 1.0, 2, 1e-5)
     body = page(client)
-    assert "ε = 0.90 of a budget of ε = 8.00" in body
+    assert f"ε = {mine:.2f} of a budget of ε = 8.00" in body
     assert "ε = 1.20" not in body
     assert "You withdrew your consent." in body
     assert "no differential privacy" not in body
     entry = export(client)["participation"][0]
     assert entry["differential_privacy"] is True
-    assert entry["epsilon_spent"] == pytest.approx(0.9)
+    assert entry["epsilon_spent"] == pytest.approx(mine)
+    assert entry["epsilon_spent"] == pytest.approx(
+        PlanPrivacy.of(validate_spec(model_request.spec)).epsilon_after(2)
+    )
     assert [r["epsilon"] for r in entry["rounds"]] == [0.5, 0.9, None]
 
 
