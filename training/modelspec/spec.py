@@ -715,13 +715,21 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             f"cross_entropy needs a (classes,) output, got {list(shape)}.",
             "training.loss",
         )
+    privacy = _privacy(raw["privacy"])
+    if privacy.dp is not None and training.algorithm["type"] != "fedavg":
+        # Δc_i would leave the pod without noise; FedNova's rescaling would rescale the noise.
+        raise SpecError(
+            "invalid_value",
+            f"{training.algorithm['type']} is not available with differential privacy.",
+            "training.algorithm.type",
+        )
     return ModelSpec(
         title=raw["title"],
         purpose=raw["purpose"],
         data=data,
         layers=layers,
         training=training,
-        privacy=_privacy(raw["privacy"]),
+        privacy=privacy,
         parameter_count=parameters,
         output_shape=shape,
     )
