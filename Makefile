@@ -77,6 +77,10 @@ bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1
 	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode round --pods 100 --params 100000
 	$(EMBEDDED_ENV) $(PY) -m training.bench_federation --mode connections --pods 1000
 
+.PHONY: bench-learning
+bench-learning: $(STAMP)  ## FedAvg/M, FedAdam/Yogi/Adagrad, SCAFFOLD, FedNova under label skew and slow pods
+	$(PY) -m dataspace.bench.learning --output bench-output/learning
+
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
 	rm -rf var demo-output demo-output-dp staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Benchmarks that wire the pure cores together (``python -m dataspace.bench.<name>``)."""
