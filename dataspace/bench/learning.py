@@ -67,6 +67,8 @@ class Task:
     central_epochs: int = 30  # the pooled baseline: enough epochs to converge on these sets
 
 
+# Chosen on a validation split carved out of the pods' pool (``--eval-on validation``, digits,
+# Dirichlet 0.1, 100 pods), never on the test split; see the report of issue 17.
 TASKS: dict[str, Task] = {
     "digits": Task(
         "digits",
@@ -74,22 +76,31 @@ TASKS: dict[str, Task] = {
         local_epochs=10,
         local_steps=20,
         batch_size=4,
-        lr=0.05,
+        lr=0.1,
         server={
-            "fedavgm": {"lr": 1.0, "momentum": 0.5},
-            "fedadam": {"lr": 0.01},
-            "fedyogi": {"lr": 0.01},
-            "fedadagrad": {"lr": 0.01},
+            "fedavgm": {"lr": 1.0, "momentum": 0.9},
+            "fedadam": {"lr": 0.03},
+            "fedyogi": {"lr": 0.03},
+            "fedadagrad": {"lr": 0.1},
+            "scaffold": {"lr": 1.5},
+            "fednova": {"lr": 1.5},
         },
     ),
     "breast_screening": Task(
         "breast_screening",
         rounds=20,
-        local_epochs=5,
-        local_steps=10,
+        local_epochs=10,
+        local_steps=5,
         batch_size=4,
         lr=0.05,
-        server={"fedavgm": {"lr": 1.0, "momentum": 0.5}},
+        server={
+            "fedavgm": {"lr": 1.0, "momentum": 0.9},
+            "fedadam": {"lr": 0.03},
+            "fedyogi": {"lr": 0.03},
+            "fedadagrad": {"lr": 0.1},
+            "scaffold": {"lr": 1.5},
+            "fednova": {"lr": 1.5},
+        },
     ),
 }
 

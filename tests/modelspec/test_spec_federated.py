@@ -30,7 +30,7 @@ def with_training(**fields: Any) -> dict[str, Any]:
             {"type": "fedadam", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3},
             {"type": "fedadam", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3},
         ),
-        ({"type": "fedyogi"}, {"type": "fedyogi", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3}),
+        ({"type": "fedyogi"}, {"type": "fedyogi", "lr": 0.03, "betas": [0.9, 0.99], "eps": 1e-3}),
         (
             {"type": "fedadagrad", "lr": 0.1},
             {"type": "fedadagrad", "lr": 0.1, "betas": [0.9, 0.99], "eps": 1e-3},

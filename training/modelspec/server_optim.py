@@ -31,16 +31,18 @@ State = dict[str, Vector]
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 ADAPTIVE = ("fedadam", "fedyogi", "fedadagrad")
 
-# Defaults that work on the bundled tasks (dataspace/bench/learning.py measures them, tuned on a
-# validation split carved out of the pods' data, never on the test split). For the adaptive
-# optimizers τ sets the smallest step scale: with τ = 1e-3 and η = 0.01 a coordinate moves at
-# most about η per round, whatever the scale of its update (Reddi et al. 2021, section 5).
+# Defaults that work on the bundled tasks: chosen with dataspace/bench/learning.py on a
+# validation split carved out of the pods' data (digits, small CNN, Dirichlet 0.1, 100 pods),
+# never on the test split. FedAdam keeps the η it had before this module, so stored requests
+# that leave it out train as they did (η = 0.03 did as well as 0.01 there). For the adaptive
+# optimizers τ sets the smallest step scale: with τ = 1e-3 a coordinate moves by at most about
+# η per round, whatever the scale of its update (Reddi et al. 2021, section 5).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "fedavg": {"lr": 1.0},
     "fedavgm": {"lr": 1.0, "momentum": 0.9},
     "fedadam": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3},
-    "fedyogi": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3},
-    "fedadagrad": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3},
+    "fedyogi": {"lr": 0.03, "betas": [0.9, 0.99], "eps": 1e-3},
+    "fedadagrad": {"lr": 0.1, "betas": [0.9, 0.99], "eps": 1e-3},
 }
 
 
