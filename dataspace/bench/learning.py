@@ -438,7 +438,12 @@ def plot(lines: list[dict[str, Any]], path: Path) -> None:
 
     panels = sorted(
         {(x["dataset"], x["partition"], x["devices"]) for x in lines},
-        key=lambda k: (k[0], k[2] != "uniform", k[1] != "iid", k[1]),
+        key=lambda k: (
+            k[0],
+            k[2] != "uniform",
+            PARTITIONS.index(k[1]) if k[1] in PARTITIONS else len(PARTITIONS),
+            k[1],
+        ),
     )
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
