@@ -81,6 +81,10 @@ bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1
 bench-keylog: migrate  ## key log: proof generation/verification at 10,000 entries (core + database)
 	$(EMBEDDED_ENV) $(PY) -m pods.key_log_bench --entries 10000 --database
 
+.PHONY: bench-learning
+bench-learning: $(STAMP)  ## FedAvg/M, FedAdam/Yogi/Adagrad, SCAFFOLD, FedNova under label skew and slow pods
+	$(PY) -m dataspace.bench.learning --output bench-output/learning
+
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
 	rm -rf var demo-output demo-output-dp staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,1 +1,2 @@
-"""Benchmarks that wire every app together (run with ``python -m dataspace.bench.<name>``)."""
+"""Benchmarks that wire every app together (run with ``python -m dataspace.bench.<name>``):
+``federation`` (live server and pods) and ``learning`` (strategies under skew, in-process)."""

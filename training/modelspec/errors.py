@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class SpecError(Exception):
     """Codes: malformed_spec, unknown_field, invalid_value, unknown_layer, unknown_loss,
-    unknown_optimizer, shape_mismatch, too_many_layers, too_many_parameters,
+    unknown_optimizer, unknown_algorithm, shape_mismatch, too_many_layers, too_many_parameters,
     weights_not_safetensors, weights_truncated, weights_missing_tensor,
     weights_unexpected_tensor, weights_shape_mismatch, weights_dtype_mismatch,
     weights_not_finite, weights_too_large."""

@@ -57,6 +57,13 @@ class TrainingSpec:
     min_participants: int
     fedprox_mu: float = 0.0
     server_optimizer: Mapping[str, Any] = field(default_factory=lambda: {"type": "fedavg"})
+    # How pods train and what they add to the masked vector: FedAvg, SCAFFOLD (control
+    # variates) or FedNova (step-normalised updates); see training/modelspec/federated.py.
+    algorithm: Mapping[str, Any] = field(default_factory=lambda: {"type": "fedavg"})
+    # The local-work budget: at most this many optimizer steps / seconds of training per round
+    # (a pod may do less if its device allows less). None: ``local_epochs`` decides alone.
+    local_steps: int | None = None
+    local_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -532,25 +539,78 @@ def _optimizer(value: Any) -> OptimizerSpec:
     )
 
 
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+ALGORITHMS = ("fedavg", "scaffold", "fednova")
+
+
 def _server_optimizer(value: Any) -> dict[str, Any]:
+    """Reddi et al. 2021, Algorithm 2 (see server_optim.py); hyper-parameters default to
+    server_optim.DEFAULTS, so the stored spec states every value the server will use."""
+    from .server_optim import DEFAULTS
+
     path = "training.server_optimizer"
-    if not isinstance(value, dict) or value.get("type") not in ("fedavg", "fedadam"):
-        raise SpecError("unknown_optimizer", "The server optimizer is 'fedavg' or 'fedadam'.", path)
-    if value["type"] == "fedavg":
-        _obj(value, path, ["type"], [])
-        return {"type": "fedavg"}
+    if not isinstance(value, dict) or value.get("type") not in SERVER_OPTIMIZERS:
+        raise SpecError(
+            "unknown_optimizer",
+            f"The server optimizer's type is one of {', '.join(SERVER_OPTIMIZERS)}.",
+            f"{path}.type" if isinstance(value, dict) else path,
+        )
+    kind = value["type"]
+    defaults = DEFAULTS[kind]
+    if kind == "fedavg":
+        raw = _obj(value, path, ["type", "lr"], [])
+        if "lr" not in raw:
+            return {"type": "fedavg"}  # the plain average, as stored before server lr existed
+        return {"type": kind, "lr": _num(raw["lr"], f"{path}.lr", 0.0, 10.0, lo_open=True)}
+    if kind == "fedavgm":
+        raw = _obj(value, path, ["type", "lr", "momentum"], [])
+        return {
+            "type": kind,
+            "lr": _num(raw.get("lr", defaults["lr"]), f"{path}.lr", 0.0, 10.0, lo_open=True),
+            "momentum": _num(
+                raw.get("momentum", defaults["momentum"]),
+                f"{path}.momentum",
+                0.0,
+                1.0,
+                hi_open=True,
+            ),
+        }
     raw = _obj(value, path, ["type", "lr", "betas", "eps"], [])
-    betas = raw.get("betas", [0.9, 0.99])
+    betas = raw.get("betas", defaults["betas"])
     if not isinstance(betas, list) or len(betas) != 2:
         raise SpecError("invalid_value", "Must be a list of two numbers.", f"{path}.betas")
     return {
-        "type": "fedadam",
-        "lr": _num(raw.get("lr", 0.01), f"{path}.lr", 0.0, 10.0, lo_open=True),
+        "type": kind,
+        "lr": _num(raw.get("lr", defaults["lr"]), f"{path}.lr", 0.0, 10.0, lo_open=True),
         "betas": [
             _num(b, f"{path}.betas[{i}]", 0.0, 1.0, hi_open=True) for i, b in enumerate(betas)
         ],
-        "eps": _num(raw.get("eps", 1e-3), f"{path}.eps", 0.0, 1.0, lo_open=True),
+        "eps": _num(raw.get("eps", defaults["eps"]), f"{path}.eps", 0.0, 1.0, lo_open=True),
     }
+
+
+def _algorithm(value: Any, optimizer: OptimizerSpec) -> dict[str, Any]:
+    """``{"type": "fedavg"}``, ``{"type": "scaffold", "control_clip": C}`` (Karimireddy et al.
+    2020) or ``{"type": "fednova"}`` (Wang et al. 2020). Both need plain local SGD: SCAFFOLD's
+    control variate is (x − y_i)/(K·η_l) and FedNova's step count assumes SGD (with momentum)."""
+    path = "training.algorithm"
+    if not isinstance(value, dict) or value.get("type") not in ALGORITHMS:
+        raise SpecError(
+            "unknown_algorithm",
+            f"The algorithm's type is one of {', '.join(ALGORITHMS)}.",
+            f"{path}.type" if isinstance(value, dict) else path,
+        )
+    kind = value["type"]
+    if kind != "fedavg" and optimizer.type != "sgd":
+        raise SpecError(
+            "invalid_value", f"{kind} needs the local optimizer 'sgd'.", "training.optimizer.type"
+        )
+    if kind == "scaffold":
+        raw = _obj(value, path, ["type", "control_clip"], [])
+        clip = _num(raw.get("control_clip", 100.0), f"{path}.control_clip", 0.0, 1e4, lo_open=True)
+        return {"type": kind, "control_clip": clip}
+    _obj(value, path, ["type"], [])
+    return {"type": kind}
 
 
 def _training(value: Any) -> TrainingSpec:
@@ -564,6 +624,9 @@ def _training(value: Any) -> TrainingSpec:
         "min_participants",
         "fedprox_mu",
         "server_optimizer",
+        "algorithm",
+        "local_steps",
+        "local_seconds",
     ]
     raw = _obj(value, "training", allowed, allowed[:7])
     if not isinstance(raw["loss"], str) or raw["loss"] not in LOSSES:
@@ -576,9 +639,12 @@ def _training(value: Any) -> TrainingSpec:
             "min_participants cannot exceed cohort_size.",
             "training.min_participants",
         )
+    optimizer = _optimizer(raw["optimizer"])
+    steps = raw.get("local_steps")
+    seconds = raw.get("local_seconds")
     return TrainingSpec(
         loss=raw["loss"],
-        optimizer=_optimizer(raw["optimizer"]),
+        optimizer=optimizer,
         local_epochs=_int(raw["local_epochs"], "training.local_epochs", 1, 100),
         batch_size=_int(raw["batch_size"], "training.batch_size", 1, 4096),
         rounds=_int(raw["rounds"], "training.rounds", 1, 1000),
@@ -586,6 +652,11 @@ def _training(value: Any) -> TrainingSpec:
         min_participants=minimum,
         fedprox_mu=_num(raw.get("fedprox_mu", 0.0), "training.fedprox_mu", 0.0, 100.0),
         server_optimizer=_server_optimizer(raw.get("server_optimizer", {"type": "fedavg"})),
+        algorithm=_algorithm(raw.get("algorithm", {"type": "fedavg"}), optimizer),
+        local_steps=None if steps is None else _int(steps, "training.local_steps", 1, 100_000),
+        local_seconds=None
+        if seconds is None
+        else _num(seconds, "training.local_seconds", 0.0, 86_400.0, lo_open=True),
     )
 
 
@@ -670,13 +741,21 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             f"cross_entropy needs a (classes,) output, got {list(shape)}.",
             "training.loss",
         )
+    privacy = _privacy(raw["privacy"])
+    if privacy.dp is not None and training.algorithm["type"] != "fedavg":
+        # Δc_i would leave the pod without noise; FedNova's rescaling would rescale the noise.
+        raise SpecError(
+            "invalid_value",
+            f"{training.algorithm['type']} is not available with differential privacy.",
+            "training.algorithm.type",
+        )
     return ModelSpec(
         title=raw["title"],
         purpose=raw["purpose"],
         data=data,
         layers=layers,
         training=training,
-        privacy=_privacy(raw["privacy"]),
+        privacy=privacy,
         parameter_count=parameters,
         output_shape=shape,
     )

@@ -3,12 +3,20 @@
 The update a pod contributes is ``new − global`` (a flat float32 vector). The evaluation sums
 are of the *global* model on the pod's held-out split, before training: that is federated
 evaluation of the model the round started from (summed across pods under secure aggregation).
+
+Local work is bounded by the spec's budget (``training.local_steps`` / ``local_seconds``) and by
+what the device allows (``max_steps`` / ``max_seconds``): the pod stops at the first limit and
+reports how many steps it took, so FedNova can normalise (Wang et al. 2020). Under SCAFFOLD
+(Karimireddy et al. 2020) each step follows g(y) − c_i + c, and the pod's control variate moves
+by option II of their Algorithm 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +25,7 @@ from torch import nn
 
 from .build import build_module
 from .spec import ModelSpec
-from .vectors import flatten_state
+from .vectors import flatten_state, vector_size, vector_slices
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,24 @@ class LocalResult:
     num_examples: int
     evaluation: EvalResult
     state: dict[str, torch.Tensor]
+    steps: int = 0  # optimizer steps taken (each on one mini-batch)
+    # SCAFFOLD only: Δc_i (L2-clipped to the spec's control_clip) and the pod's new c_i, which
+    # it keeps until its next round. The server learns only the sum of the Δc_i.
+    control_delta: npt.NDArray[np.float32] | None = None
+    control: npt.NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The most local work one round may take: steps and seconds (``None``: no limit)."""
+
+    steps: int | None = None
+    seconds: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _targets(spec: ModelSpec, y: npt.NDArray[np.generic]) -> torch.Tensor:
@@ -117,9 +143,16 @@ def _fit(
     epochs: int,
     generator: torch.Generator,
     anchor: list[torch.Tensor] | None,
-) -> None:
+    budget: Budget | None = None,
+    correction: list[torch.Tensor] | None = None,
+) -> int:
+    """Mini-batch training; returns the number of optimizer steps taken. ``correction`` is
+    added to each parameter's gradient (SCAFFOLD's c − c_i, one tensor per parameter)."""
     if len(x) == 0:
-        return
+        return 0
+    budget = budget or Budget()
+    started = budget.clock()
+    steps = 0
     inputs = torch.as_tensor(np.asarray(x, dtype=np.float32))
     target = _targets(spec, y)
     optimizer = _optimizer(spec, module)
@@ -129,6 +162,10 @@ def _fit(
     for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(inputs), spec.training.batch_size):
+            if (budget.steps is not None and steps >= budget.steps) or (
+                budget.seconds is not None and budget.clock() - started >= budget.seconds
+            ):
+                return steps
             batch = order[start : start + spec.training.batch_size]
             if len(batch) < 2 and any(
                 isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()
@@ -144,7 +181,45 @@ def _fit(
                 )
                 loss = loss + (mu / 2) * proximal
             loss.backward()
+            if correction is not None:
+                with torch.no_grad():
+                    for p, c in zip(module.parameters(), correction, strict=True):
+                        if p.grad is not None:
+                            p.grad += c
             optimizer.step()
+            steps += 1
+    return steps
+
+
+def _correction(
+    spec: ModelSpec,
+    module: nn.Module,
+    server_control: npt.NDArray[np.floating[Any]],
+    client_control: npt.NDArray[np.floating[Any]],
+) -> list[torch.Tensor]:
+    """c − c_i cut into one tensor per parameter (buffers such as BatchNorm's running
+    statistics are not trained by gradients and get no correction)."""
+    where = vector_slices(spec)
+    diff = np.asarray(server_control, np.float32) - np.asarray(client_control, np.float32)
+    return [
+        torch.from_numpy(np.array(diff[where[name]], dtype=np.float32)).reshape(p.shape)
+        for name, p in module.named_parameters()
+    ]
+
+
+def _parameter_coordinates(spec: ModelSpec, module: nn.Module) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(vector_size(spec), dtype=bool)
+    where = vector_slices(spec)
+    for name, _ in module.named_parameters():
+        mask[where[name]] = True
+    return mask
+
+
+def _clip(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.float32]:
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    if norm <= max_norm or norm == 0.0:
+        return vector
+    return (vector * np.float32(max_norm / norm)).astype(np.float32)
 
 
 def train_local(
@@ -155,34 +230,72 @@ def train_local(
     *,
     seed: int,
     holdout_fraction: float = 0.2,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    server_control: npt.NDArray[np.floating[Any]] | None = None,
+    client_control: npt.NDArray[np.floating[Any]] | None = None,
 ) -> LocalResult:
-    """Train ``local_epochs`` on the pod's data; return the update and evaluation sums."""
+    """Train up to ``local_epochs`` on the pod's data within the local-work budget (the spec's,
+    and the device's own ``max_steps`` / ``max_seconds``); return the update, the evaluation sums
+    and the number of steps taken.
+
+    Under ``training.algorithm = scaffold`` pass the server's control variate c (sent with the
+    task) and the pod's own c_i (kept between rounds; ``None`` in its first round: zeros).
+    """
+    training = spec.training
+    scaffold = training.algorithm.get("type") == "scaffold"
+    budget = Budget(
+        steps=None if (s := _least(training.local_steps, max_steps)) is None else int(s),
+        seconds=_least(training.local_seconds, max_seconds),
+        clock=clock,
+    )
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x), generator=generator).numpy()
     held = round(len(x) * holdout_fraction) if len(x) >= 5 else 0
     eval_idx, train_idx = order[:held], order[held:]
+    dim = vector_size(spec)
+    c = np.zeros(dim, np.float32) if server_control is None else np.asarray(server_control)
+    c_i = np.zeros(dim, np.float32) if client_control is None else np.asarray(client_control)
+    if scaffold and (c.shape != (dim,) or c_i.shape != (dim,)):
+        raise ValueError(f"control variates must have {dim} values")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         module = build_module(spec)
         module.load_state_dict(dict(global_state))
         evaluation = _evaluate(spec, module, x[eval_idx], y[eval_idx])
         anchor = [p.detach().clone() for p in module.parameters()]
-        _fit(
+        steps = _fit(
             spec,
             module,
             x[train_idx],
             y[train_idx],
-            epochs=spec.training.local_epochs,
+            epochs=training.local_epochs,
             generator=generator,
             anchor=anchor,
+            budget=budget,
+            correction=_correction(spec, module, c, c_i) if scaffold else None,
         )
     new_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    update = flatten_state(new_state, spec) - flatten_state(global_state, spec)
+    update = (flatten_state(new_state, spec) - flatten_state(global_state, spec)).astype(np.float32)
+    control_delta = control = None
+    if scaffold:
+        # Option II: c_i+ = c_i − c + (x − y_i) / (K · η_l), on the trained coordinates only.
+        delta = np.zeros(dim, np.float32)
+        if steps > 0:
+            mask = _parameter_coordinates(spec, module)
+            estimate = -update.astype(np.float64) / (steps * training.optimizer.lr)
+            delta[mask] = (estimate - c.astype(np.float64))[mask].astype(np.float32)
+        control_delta = _clip(delta, float(training.algorithm["control_clip"]))
+        control = (c_i + control_delta).astype(np.float32)
     return LocalResult(
-        update=update.astype(np.float32),
+        update=update,
         num_examples=len(train_idx),
         evaluation=evaluation,
         state=new_state,
+        steps=steps,
+        control_delta=control_delta,
+        control=control,
     )
 
 

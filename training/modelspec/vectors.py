@@ -52,3 +52,14 @@ def unflatten_state(
         out[name] = chunk.reshape(shape).to(like[name].dtype)
         offset += size
     return out
+
+
+def vector_slices(spec: ModelSpec) -> dict[str, slice]:
+    """Where each floating-point tensor of ``state_dict()`` lives in the flat vector."""
+    out: dict[str, slice] = {}
+    offset = 0
+    for name, shape in _float_names(spec):
+        size = int(np.prod(shape))
+        out[name] = slice(offset, offset + size)
+        offset += size
+    return out

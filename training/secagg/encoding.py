@@ -79,22 +79,41 @@ class Layout:
         max_weight: int = 1,
         max_eval_examples: int = 10_000,
         max_loss_per_example: float = 100.0,
+        control_dim: int = 0,
+        control_clip: float = 100.0,
+        max_local_steps: float = 0.0,
     ) -> Layout:
         """Model update (each pod sends weight · update, weight ≤ max_weight, |coord| ≤ C),
-        then the example weight, eval loss sum, correct count and eval example count."""
+        then the example weight, eval loss sum, correct count and eval example count.
+
+        Optional parts, appended after those so that the layout (and every byte of the masked
+        vector) is unchanged when they are off:
+
+        * ``control_delta`` (``control_dim`` > 0): SCAFFOLD's Δc_i, L2-clipped to
+          ``control_clip`` by the pod, so the server learns only Σ Δc_i (Karimireddy et al.
+          2020). It doubles the upload when ``control_dim`` is the model dimension.
+        * ``local_steps`` (``max_local_steps`` > 0): FedNova's weight · ‖a_i‖₁, the pod's
+          (weighted) effective number of local steps, at most ``max_weight · max_local_steps``
+          (Wang et al. 2020); one coordinate.
+        """
 
         def seg(name: str, size: int, bound: float) -> Segment:
             return Segment(name, size, bound, scale_bits(max_clients, bound))
 
-        return cls(
-            (
-                seg("update", model_dim, clip_norm * max_weight),
-                seg("weight", 1, float(max_weight)),
-                seg("eval_loss", 1, max_loss_per_example * max_eval_examples),
-                seg("eval_correct", 1, float(max_eval_examples)),
-                seg("eval_examples", 1, float(max_eval_examples)),
-            )
-        )
+        segments = [
+            seg("update", model_dim, clip_norm * max_weight),
+            seg("weight", 1, float(max_weight)),
+            seg("eval_loss", 1, max_loss_per_example * max_eval_examples),
+            seg("eval_correct", 1, float(max_eval_examples)),
+            seg("eval_examples", 1, float(max_eval_examples)),
+        ]
+        if control_dim < 0 or max_local_steps < 0:
+            raise SecAggError("Optional parts need non-negative sizes.", code="invalid_layout")
+        if control_dim:
+            segments.append(seg("control_delta", control_dim, control_clip))
+        if max_local_steps:
+            segments.append(seg("local_steps", 1, float(max_local_steps) * max_weight))
+        return cls(tuple(segments))
 
 
 def clip_l2(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.float32]:
