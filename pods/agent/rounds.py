@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from training.modelspec import load_weights, validate_spec
 from training.modelspec.errors import SpecError
+from training.modelspec.federated import federated_parts
+from training.modelspec.spec import ModelSpec
 from training.modelspec.trainer import LocalResult, train_local
 from training.secagg.client import ClientRound
 from training.secagg.dp import privatize
@@ -87,7 +89,7 @@ class _Round:
 
 
 def contribution(
-    result: LocalResult, plan: PlanPrivacy
+    result: LocalResult, plan: PlanPrivacy, spec: ModelSpec
 ) -> dict[str, npt.NDArray[np.floating[Any]]]:
     """The vector parts a pod adds to the sum: weighted clipped update (noised under DP),
     its weight, and the evaluation sums of the global model on the pod's held-out split.
@@ -105,10 +107,24 @@ def contribution(
     else:
         cap = plan.max_examples
         weight = min(result.num_examples, cap) / cap
+        if spec.training.algorithm.get("type", "fedavg") != "fedavg":
+            # FedNova: the update normalised by the pod's local steps, and those steps.
+            parts = federated_parts(spec, result, weight=weight, clip_norm=plan.update_clip)
+            return {
+                **{k: np.asarray(v) for k, v in parts.items()},
+                **_evaluation(result),
+            }
         update = weight * clip_l2(result.update, plan.update_clip)
     return {
         "update": np.asarray(update, dtype=np.float32),
         "weight": np.array([weight]),
+        **_evaluation(result),
+    }
+
+
+def _evaluation(result: LocalResult) -> dict[str, npt.NDArray[np.floating[Any]]]:
+    """The evaluation sums of the global model on the pod's held-out split."""
+    return {
         "eval_loss": np.array([result.evaluation.loss_sum]),
         "eval_correct": np.array([float(result.evaluation.correct)]),
         "eval_examples": np.array([float(result.evaluation.examples)]),
@@ -134,6 +150,7 @@ class RoundWorker:
         vanish: Callable[[str], bool] | None = None,
         ledger: PrivacyLedger | None = None,
         key_log: KeyLogVerifier | None = None,
+        speed: float = 1.0,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -146,6 +163,9 @@ class RoundWorker:
         # Neighbours' identity keys are accepted only with the key log's proofs (None: the
         # caller checks nothing, as in-process tests of other concerns do).
         self.key_log = key_log
+        # The share of the plan's local work this device manages per round (a slow phone:
+        # < 1). It trains fewer steps and says so in the masked sum (FedNova), never dropped.
+        self.speed = speed
         self.rounds: dict[int, _Round] = {}
         self.bytes_sent: dict[int, int] = {}
         # Verified receipts by request: fetched for a request's first task, and again only
@@ -341,8 +361,15 @@ class RoundWorker:
             raise Declined("no_data") from None
         if len(x) == 0:
             raise Declined("no_data")
-        result = train_local(spec, state, x, y, seed=int(task.get("seed", 0)))
-        return plan, contribution(result, plan)
+        max_steps = None
+        if self.speed < 1.0:
+            batches = -(-max(1, round(len(x) * 0.8)) // spec.training.batch_size)
+            planned = spec.training.local_epochs * batches
+            if spec.training.local_steps is not None:
+                planned = min(planned, spec.training.local_steps)
+            max_steps = max(1, int(planned * self.speed))
+        result = train_local(spec, state, x, y, seed=int(task.get("seed", 0)), max_steps=max_steps)
+        return plan, contribution(result, plan, spec)
 
 
 def channel_handler(

@@ -260,7 +260,7 @@ def test_federation_across_processes(stack: dict[str, Any], settings: Any) -> No
         result = train_local(
             spec, base, x.astype(np.float32), y.astype(float), seed=first.metrics["seed"]
         )
-        plain[i] = contribution(result, plan)
+        plain[i] = contribution(result, plan, spec)
     expected = sum(plain[i]["update"] for i in survivors) / sum(
         float(plain[i]["weight"][0]) for i in survivors
     )

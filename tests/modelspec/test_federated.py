@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.demo import demo_request_spec, demo_weights
+from dataspace.demo import demo_request_spec, demo_weights
 from training.modelspec import load_weights, validate_spec, vector_size
 from training.modelspec.federated import (
     average_update,

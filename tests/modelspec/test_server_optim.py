@@ -3,9 +3,6 @@ FedNova's rescaling, each against a case computed by hand."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import numpy as np
 import pytest
 
@@ -104,42 +101,6 @@ def test_defaults_fill_missing_hyper_parameters() -> None:
     }
     with pytest.raises(ValueError, match="unknown"):
         with_defaults({"type": "sgd"})
-
-
-def _legacy_server_step() -> Any:
-    try:
-        return importlib.import_module("training.orchestrator").server_step
-    except (ImportError, AttributeError):
-        pytest.skip("the orchestrator's own server_step has been replaced by this module")
-
-
-@pytest.mark.parametrize(
-    "optimizer",
-    [
-        {"type": "fedavg"},
-        {"type": "fedadam", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-3},
-        {"type": "fedadam", "lr": 0.3, "betas": [0.5, 0.9], "eps": 0.1},
-    ],
-)
-def test_bit_for_bit_the_orchestrators_step_for_fedavg_and_fedadam(
-    optimizer: dict[str, Any],
-) -> None:
-    legacy = _legacy_server_step()
-    rng = np.random.default_rng(5)
-    ours_x = theirs_x = rng.normal(size=50).astype(np.float32)
-    ours_s: Any = None
-    theirs_s: Any = None
-    for _ in range(4):
-        delta = (rng.normal(size=50) * 0.1).astype(np.float32)
-        ours_x, ours_s = server_step(optimizer, ours_x, delta, ours_s)
-        theirs_x, theirs_s = legacy(optimizer, theirs_x, delta, theirs_s)
-        assert ours_x.dtype == theirs_x.dtype == np.float32
-        assert np.array_equal(ours_x, theirs_x)
-        if theirs_s is None:
-            assert ours_s is None
-        else:
-            assert set(ours_s) == set(theirs_s)
-            assert all(np.array_equal(ours_s[k], theirs_s[k]) for k in theirs_s)
 
 
 def test_scaffold_server_control_adds_the_sum_over_the_population() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from training.demo import demo_request_spec
+from dataspace.demo import demo_request_spec
 from training.modelspec import SpecError, validate_spec
 
 BASE = demo_request_spec()

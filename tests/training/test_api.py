@@ -392,3 +392,20 @@ def test_plan_is_immutable_once_recruiting(provider: Provider) -> None:
     model_request.spec = copy.deepcopy(model_request.spec) | {"title": "changed"}
     with pytest.raises(ValidationError, match="immutable"):
         model_request.save()
+
+
+def test_scaffold_is_refused_until_the_live_rounds_run_it() -> None:
+    """The spec knows SCAFFOLD (the pure trainer and the learning bench run it), but the live
+    rounds do not send control variates yet: a request is refused, not silently run as FedAvg."""
+    from dataspace.errors import DomainError
+    from tests.factories import breast_category
+    from training.services import model_request_create
+
+    breast_category()
+    spec = demo_request_spec(rounds=1, cohort_size=4, min_participants=4)
+    spec["training"]["algorithm"] = {"type": "scaffold"}
+    before = ModelRequest.objects.count()
+    with pytest.raises(DomainError) as refused:
+        model_request_create(provider=ProviderFactory(), spec=spec, weights=demo_weights(spec))
+    assert refused.value.code == "algorithm_not_supported"
+    assert ModelRequest.objects.count() == before

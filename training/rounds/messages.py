@@ -26,15 +26,19 @@ Payload = dict[str, Any]
 def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
     """The masked vector's layout: the model's coordinates plus weight and evaluation sums."""
     from training.modelspec import vector_size  # imports torch: only where a round opens
+    from training.modelspec.federated import max_local_steps  # the trainer: torch too
 
     spec = validate_spec(model_request.spec)
     privacy = spec.privacy
+    fednova = spec.training.algorithm.get("type") == "fednova"
     return Layout.for_training(
         model_dim=vector_size(spec),
         max_clients=cohort,
         clip_norm=privacy.dp.clip_norm if privacy.dp else privacy.update_clip,
         max_weight=1,
         max_eval_examples=privacy.max_examples,
+        # FedNova: each pod's (weighted) effective number of local steps rides in the sum.
+        max_local_steps=max_local_steps(spec, privacy.max_examples) if fednova else 0.0,
     )
 
 

@@ -16,6 +16,8 @@ from safetensors.numpy import save as save_vectors
 from pods.agent.protocol import RoundEnd
 from training.models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, TrainingRound
 from training.modelspec import validate_spec
+from training.modelspec.federated import average_update
+from training.modelspec.server_optim import server_step
 from training.secagg.dp import epsilon_of
 from training.secagg.encoding import Layout, decode
 from training.secagg.server import UnmaskPlan
@@ -23,7 +25,6 @@ from training.secagg.server import UnmaskPlan
 from . import opening
 from .ending import end_round
 from .locking import lock_request
-from .optimizers import server_step
 from .progress import round_changed
 
 Vector = npt.NDArray[np.float32]
@@ -98,10 +99,10 @@ def finish(
     model_request = lock_request(training_round.model_request_id)
     survivors = [p for p in participants if p.index in set(plan.survivors)]
     totals = decode(total, layout)
-    weight = float(totals["weight"][0])
     base = training_round.base_version
     assert base is not None, "a round always starts from a model version"
-    average = (totals["update"] / max(weight, 1e-12)).astype(np.float32)
+    # FedAvg's weighted mean, or FedNova's step-normalised one (from the masked totals alone).
+    average = average_update(validate_spec(model_request.spec), totals)
     blob, optimizer_state = _new_weights(model_request, base, average)
     examples = float(totals["eval_examples"][0])
     metrics = {

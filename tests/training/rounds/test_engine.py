@@ -497,3 +497,58 @@ def test_a_pod_dropped_while_unmasking_stays_in_the_sum(monkeypatch: pytest.Monk
     )
     delta = flatten_state(new, spec) - flatten_state(base, spec)
     assert np.allclose(delta, expected, atol=1e-4)
+
+
+def test_a_slow_pod_is_counted_with_fewer_steps_under_fednova(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FedNova (Wang et al. 2020) through the engine and real SecAgg+: one pod manages a quarter
+    of the plan's local steps; it is not dropped, its step count rides in the masked sum, and
+    the model moves by FedNova's average of the four contributions."""
+    from dataspace.demo import demo_request_spec, demo_weights
+    from tests.factories import ProviderFactory, breast_category
+    from training.modelspec.federated import average_update
+    from training.services import model_request_create
+
+    breast_category()
+    spec = demo_request_spec(rounds=1, cohort_size=4, min_participants=4, local_epochs=2)
+    spec["training"]["algorithm"] = {"type": "fednova"}
+    model_request = model_request_create(
+        provider=ProviderFactory(), spec=spec, weights=demo_weights(spec)
+    )
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    capture_pod_messages(monkeypatch, outbox)
+    x, y = breast_data()
+    sims = {}
+    for i in range(4):
+        pod, key = consenting_online_pod(model_request, f"n{i}")
+        sims[pod.pk] = SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+    slow = next(iter(sims))
+    sims[slow].worker.speed = 0.25
+    training_round = opening.request_try_start(model_request)
+    assert training_round is not None
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        sims[pod_id].handle(message)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    assert training_round.survivors == 4
+    steps = {pod_id: float(sim.plain["local_steps"][0]) for pod_id, sim in sims.items()}
+    fast = [s for pod_id, s in steps.items() if pod_id != slow]
+    assert 0 < steps[slow] < min(fast)  # counted, with fewer steps
+    parsed = validate_spec(model_request.spec)
+    totals = {
+        part: sum(np.asarray(sim.plain[part], dtype=np.float64) for sim in sims.values())
+        for part in ("update", "weight", "local_steps")
+    }
+    expected = average_update(parsed, totals)
+    from training.modelspec.vectors import flatten_state
+
+    base = load_safetensors(training_round.base_version.weights.open("rb").read())  # type: ignore[union-attr]
+    new = load_safetensors(
+        ModelVersion.objects.get(model_request=model_request, round_number=1)
+        .weights.open("rb")
+        .read()
+    )
+    delta = flatten_state(new, parsed) - flatten_state(base, parsed)
+    assert np.allclose(delta, expected, atol=1e-4)

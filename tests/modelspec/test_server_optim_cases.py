@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.rounds.optimizers import server_step
+from training.modelspec.server_optim import server_step
 
 
 def test_fedavg_adds_the_average_update_and_keeps_no_state() -> None:
