@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 
 
-def server_command(port: int, *options: str) -> list[str]:
+def server_command(port: int, *options: str, app: str = "dataspace.asgi:application") -> list[str]:
     """The service as one ASGI server process on 127.0.0.1:``port`` (uvicorn, this interpreter)."""
     return [
-        *(sys.executable, "-m", "uvicorn", "dataspace.asgi:application"),
+        *(sys.executable, "-m", "uvicorn", app),
         *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", *options),
     ]
 

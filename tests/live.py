@@ -37,7 +37,9 @@ class LiveService:
         data_dir: Path,
         extra_env: dict[str, str] | None = None,
         port: int | None = None,
+        app: str = "dataspace.asgi:application",
     ) -> None:
+        self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
@@ -59,7 +61,7 @@ class LiveService:
     def start(self) -> LiveService:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            server_command(self.port),
+            server_command(self.port, app=self.app),
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -83,7 +85,13 @@ class LiveService:
         return self.log_path.read_text(errors="replace")
 
 
-def on_test_database(data_dir: Path, *, port: int | None = None, **extra_env: str) -> LiveService:
+def on_test_database(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    app: str = "dataspace.asgi:application",
+    **extra_env: str,
+) -> LiveService:
     """A server (not started) on the test database, signing receipts with the tests' key."""
     from django.db import connection
 
@@ -95,6 +103,7 @@ def on_test_database(data_dir: Path, *, port: int | None = None, **extra_env: st
         data_dir=data_dir,
         extra_env=extra_env,
         port=port,
+        app=app,
     )
 
 
