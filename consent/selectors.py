@@ -183,6 +183,7 @@ DECLINE_WORDS: dict[str, str] = {
     "consistency_unconfirmed": "too few others confirmed who took part",
     "privacy_budget_exhausted": "another round would exceed the privacy budget you agreed to",
     "origin_not_pinned": "the service pointed it to another web address",
+    "training_failed": "your data did not fit the model this request trains",
 }
 
 

@@ -368,8 +368,15 @@ class RoundWorker:
             if spec.training.local_steps is not None:
                 planned = min(planned, spec.training.local_steps)
             max_steps = max(1, int(planned * self.speed))
-        result = train_local(spec, state, x, y, seed=int(task.get("seed", 0)), max_steps=max_steps)
-        return plan, contribution(result, plan, spec)
+        try:
+            result = train_local(
+                spec, state, x, y, seed=int(task.get("seed", 0)), max_steps=max_steps
+            )
+            return plan, contribution(result, plan, spec)
+        except Exception as exc:  # e.g. a label outside the model's outputs: decline, go on
+            # Only the error's kind: its text may quote a record's value.
+            logger.warning("local training failed (%s)", exc.__class__.__name__)
+            raise Declined("training_failed") from None
 
 
 def channel_handler(

@@ -295,3 +295,22 @@ def test_simulated_pods_never_share_a_cohort_with_a_real_one(
         consenting_online_pod(model_request, f"person-{i}")
     drawn = eligible_pods(model_request, timezone.now())
     assert len(drawn) == 4 and not any(p.simulated for p in drawn) and real in drawn
+
+
+def test_a_task_the_pod_cannot_train_is_declined_and_the_pod_keeps_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A label outside the model's two outputs (a data set the plan does not fit) raised
+    IndexError out of the worker before: now the pod declines and answers the next task."""
+    pods = Pods(monkeypatch, 4)
+    worker, message, _ = pods.one()
+    columns = dict(worker.data.columns)  # type: ignore[attr-defined]
+    worker.data = MemoryData(
+        "health.breast_screening", {**columns, "diagnosis": columns["diagnosis"] + 8}
+    )
+    assert declined(worker.handle(message)) == "training_failed"
+    worker.data = MemoryData("health.breast_screening", columns)
+    again = copy.deepcopy(pods.first[next(iter(pods.first))])
+    again["round"] = message["round"]
+    reply = worker.handle(again)
+    assert reply is not None and reply["type"] == "round.reply"
