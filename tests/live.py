@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,43 @@ def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.3) -> A
             return value
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def consenting_simulated_pods(
+    model_request: Any, server_url: str, homes: Path, count: int
+) -> list[Any]:
+    """``count`` simulated pods (``provision_pods``) whose owners all consented to the request."""
+    import io
+
+    from django.core.management import call_command
+
+    from consent.services import consent_grant
+    from pods.models import Pod
+
+    call_command(
+        "provision_pods",
+        simulated=True,
+        count=count,
+        homes=homes,
+        server=server_url,
+        stdout=io.StringIO(),
+    )
+    pods = list(Pod.objects.filter(name__startswith="sim-pod-"))
+    for pod in pods:
+        consent_grant(user=pod.owner, model_request=model_request, pod=pod)
+    return pods
+
+
+def simulator(homes: Path, count: int, log: Path, *options: str) -> subprocess.Popen[str]:
+    """``dataspace-pod --json simulate`` over ``homes`` (breast screening), events on stdout."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
+            *("--pods", str(count), "--homes", str(homes), "--dataset", "breast_screening"),
+            *("--duration", "60", "--stats-every", "3600", *options),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        text=True,
+    )

@@ -9,21 +9,16 @@ decline; nothing is uploaded and the request fails.
 
 from __future__ import annotations
 
-import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 
-from consent.services import consent_grant
 from dataspace.processes import stop
-from pods.models import Pod
 from tests.factories import open_request
-from tests.live import ROOT, on_test_database, wait_for
+from tests.live import consenting_simulated_pods, on_test_database, wait_for
+from tests.live import simulator as run_simulator
 from training.models import ModelRequest, RoundParticipant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -44,32 +39,13 @@ def test_pods_decline_a_plan_changed_after_consent(tmp_path: Path) -> None:
     try:
         model_request = open_request(rounds=1, cohort_size=PODS, min_participants=PODS)
         homes = tmp_path / "homes"
-        call_command(
-            "provision_pods",
-            simulated=True,
-            count=PODS,
-            homes=homes,
-            server=server.url,
-            stdout=io.StringIO(),
-        )
-        for pod in Pod.objects.filter(name__startswith="sim-pod-"):
-            consent_grant(user=pod.owner, model_request=model_request, pod=pod)
+        consenting_simulated_pods(model_request, server.url, homes, PODS)
         # After consent, the plan changes: a higher learning rate than the notice showed.
         spec = dict(model_request.spec)
         spec["training"] = {**spec["training"], "optimizer": {"type": "sgd", "lr": 9.0}}
         ModelRequest.objects.filter(pk=model_request.pk).update(spec=spec)
 
-        simulator = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
-                *("--pods", str(PODS), "--homes", str(homes), "--dataset", "breast_screening"),
-                *("--duration", "60", "--stats-every", "3600"),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=(tmp_path / "pods.log").open("wb"),
-            text=True,
-        )
+        simulator = run_simulator(homes, PODS, tmp_path / "pods.log")
         wait_for(
             lambda: (
                 ModelRequest.objects.get(pk=model_request.pk).status == ModelRequest.Status.FAILED
