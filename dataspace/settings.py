@@ -327,6 +327,9 @@ POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)
 # and the L2 clip honest pods apply to updates when a request has no DP clip of its own.
 ROUND_STAGE_SECONDS = env_int("ROUND_STAGE_SECONDS", 60)
 ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
+# Seconds after which the clock sends the open stage again to pods that have not answered it
+# (a stage message lost with the process that closed the stage costs this, not the deadline).
+ROUND_RESEND_SECONDS = env_int("ROUND_RESEND_SECONDS", 5)
 # Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree).
 ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
 # Run the rounds clock (stage deadlines) in the web process: the embedded default. Production

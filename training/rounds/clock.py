@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from training.models import ModelRequest, RoundStatus, TrainingRound
 
-from . import aggregation, closing, opening
+from . import aggregation, closing, opening, resending
 from .transitions import FINISHED_STATUSES, OPEN_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -27,15 +27,24 @@ logger = logging.getLogger(__name__)
 def rounds_tick(now: datetime | None = None) -> None:
     """Close stages past their deadline (dropping silent pods) and stages every pod has
     answered whose close was lost (a process killed between the last answer and the close);
+    ask pods that have not answered the open stage again every ``ROUND_RESEND_SECONDS`` (its
+    message may have been lost with the process that sent it);
     re-dispatch aggregation shards that a killed worker never finished; open the next round of
     a training request that has none running (e.g. after a retry found too few pods online);
     start requests that can."""
     now = now or timezone.now()
-    for round_id, status, deadline in TrainingRound.objects.filter(
-        status__in=list(OPEN_STATUSES)
-    ).values_list("pk", "status", "stage_deadline"):
+    for training_round in TrainingRound.objects.filter(status__in=list(OPEN_STATUSES)).only(
+        "pk", "status", "stage_deadline", "metrics", "started_at"
+    ):
+        round_id, status, deadline = (
+            training_round.pk,
+            training_round.status,
+            training_round.stage_deadline,
+        )
         if (deadline is not None and deadline <= now) or closing.all_answered(round_id, status):
             closing.round_advance(round_id, status, now)
+        elif resending.resend_due(training_round, now):
+            resending.stage_resend(round_id, status, now)
     for training_round in TrainingRound.objects.filter(
         status=RoundStatus.AGGREGATING, stage_deadline__lte=now
     ):
