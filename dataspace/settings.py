@@ -182,6 +182,15 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
+    # Shared by every process: the rounds clock's last tick (/readyz) and its once-per-interval
+    # chores (training.rounds.sweeping).
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "dataspace",
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"
@@ -336,6 +345,25 @@ ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
 # runs it on Celery beat (training.tasks.rounds_tick) instead.
 ROUNDS_TICK_IN_PROCESS = env_bool("ROUNDS_TICK_IN_PROCESS", not REDIS_URL)
 ROUNDS_TICK_SECONDS = float(os.environ.get("ROUNDS_TICK_SECONDS", "2.0"))
+# Seconds between sweeps of files a killed process left behind (training.rounds.sweeping).
+ROUND_SWEEP_SECONDS = env_int("ROUND_SWEEP_SECONDS", 60)
+# At-least-once tasks: acks are late (a task is acknowledged when it has finished) and a task
+# whose prefork child was killed is requeued at once (CELERY_TASK_REJECT_ON_WORKER_LOST). A
+# whole worker killed leaves its reserved task unacknowledged in Redis; the broker hands it to
+# another worker once the visibility timeout has passed (kombu's default is an hour). It must be
+# shorter than a stage, so a killed worker's shard is redone before the deadline, and longer
+# than the longest task (the root of a large model), or a running task is started twice —
+# harmless, every task is idempotent, but wasted. Unacknowledged tasks are checked every 2 s.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 20)
+if not 0 < CELERY_VISIBILITY_TIMEOUT < ROUND_STAGE_SECONDS:
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT must be positive and shorter than ROUND_STAGE_SECONDS."
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": 2,
+    "unacked_restore_throttle": 1,
+}
 CELERY_BEAT_SCHEDULE = {
     "rounds-tick": {"task": "training.tasks.rounds_tick", "schedule": ROUNDS_TICK_SECONDS}
 }

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from training.models import ModelRequest, RoundStatus, TrainingRound
 
-from . import aggregation, closing, opening, resending
+from . import aggregation, closing, opening, resending, sweeping
 from .transitions import FINISHED_STATUSES, OPEN_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def rounds_tick(now: datetime | None = None) -> None:
     message may have been lost with the process that sent it);
     re-dispatch aggregation shards that a killed worker never finished; open the next round of
     a training request that has none running (e.g. after a retry found too few pods online);
-    start requests that can."""
+    start requests that can; now and then, sweep files a killed process left behind."""
     now = now or timezone.now()
     for training_round in TrainingRound.objects.filter(status__in=list(OPEN_STATUSES)).only(
         "pk", "status", "stage_deadline", "metrics", "started_at"
@@ -59,6 +59,8 @@ def rounds_tick(now: datetime | None = None) -> None:
         opening.resume(model_request, now)
     for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING):
         opening.request_try_start(model_request, now)
+    if sweeping.sweep_due():
+        sweeping.sweep_files(now)
 
 
 # -- the in-process clock (embedded default) ----------------------------------------------------

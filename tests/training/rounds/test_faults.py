@@ -78,3 +78,62 @@ def test_the_clock_asks_again_pods_whose_stage_message_was_lost(
     assert training_round.status == TrainingRound.Status.COMPLETED
     assert training_round.survivors == 4
     assert not training_round.participants.exclude(dropped_at_stage="").exists()
+
+
+def test_the_sweeper_removes_files_a_killed_process_left_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shard sums of a round that ended (its root's after-commit deletion never ran), a masked
+    input still attached to a finished round, and an upload stored but never committed are
+    removed; the files of a running round and an upload still in flight are kept."""
+    import os
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from training.rounds import sweeping
+
+    ended = open_round(monkeypatch, 3).round
+    running = open_round(monkeypatch, 3).round
+
+    def store(name: str) -> str:
+        return default_storage.save(name, ContentFile(b"\x00" * 16))
+
+    ended_shards = [store(f"aggregates/round-{ended.pk}/shard-{i}.u32") for i in range(2)]
+    running_shard = store(f"aggregates/round-{running.pk}/shard-0.u32")
+    gone_round_shard = store("aggregates/round-999999/shard-0.u32")
+    for training_round in (ended, running):
+        participant = training_round.participants.order_by("index").first()
+        assert participant is not None
+        participant.masked_input.save(
+            f"round-{training_round.pk}-pod-1.u32", ContentFile(b"\x01" * 16)
+        )
+    ended_input = ended.participants.get(index=1).masked_input.name
+    running_input = running.participants.get(index=1).masked_input.name
+    orphan = store(f"masked/round-{running.pk}-pod-2.u32")  # stored, never committed
+    in_flight = store(f"masked/round-{running.pk}-pod-3.u32")  # being stored right now
+    long_ago = timezone.now() - timezone.timedelta(hours=1)
+    for name in (orphan, ended_input, running_input):
+        os.utime(default_storage.path(name), (long_ago.timestamp(), long_ago.timestamp()))
+    TrainingRound.objects.filter(pk=ended.pk).update(status=TrainingRound.Status.COMPLETED)
+
+    removed = sweeping.sweep_files(timezone.now())
+
+    assert removed == {"shards": 3, "masked_inputs": 2}
+    for name in (*ended_shards, gone_round_shard, orphan, ended_input):
+        assert not default_storage.exists(name), name
+    for name in (running_shard, running_input, in_flight):
+        assert default_storage.exists(name), name
+    assert not os.path.isdir(default_storage.path(f"aggregates/round-{ended.pk}"))
+    assert not ended.participants.exclude(masked_input="").exists()
+    assert sweeping.sweep_files(timezone.now()) == {"shards": 0, "masked_inputs": 0}
+
+
+def test_the_sweep_runs_once_per_interval_across_clocks() -> None:
+    from django.core.cache import cache
+
+    from training.rounds import sweeping
+
+    cache.delete("rounds:sweep")
+    assert sweeping.sweep_due()
+    assert not sweeping.sweep_due()  # another clock (or the next tick) within the interval
