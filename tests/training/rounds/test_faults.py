@@ -137,3 +137,112 @@ def test_the_sweep_runs_once_per_interval_across_clocks() -> None:
     cache.delete("rounds:sweep")
     assert sweeping.sweep_due()
     assert not sweeping.sweep_due()  # another clock (or the next tick) within the interval
+
+
+class FlakyUploads:
+    """A pod's transport whose first ``failures`` uploads fail as a restarting web process
+    does (connection refused); with ``lose_answer`` the first upload is stored but its answer
+    is lost on the way back."""
+
+    def __init__(self, inner: Any, failures: int, *, lose_answer: bool = False) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.lose_answer = lose_answer
+        self.bodies: list[bytes] = []
+
+    def receipt(self, request_id: str) -> dict[str, Any]:
+        return dict(self.inner.receipt(request_id))
+
+    def download(self, path: str) -> bytes:
+        return bytes(self.inner.download(path))
+
+    def upload(self, path: str, body: bytes) -> None:
+        import httpx
+
+        self.bodies.append(body)
+        if self.lose_answer and len(self.bodies) == 1:
+            self.inner.upload(path, body)
+            raise httpx.ReadError("connection reset while reading the answer")
+        if len(self.bodies) <= self.failures:
+            raise httpx.ConnectError("connection refused")
+        self.inner.upload(path, body)
+
+
+def test_pods_retry_a_failed_upload_with_the_same_bytes_and_stay_in_the_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12, defect 7: one failed upload used to cost a pod its round. Now it retries with
+    back-off (the same bytes), and an upload whose answer was lost counts as done."""
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 4)
+    training_round, outbox = opened.round, opened.outbox
+    pods = {
+        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
+    }
+    flaky: list[FlakyUploads] = []
+    sleeps: list[float] = []
+    for n, sim in enumerate(pods.values()):
+        transport = FlakyUploads(sim.worker.transport, failures=n, lose_answer=n == 0)
+        sim.worker.transport = transport
+        sim.worker.sleep = sleeps.append
+        flaky.append(transport)
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        pods[pod_id].handle(message)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    assert training_round.survivors == 4
+    assert not training_round.participants.exclude(dropped_at_stage="").exists()
+    assert [len(t.bodies) for t in flaky] == [2, 2, 3, 4]
+    for transport in flaky:
+        assert len(set(transport.bodies)) == 1  # the same bytes every time
+    assert len(sleeps) == 1 + 1 + 2 + 3 and max(sleeps) <= 8.0
+
+
+def test_a_pod_gives_up_on_a_refusal_at_once_and_on_failures_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pods.agent.rounds import RETRY_ATTEMPTS, RoundWorker, TransportFailed
+    from pods.agent.service import ServiceError
+
+    worker = RoundWorker(identity=None, transport=None, data=None, pinned_keys={})  # type: ignore[arg-type]
+    waited: list[float] = []
+    worker.sleep = waited.append
+    calls = 0
+
+    def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise ServiceError("wrong_stage", "The round is not collecting masked inputs.")
+
+    with pytest.raises(TransportFailed, match="wrong_stage"):
+        worker._call(refused)
+    assert calls == 1 and waited == []  # the service decided: no retry
+
+    def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise ServiceError("http_error", "HTTP 502")
+
+    calls = 0
+    with pytest.raises(TransportFailed, match="http_error"):
+        worker._call(down)
+    assert calls == RETRY_ATTEMPTS  # bounded
+
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    worker.now = lambda: clock
+    worker.deadline = clock + timedelta(seconds=3)
+
+    def advance(seconds: float) -> None:
+        nonlocal clock
+        clock += timedelta(seconds=seconds)
+
+    worker.sleep = advance
+    calls = 0
+    with pytest.raises(TransportFailed):
+        worker._call(down)
+    assert clock < worker.deadline  # never slept past the stage deadline
+    assert 2 <= calls < RETRY_ATTEMPTS
