@@ -341,10 +341,13 @@ ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
 ROUND_RESEND_SECONDS = env_int("ROUND_RESEND_SECONDS", 5)
 # Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree).
 ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
-# Run the rounds clock (stage deadlines) in the web process: the embedded default. Production
-# runs it on Celery beat (training.tasks.rounds_tick) instead.
+# Run the rounds clock (stage deadlines, resends) in the web process: the embedded default.
+# Production runs it on exactly one Celery beat (training.tasks.rounds_tick) instead; /readyz
+# says when no clock has ticked for ROUNDS_CLOCK_STALE_SECONDS.
 ROUNDS_TICK_IN_PROCESS = env_bool("ROUNDS_TICK_IN_PROCESS", not REDIS_URL)
 ROUNDS_TICK_SECONDS = float(os.environ.get("ROUNDS_TICK_SECONDS", "2.0"))
+# /readyz reports the rounds clock "stale" when it has not ticked for this many seconds.
+ROUNDS_CLOCK_STALE_SECONDS = env_int("ROUNDS_CLOCK_STALE_SECONDS", 30)
 # Seconds between sweeps of files a killed process left behind (training.rounds.sweeping).
 ROUND_SWEEP_SECONDS = env_int("ROUND_SWEEP_SECONDS", 60)
 # At-least-once tasks: acks are late (a task is acknowledged when it has finished) and a task

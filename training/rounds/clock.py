@@ -1,18 +1,23 @@
-"""The clock of every round: deadlines, lost closes, stuck aggregations, next rounds.
+"""The clock of every round: deadlines, lost closes, resends, stuck aggregations, next rounds.
 
 :func:`rounds_tick` runs every ``ROUNDS_TICK_SECONDS``: on Celery beat in production
-(``training.tasks.rounds_tick``), or in the web process itself in the embedded default
-(:func:`ensure_running`, started with the first pod connection — rounds need pods).
+(``training.tasks.rounds_tick``, exactly one beat process), or in the web process itself in the
+embedded default (:func:`ensure_running`, started with the first pod connection — rounds need
+pods). Without it no request leaves recruiting and no deadline passes, so every tick records
+when it ran in the shared cache and ``/readyz`` says when none has run lately
+(:func:`clock_health`). Ticks are idempotent: two clocks at once cost work, never correctness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -61,6 +66,22 @@ def rounds_tick(now: datetime | None = None) -> None:
         opening.request_try_start(model_request, now)
     if sweeping.sweep_due():
         sweeping.sweep_files(now)
+    cache.set(LAST_TICK_KEY, time.time(), timeout=None)
+
+
+LAST_TICK_KEY = "rounds:clock:last_tick"
+
+
+def clock_health() -> tuple[str, float | None]:
+    """Whether a rounds clock ticks: ``ok``, ``stale`` (none for ``ROUNDS_CLOCK_STALE_SECONDS``),
+    ``never`` (none recorded: e.g. no Celery beat in production) or ``idle`` (the embedded
+    in-process clock, which starts with the first pod connection); and seconds since the last
+    tick, if any."""
+    last = cache.get(LAST_TICK_KEY)
+    if not isinstance(last, int | float):
+        return ("idle" if settings.ROUNDS_TICK_IN_PROCESS else "never"), None
+    age = max(0.0, time.time() - float(last))
+    return ("ok" if age <= settings.ROUNDS_CLOCK_STALE_SECONDS else "stale"), age
 
 
 # -- the in-process clock (embedded default) ----------------------------------------------------
