@@ -253,7 +253,10 @@ class RoundWorker:
             advert["key_log_size"] = head.tree_size if head is not None else 0
             reply: Reply | None = self._reply(round_id, stage, advert)
         elif state is None:
-            return None  # not a round this pod joined (or one it already left)
+            # A later stage of a round this pod holds nothing of: it restarted (its round keys
+            # died with the process) or it left the round. Saying so at once lets the stage
+            # close without waiting out its deadline for an answer that cannot come.
+            raise Declined("round_state_lost")
         elif stage == "share_keys":
             self._check_neighbour_keys(state, payload)
             reply = self._reply(round_id, stage, state.client.share_keys(payload))

@@ -182,7 +182,11 @@ def test_pods_retry_a_failed_upload_with_the_same_bytes_and_stay_in_the_round(
     }
     flaky: list[FlakyUploads] = []
     sleeps: list[float] = []
-    for n, sim in enumerate(pods.values()):
+    # By index, so the pod whose answer is lost uploads last: its upload closes collection,
+    # and its retry still learns the input is stored.
+    by_index = [p.pod_id for p in training_round.participants.order_by("-index")]
+    for n, pod_id in enumerate(by_index):
+        sim = pods[pod_id]
         transport = FlakyUploads(sim.worker.transport, failures=n, lose_answer=n == 0)
         sim.worker.transport = transport
         sim.worker.sleep = sleeps.append
@@ -246,3 +250,38 @@ def test_a_pod_gives_up_on_a_refusal_at_once_and_on_failures_at_the_deadline(
         worker._call(down)
     assert clock < worker.deadline  # never slept past the stage deadline
     assert 2 <= calls < RETRY_ATTEMPTS
+
+
+def test_a_restarted_pod_asked_a_later_stage_declines_and_the_stage_closes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pod process restarted mid-round lost its round keys; asked share_keys again (on
+    reconnecting, or by the clock) it declines at once instead of staying silent, so the stage
+    closes as soon as the others answered, not at the deadline. A late decline after the
+    stages are over changes nothing."""
+    from training.rounds import answers
+
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 5, min_participants=4)
+    training_round, outbox = opened.round, opened.outbox
+    pods = {
+        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
+    }
+    restarted = next(iter(pods))
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        if pod_id == restarted and message.get("stage") == "share_keys":
+            pods[pod_id].worker.rounds.clear()  # the process restarted: its round state is gone
+        pods[pod_id].handle(message)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED  # no deadline was needed
+    assert training_round.survivors == 4
+    gone = training_round.participants.get(pod_id=restarted)
+    assert (gone.dropped_at_stage, gone.drop_reason) == ("share_keys", "declined:round_state_lost")
+
+    other = training_round.participants.exclude(pod_id=restarted).first()
+    assert other is not None
+    assert answers.round_decline(pod_id=other.pod_id, round_id=training_round.pk, code="late")
+    other.refresh_from_db()
+    assert not other.dropped  # the finished round's history is left as it ended
