@@ -151,30 +151,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
-    # channels-redis waits for a consumer's next message with a blocking BZPOPMIN of
-    # ``RedisChannelLayer.brpop_timeout`` (5 s); redis-py's default socket_timeout is also 5 s,
-    # so every idle receive raced the socket timeout, raised redis.exceptions.TimeoutError and
-    # closed the WebSocket (issue 12). The read timeout must outlast the blocking command: it
-    # still catches a Redis that stopped answering, just not an idle queue. Keepalive and a
-    # health check find half-open connections (a restarted Redis, a NAT that forgot us).
-    REDIS_SOCKET_TIMEOUT = env_int("REDIS_SOCKET_TIMEOUT", 15)
-    if REDIS_SOCKET_TIMEOUT <= 5:
-        raise ImproperlyConfigured(
-            "REDIS_SOCKET_TIMEOUT must exceed channels-redis's 5 s blocking receive."
-        )
+    # channels-redis's blocking receive must end before redis-py's socket timeout (both were
+    # 5 s: idle WebSockets dropped every 5-7 s, issue 12): dataspace.channel_layers.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "dataspace.channel_layers.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": REDIS_SOCKET_TIMEOUT,
-                        "socket_connect_timeout": 5,
-                        "socket_keepalive": True,
-                        "health_check_interval": 30,
-                    }
-                ],
+                "hosts": [REDIS_URL],
                 "capacity": 1500,
                 "expiry": 30,
             },

@@ -86,19 +86,23 @@ def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess[s
 def test_redis_tasks_are_redelivered_within_a_stage_and_idle_sockets_outlast_a_receive() -> None:
     """Issue 12: kombu's default visibility timeout (1 h) left a killed worker's tasks unacked
     past every deadline; redis-py's default 5 s socket timeout cut channels-redis's 5 s
-    blocking receive."""
+    blocking receive short."""
     result = settings_value(
         "[settings.CELERY_BROKER_TRANSPORT_OPTIONS, settings.ROUND_STAGE_SECONDS,"
-        " settings.CELERY_TASK_ACKS_LATE, settings.CHANNEL_LAYERS['default']['CONFIG']['hosts']]",
+        " settings.CELERY_TASK_ACKS_LATE, settings.CHANNEL_LAYERS['default']]",
         REDIS_URL="redis://redis.example:6379/0",
     )
     assert result.returncode == 0, result.stderr
-    options, stage, acks_late, hosts = json.loads(result.stdout.strip().splitlines()[-1])
+    options, stage, acks_late, layer = json.loads(result.stdout.strip().splitlines()[-1])
     assert acks_late is True
     assert 0 < options["visibility_timeout"] < stage
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 5
-    assert hosts[0]["address"] == "redis://redis.example:6379/0"
-    assert hosts[0]["socket_timeout"] > 5  # channels_redis.core.RedisChannelLayer.brpop_timeout
+    assert layer["CONFIG"]["hosts"] == ["redis://redis.example:6379/0"]
+    from django.utils.module_loading import import_string
+    from redis._defaults import DEFAULT_SOCKET_TIMEOUT
+
+    backend = import_string(layer["BACKEND"])
+    assert backend.brpop_timeout < DEFAULT_SOCKET_TIMEOUT  # a blocking receive ends first
 
 
 def test_a_visibility_timeout_longer_than_a_stage_is_refused() -> None:
