@@ -340,7 +340,9 @@ ROUND_SWEEP_SECONDS = env_int("ROUND_SWEEP_SECONDS", 60)
 # shorter than a stage, so a killed worker's shard is redone before the deadline, and longer
 # than the longest task (the root of a large model), or a running task is started twice —
 # harmless, every task is idempotent, but wasted. Unacknowledged tasks are checked every 2 s.
-CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 20)
+CELERY_VISIBILITY_TIMEOUT = env_int(
+    "CELERY_VISIBILITY_TIMEOUT", max(1, min(20, ROUND_STAGE_SECONDS // 3))
+)
 if not 0 < CELERY_VISIBILITY_TIMEOUT < ROUND_STAGE_SECONDS:
     raise ImproperlyConfigured(
         "CELERY_VISIBILITY_TIMEOUT must be positive and shorter than ROUND_STAGE_SECONDS."
