@@ -12,6 +12,6 @@ One module per concern (docs/architecture.md has the map and the state machine):
 ``messages`` (what a pod is asked), ``opening``, ``answers`` (replies, uploads, declines,
 leaving), ``closing`` (stage closes), ``ending`` (drop, abort, retry), ``aggregation`` (the
 tree), ``model_update`` and ``optimizers``, ``clock``, ``resending`` (asking again),
-``progress`` (events for watchers).
+``sweeping`` (files left behind), ``progress`` (events for watchers).
 Live messages leave only through :mod:`dataspace.delivery`, after commit.
 """
