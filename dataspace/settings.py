@@ -164,14 +164,29 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
+    # channels-redis's blocking receive must end before redis-py's socket timeout (both were
+    # 5 s: idle WebSockets dropped every 5-7 s, issue 12): dataspace.channel_layers.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "BACKEND": "dataspace.channel_layers.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": 1500,
+                "expiry": 30,
+            },
         }
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
+    # Shared by every process: the rounds clock's last tick (/readyz) and its once-per-interval
+    # chores (training.rounds.sweeping).
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "dataspace",
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"
@@ -412,12 +427,39 @@ POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)
 # and the L2 clip honest pods apply to updates when a request has no DP clip of its own.
 ROUND_STAGE_SECONDS = env_int("ROUND_STAGE_SECONDS", 60)
 ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
+# Seconds after which the clock sends the open stage again to pods that have not answered it
+# (a stage message lost with the process that closed the stage costs this, not the deadline).
+ROUND_RESEND_SECONDS = env_int("ROUND_RESEND_SECONDS", 5)
 # Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree).
 ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
-# Run the rounds clock (stage deadlines) in the web process: the embedded default. Production
-# runs it on Celery beat (training.tasks.rounds_tick) instead.
+# Run the rounds clock (stage deadlines, resends) in the web process: the embedded default.
+# Production runs it on exactly one Celery beat (training.tasks.rounds_tick) instead; /readyz
+# says when no clock has ticked for ROUNDS_CLOCK_STALE_SECONDS.
 ROUNDS_TICK_IN_PROCESS = env_bool("ROUNDS_TICK_IN_PROCESS", not REDIS_URL)
 ROUNDS_TICK_SECONDS = float(os.environ.get("ROUNDS_TICK_SECONDS", "2.0"))
+# /readyz reports the rounds clock "stale" when it has not ticked for this many seconds.
+ROUNDS_CLOCK_STALE_SECONDS = env_int("ROUNDS_CLOCK_STALE_SECONDS", 30)
+# Seconds between sweeps of files a killed process left behind (training.rounds.sweeping).
+ROUND_SWEEP_SECONDS = env_int("ROUND_SWEEP_SECONDS", 60)
+# At-least-once tasks: acks are late (a task is acknowledged when it has finished) and a task
+# whose prefork child was killed is requeued at once (CELERY_TASK_REJECT_ON_WORKER_LOST). A
+# whole worker killed leaves its reserved task unacknowledged in Redis; the broker hands it to
+# another worker once the visibility timeout has passed (kombu's default is an hour). It must be
+# shorter than a stage, so a killed worker's shard is redone before the deadline, and longer
+# than the longest task (the root of a large model), or a running task is started twice —
+# harmless, every task is idempotent, but wasted. Unacknowledged tasks are checked every 2 s.
+CELERY_VISIBILITY_TIMEOUT = env_int(
+    "CELERY_VISIBILITY_TIMEOUT", max(1, min(20, ROUND_STAGE_SECONDS // 3))
+)
+if not 0 < CELERY_VISIBILITY_TIMEOUT < ROUND_STAGE_SECONDS:
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT must be positive and shorter than ROUND_STAGE_SECONDS."
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": 2,
+    "unacked_restore_throttle": 1,
+}
 CELERY_BEAT_SCHEDULE = {
     "rounds-tick": {"task": "training.tasks.rounds_tick", "schedule": ROUNDS_TICK_SECONDS}
 }

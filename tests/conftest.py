@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -45,3 +47,23 @@ def _receipt_key(settings: Any) -> Ed25519PrivateKey:
 @pytest.fixture(autouse=True)
 def _media_root(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+async def _close_channel_layer_connections(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After an async test, close the Redis channel layer's connections on the test's loop.
+
+    A consumer a test leaves connected keeps waiting for channel messages; since the layer's
+    blocking receive no longer times out (issue 12), that wait would outlive the test and hang
+    the loop's shutdown. Closing its connections ends it, as a server shutting down does.
+    """
+    yield
+    if not inspect.iscoroutinefunction(request.function):
+        return
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    close = getattr(layer, "close_pools", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()

@@ -19,10 +19,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,6 +68,22 @@ class Transport(Protocol):
     def download(self, path: str) -> bytes: ...
 
     def upload(self, path: str, body: bytes) -> None: ...
+
+
+# Retrying a failed HTTP call of a round (a web process restarting, a proxy's 502): capped
+# exponential back-off with jitter, at most RETRY_ATTEMPTS calls, never past the stage deadline.
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 8.0
+# Error codes that say "try again": the network failed, or the answer was no service's (a
+# gateway's HTML page). Every other code is the service's decision, and final.
+TRANSIENT_CODES = frozenset({"http_error"})
+
+
+def transient(exc: Exception) -> bool:
+    """Whether a transport failure may pass: anything but an error the service decided."""
+    code = getattr(exc, "code", None)
+    return not isinstance(code, str) or code in TRANSIENT_CODES
 
 
 class Declined(Exception):
@@ -168,6 +185,10 @@ class RoundWorker:
         self.speed = speed
         self.rounds: dict[int, _Round] = {}
         self.bytes_sent: dict[int, int] = {}
+        self.sleep: Callable[[float], None] = time.sleep  # tests replace it
+        self.rng = random.Random()  # jitter, not a secret
+        # The deadline of the stage being handled: retries of its HTTP calls stop before it.
+        self.deadline: datetime | None = None
         # Verified receipts by request: fetched for a request's first task, and again only
         # when a later task fails the check against the one held (consent renewed, expired).
         self.receipts: dict[str, Any] = {}
@@ -193,6 +214,7 @@ class RoundWorker:
         stage = str(message.get("stage"))
         if self.vanish is not None and self.vanish(stage):
             raise Vanish(stage)
+        self.deadline = _deadline_of(message)
         try:
             reply = self._stage(round_id, stage, message)
         except Declined as declined:
@@ -251,14 +273,17 @@ class RoundWorker:
             advert["key_log_size"] = head.tree_size if head is not None else 0
             reply: Reply | None = self._reply(round_id, stage, advert)
         elif state is None:
-            return None  # not a round this pod joined (or one it already left)
+            # A later stage of a round this pod holds nothing of: it restarted (its round keys
+            # died with the process) or it left the round. Saying so at once lets the stage
+            # close without waiting out its deadline for an answer that cannot come.
+            raise Declined("round_state_lost")
         elif stage == "share_keys":
             self._check_neighbour_keys(state, payload)
             reply = self._reply(round_id, stage, state.client.share_keys(payload))
         elif stage == "masked_input":
             vector = state.client.masked_input(payload, state.parts)
             body = vector.astype("<u4").tobytes()
-            self._call(self.transport.upload, str(state.task["masked_input_url"]), body)
+            self._upload(str(state.task["masked_input_url"]), body)
             # From here the service holds an input made from the owner's data: it counts.
             self.ledger.record(str(state.task["request"]), round_id)
             state.bytes_sent += len(body)
@@ -288,13 +313,49 @@ class RoundWorker:
         except KeyLogError as refused:
             raise Declined(refused.code) from None
 
-    @staticmethod
-    def _call(call: Callable[..., Any], *arguments: Any) -> Any:
-        """An HTTP call of the transport; its failures become :class:`TransportFailed`."""
-        try:
-            return call(*arguments)
-        except Exception as exc:  # the transport's own errors (HTTP status, network)
-            raise TransportFailed(getattr(exc, "code", exc.__class__.__name__)) from None
+    def _call(self, call: Callable[..., Any], *arguments: Any) -> Any:
+        """An HTTP call of the transport, retried while it fails for a passing reason (the
+        network, a gateway) with capped, jittered exponential back-off, the same arguments each
+        time, at most :data:`RETRY_ATTEMPTS` times and never past the stage's deadline; a
+        failure that remains (or a refusal by the service) becomes :class:`TransportFailed`."""
+        delay = RETRY_FIRST_DELAY
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return call(*arguments)
+            except Exception as exc:  # the transport's own errors (HTTP status, network)
+                code = str(getattr(exc, "code", exc.__class__.__name__))
+                wait = self.rng.uniform(delay / 2, delay)
+                if (
+                    not transient(exc)
+                    or attempt == RETRY_ATTEMPTS
+                    or (
+                        self.deadline is not None
+                        and self.now() + timedelta(seconds=wait) >= self.deadline
+                    )
+                ):
+                    raise TransportFailed(code) from None
+                self.on_event({"event": "retry", "code": code, "attempt": attempt})
+                self.sleep(wait)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _upload(self, path: str, body: bytes) -> None:
+        """The masked input, retried as :meth:`_call` does (the same bytes each time). A retry
+        answered ``already_uploaded`` means an earlier attempt did store it (only its answer was
+        lost): the service keeps the first input of a pod and refuses any other."""
+        attempts = 0
+
+        def once() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                self.transport.upload(path, body)
+            except Exception as exc:
+                if attempts > 1 and getattr(exc, "code", None) == "already_uploaded":
+                    return
+                raise
+
+        self._call(once)
 
     @staticmethod
     def _reply(round_id: int, stage: str, payload: dict[str, Any]) -> Reply:
@@ -397,6 +458,17 @@ def channel_handler(
             await ws.send(json.dumps(reply))
 
     return handle
+
+
+def _deadline_of(message: Message) -> datetime | None:
+    value = message.get("deadline")
+    if not isinstance(value, str):
+        return None
+    try:
+        deadline = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return deadline if deadline.tzinfo is not None else deadline.replace(tzinfo=UTC)
 
 
 class TransportFailed(Exception):

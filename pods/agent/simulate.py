@@ -9,6 +9,7 @@ runs in worker threads so the event loop keeps every connection's heartbeat goin
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import random
@@ -87,21 +88,37 @@ def parse_kills(values: list[str]) -> dict[str, int]:
 
 
 CLAIM_FILE = "claimed"
+# The claims this process holds: an open descriptor per home, with an exclusive lock on it.
+_claims: dict[Path, int] = {}
+
+
+def _claim(home: Path) -> bool:
+    """Claim ``home`` for this process: an exclusive ``flock`` on its claim file, held for as
+    long as the process lives. The kernel releases it when the process ends however it ends
+    (a crash, ``kill -9``), so a restarted replica can claim the homes again — a claim that is
+    only a file would outlive its holder. The file names the holder's PID for operators."""
+    fd = os.open(home / CLAIM_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _claims[home] = fd
+    return True
 
 
 def pod_homes(root: Path, count: int, *, claim: bool = False) -> list[PodHome]:
-    """The first ``count`` pod homes under ``root``; with ``claim``, homes no other simulator
-    holds (each claimed by creating a file exclusively; released on a clean exit)."""
+    """The first ``count`` pod homes under ``root``; with ``claim``, homes no live simulator
+    holds (each claimed with a lock the kernel drops when its holder dies; released on exit)."""
     homes = sorted(p for p in root.iterdir() if (p / STATE_FILE).exists()) if root.is_dir() else []
     chosen: list[Path] = []
     for home in homes:
         if len(chosen) == count:
             break
-        if claim:
-            try:
-                os.close(os.open(home / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                continue
+        if claim and not _claim(home):
+            continue
         chosen.append(home)
     if len(chosen) < count:
         release(chosen if claim else [])
@@ -114,8 +131,12 @@ def pod_homes(root: Path, count: int, *, claim: bool = False) -> list[PodHome]:
 
 
 def release(homes: list[Path]) -> None:
+    """Give up this process's claims on ``homes``. The claim file stays: removing it could let
+    two simulators lock two different files under one name."""
     for home in homes:
-        (home / CLAIM_FILE).unlink(missing_ok=True)
+        fd = _claims.pop(home, None)
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the lock
 
 
 def partitions(

@@ -64,3 +64,54 @@ def test_a_closed_connection_goes_back_to_the_pool_and_is_reused() -> None:
     # Without a pool each close ends a server process and the next query starts a new one.
     pids = {backend() for _ in range(6)}
     assert len(pids) <= connection.pool.max_size and len(pids) < 6
+
+
+def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``expression`` over the settings a fresh process configures from ``env`` (JSON)."""
+    script = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        f"print(json.dumps({expression}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "REDIS"))}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, "DJANGO_SETTINGS_MODULE": "dataspace.settings", "DEBUG": "1", **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_redis_tasks_are_redelivered_within_a_stage_and_idle_sockets_outlast_a_receive() -> None:
+    """Issue 12: kombu's default visibility timeout (1 h) left a killed worker's tasks unacked
+    past every deadline; redis-py's default 5 s socket timeout cut channels-redis's 5 s
+    blocking receive short."""
+    result = settings_value(
+        "[settings.CELERY_BROKER_TRANSPORT_OPTIONS, settings.ROUND_STAGE_SECONDS,"
+        " settings.CELERY_TASK_ACKS_LATE, settings.CHANNEL_LAYERS['default']]",
+        REDIS_URL="redis://redis.example:6379/0",
+    )
+    assert result.returncode == 0, result.stderr
+    options, stage, acks_late, layer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert acks_late is True
+    assert 0 < options["visibility_timeout"] < stage
+    assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 5
+    assert layer["CONFIG"]["hosts"] == ["redis://redis.example:6379/0"]
+    from django.utils.module_loading import import_string
+    from redis._defaults import DEFAULT_SOCKET_TIMEOUT
+
+    backend = import_string(layer["BACKEND"])
+    assert backend.brpop_timeout < DEFAULT_SOCKET_TIMEOUT  # a blocking receive ends first
+
+
+def test_a_visibility_timeout_longer_than_a_stage_is_refused() -> None:
+    result = settings_value(
+        "settings.CELERY_BROKER_TRANSPORT_OPTIONS",
+        CELERY_VISIBILITY_TIMEOUT="90",
+        ROUND_STAGE_SECONDS="60",
+    )
+    assert result.returncode != 0
+    assert "CELERY_VISIBILITY_TIMEOUT must be positive and shorter than ROUND_STAGE_SECONDS" in (
+        result.stderr
+    )

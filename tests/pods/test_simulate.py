@@ -165,3 +165,75 @@ def test_claimed_homes_are_not_taken_twice(tmp_path: Path) -> None:
         pod_homes(tmp_path, 1, claim=True)
     release([h.path for h in second])
     assert len(pod_homes(tmp_path, 2, claim=True)) == 2
+
+
+def test_a_replica_killed_hard_leaves_its_homes_claimable(tmp_path: Path) -> None:
+    """Issue 12, defect 6: claims were released only on a clean exit, so a replica restarted
+    after a crash found "0 unclaimed pod homes". The claim is a lock the kernel drops with
+    its holder: after ``kill -9`` the next simulator claims the same homes."""
+    import os
+    import signal
+    import socket
+    import time
+
+    from pods.agent.home import PodState
+
+    # A service that accepts connections and never answers: the simulators block there,
+    # holding their claims, until killed.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    server = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    homes = tmp_path / "homes"
+    for i in range(3):
+        PodHome(homes / f"pod-{i}").save_state(
+            PodState(server=server, pod_id=str(i), access_token="t", refresh_token="r")
+        )
+
+    def simulator() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pods.agent.cli", "simulate", "--pods", "3"),
+                *("--homes", str(homes), "--claim", "--dataset", "breast_screening"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def holders() -> set[str]:
+        return {(homes / f"pod-{i}" / "claimed").read_text().strip() for i in range(3)}
+
+    def wait_claimed_by(process: subprocess.Popen[str], *, named: bool = True) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            try:
+                if holders() == {str(process.pid)} or not named:
+                    return
+            except FileNotFoundError:
+                pass  # not claimed yet
+            time.sleep(0.1)
+        raise AssertionError("the simulator did not claim the homes")
+
+    first = simulator()
+    second = third = None
+    try:
+        wait_claimed_by(first, named=False)  # (before issue 12 the claim named nobody)
+        # While the first lives, its homes are taken.
+        second = simulator()
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert "holds 0 unclaimed pod homes, 3 asked for" in err
+
+        os.kill(first.pid, signal.SIGKILL)  # a crash: no cleanup runs
+        first.wait(timeout=10)
+        third = simulator()
+        wait_claimed_by(third)  # the restarted replica takes the same homes
+    finally:
+        for process in (first, second, third):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        silent.close()

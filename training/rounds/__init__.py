@@ -11,6 +11,7 @@ One module per concern (docs/architecture.md has the map and the state machine):
 ``transitions`` (the stage table), ``locking`` (lock order), ``cohort`` (who may take part),
 ``messages`` (what a pod is asked), ``opening``, ``answers`` (replies, uploads, declines,
 leaving), ``closing`` (stage closes), ``ending`` (drop, abort, retry), ``aggregation`` (the
-tree), ``model_update``, ``clock``, ``progress`` (events for watchers).
+tree), ``model_update``, ``clock``, ``resending`` (asking again),
+``sweeping`` (files left behind), ``progress`` (events for watchers).
 Live messages leave only through :mod:`dataspace.delivery`, after commit.
 """

@@ -97,14 +97,13 @@ def round_decline(*, pod_id: uuid.UUID | str, round_id: int, code: str) -> bool:
     )
     if participant is None:
         return False
-    if participant.dropped:
-        return True
     step = step_of(training_round.status)
-    drop(
-        participant, step.stage.value if step else str(training_round.status), decline_reason(code)
-    )
-    if step is not None:
-        closing.close_when_answered(round_id, step.status)
+    if participant.dropped or step is None:
+        # Already out, or the round's stages are over (aggregating or finished: a late or
+        # repeated decline changes nothing, and a finished round's history stays as it ended).
+        return True
+    drop(participant, step.stage.value, decline_reason(code))
+    closing.close_when_answered(round_id, step.status)
     return True
 
 
@@ -203,9 +202,11 @@ def masked_input_store(
 
 
 def _check_may_upload(training_round: TrainingRound, participant: RoundParticipant) -> None:
-    if training_round.status != RoundStatus.COLLECTING:
-        raise Conflict("The round is not collecting masked inputs.", code="wrong_stage")
+    # First: a pod retrying an upload whose answer it lost learns the input is stored, even if
+    # its upload was the last one and collection has closed since (pods.agent.rounds._upload).
     if participant.masked_input:
         raise Conflict("This pod already sent its masked input.", code="already_uploaded")
+    if training_round.status != RoundStatus.COLLECTING:
+        raise Conflict("The round is not collecting masked inputs.", code="wrong_stage")
     if participant.dropped or participant.stage_reached != RoundParticipant.Stage.SHARED:
         raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")

@@ -1,24 +1,29 @@
-"""The clock of every round: deadlines, lost closes, stuck aggregations, next rounds.
+"""The clock of every round: deadlines, lost closes, resends, stuck aggregations, next rounds.
 
 :func:`rounds_tick` runs every ``ROUNDS_TICK_SECONDS``: on Celery beat in production
-(``training.tasks.rounds_tick``), or in the web process itself in the embedded default
-(:func:`ensure_running`, started with the first pod connection — rounds need pods).
+(``training.tasks.rounds_tick``, exactly one beat process), or in the web process itself in the
+embedded default (:func:`ensure_running`, started with the first pod connection — rounds need
+pods). Without it no request leaves recruiting and no deadline passes, so every tick records
+when it ran in the shared cache and ``/readyz`` says when none has run lately
+(:func:`clock_health`). Ticks are idempotent: two clocks at once cost work, never correctness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.db import close_old_connections
 from django.utils import timezone
 
 from training.models import ModelRequest, RoundStatus, TrainingRound
 
-from . import aggregation, closing, opening
+from . import aggregation, closing, opening, resending, sweeping
 from .transitions import FINISHED_STATUSES, OPEN_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -27,15 +32,24 @@ logger = logging.getLogger(__name__)
 def rounds_tick(now: datetime | None = None) -> None:
     """Close stages past their deadline (dropping silent pods) and stages every pod has
     answered whose close was lost (a process killed between the last answer and the close);
+    ask pods that have not answered the open stage again every ``ROUND_RESEND_SECONDS`` (its
+    message may have been lost with the process that sent it);
     re-dispatch aggregation shards that a killed worker never finished; open the next round of
     a training request that has none running (e.g. after a retry found too few pods online);
-    start requests that can."""
+    start requests that can; now and then, sweep files a killed process left behind."""
     now = now or timezone.now()
-    for round_id, status, deadline in TrainingRound.objects.filter(
-        status__in=list(OPEN_STATUSES)
-    ).values_list("pk", "status", "stage_deadline"):
+    for training_round in TrainingRound.objects.filter(status__in=list(OPEN_STATUSES)).only(
+        "pk", "status", "stage_deadline", "metrics", "started_at"
+    ):
+        round_id, status, deadline = (
+            training_round.pk,
+            training_round.status,
+            training_round.stage_deadline,
+        )
         if (deadline is not None and deadline <= now) or closing.all_answered(round_id, status):
             closing.round_advance(round_id, status, now)
+        elif resending.resend_due(training_round, now):
+            resending.stage_resend(round_id, status, now)
     for training_round in TrainingRound.objects.filter(
         status=RoundStatus.AGGREGATING, stage_deadline__lte=now
     ):
@@ -50,6 +64,24 @@ def rounds_tick(now: datetime | None = None) -> None:
         opening.resume(model_request, now)
     for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING):
         opening.request_try_start(model_request, now)
+    if sweeping.sweep_due():
+        sweeping.sweep_files(now)
+    cache.set(LAST_TICK_KEY, time.time(), timeout=None)
+
+
+LAST_TICK_KEY = "rounds:clock:last_tick"
+
+
+def clock_health() -> tuple[str, float | None]:
+    """Whether a rounds clock ticks: ``ok``, ``stale`` (none for ``ROUNDS_CLOCK_STALE_SECONDS``),
+    ``never`` (none recorded: e.g. no Celery beat in production) or ``idle`` (the embedded
+    in-process clock, which starts with the first pod connection); and seconds since the last
+    tick, if any."""
+    last = cache.get(LAST_TICK_KEY)
+    if not isinstance(last, int | float):
+        return ("idle" if settings.ROUNDS_TICK_IN_PROCESS else "never"), None
+    age = max(0.0, time.time() - float(last))
+    return ("ok" if age <= settings.ROUNDS_CLOCK_STALE_SECONDS else "stale"), age
 
 
 # -- the in-process clock (embedded default) ----------------------------------------------------

@@ -28,6 +28,7 @@ from .ending import abort, discard_input, drop
 from .locking import lock_participants, lock_round
 from .messages import KeyLogProofs, stage_message
 from .progress import round_changed
+from .resending import ASKED_AT
 from .transitions import STEPS, SUM_FIXED, StageStep, step_of
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,11 @@ def round_advance(round_id: int, closing: str, now: datetime | None = None) -> N
         )
         # When each stage closed (benchmarks and operators read the timeline here).
         closed_at = {**training_round.metrics.get("closed_at", {}), stage: now.isoformat()}
-        training_round.metrics = {**training_round.metrics, "closed_at": closed_at}
+        training_round.metrics = {
+            **training_round.metrics,
+            "closed_at": closed_at,
+            ASKED_AT: now.isoformat(),
+        }
         training_round.status = step.following
         training_round.stage_deadline = now + timedelta(seconds=settings.ROUND_STAGE_SECONDS)
         if step.following == RoundStatus.AGGREGATING:

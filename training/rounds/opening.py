@@ -18,6 +18,7 @@ from .cohort import eligible_pods
 from .locking import lock_request
 from .messages import layout_for, stage_message
 from .progress import round_changed
+from .resending import ASKED_AT
 from .transitions import FINISHED_STATUSES, STEPS
 
 
@@ -51,6 +52,7 @@ def round_open(
         metrics={
             "sample_rate": len(cohort) / len(pool),
             "seed": random.SystemRandom().randrange(2**31),
+            ASKED_AT: now.isoformat(),
         },
     )
     participants = RoundParticipant.objects.bulk_create(
