@@ -49,7 +49,16 @@ def _media_root(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Async tests (only they) close the channel layer's connections when they end; an
+    autouse async fixture would also wrap sync tests, and Playwright's sync API then finds an
+    event loop already running."""
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("_close_channel_layer_connections")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
 async def _close_channel_layer_connections(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """After an async test, close the Redis channel layer's connections on the test's loop.
 

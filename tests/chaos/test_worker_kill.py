@@ -165,6 +165,7 @@ def test_a_worker_killed_during_aggregation(stack: Stack) -> None:
         homes = stack.tmp / f"homes-{i}"
         call_command(
             "provision_pods",
+            simulated=True,
             count=PODS_PER_WEB,
             homes=homes,
             server=web.url,

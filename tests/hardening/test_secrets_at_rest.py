@@ -116,7 +116,7 @@ def test_a_token_sent_in_a_query_string_never_reaches_the_access_log(
     monkeypatch.setattr(
         live,
         "server_command",
-        lambda port: [a for a in server_command(port) if a != "--no-access-log"],
+        lambda port, **kw: [a for a in server_command(port, **kw) if a != "--no-access-log"],
     )
     raw = issue_provider_token()
     service = live.on_test_database(tmp_path).start()
