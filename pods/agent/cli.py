@@ -17,12 +17,13 @@ import httpx
 from . import __version__
 from .audit import audit, verifier_for
 from .channel import PodChannel, PodRevoked
+from .data import StoreData
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
 from .keylog import STATE_FILE as KEY_LOG_FILE
 from .keylog import KeyLogError
 from .plan import LEDGER_FILE, PrivacyLedger
-from .rounds import RoundWorker, StoreData, Vanish, channel_handler
+from .rounds import RoundWorker, Vanish, channel_handler
 from .service import PodService, ServiceError
 from .store import LocalStore
 

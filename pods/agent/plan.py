@@ -13,10 +13,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from training.modelspec.federated import federated_parts
 from training.modelspec.spec import DPSpec, ModelSpec
+from training.modelspec.trainer import LocalResult
 from training.secagg.client import Floors
-from training.secagg.dp import epsilon
+from training.secagg.dp import epsilon, privatize
+from training.secagg.encoding import clip_l2
 from training.secagg.graph import choose_k
 
 from .home import write_private
@@ -112,3 +119,46 @@ class PrivacyLedger:
 
     def epsilon(self, request_id: str, plan: PlanPrivacy) -> float:
         return plan.epsilon_after(self.rounds(request_id))
+
+
+def contribution(
+    result: LocalResult, plan: PlanPrivacy, spec: ModelSpec
+) -> dict[str, npt.NDArray[np.floating[Any]]]:
+    """The vector parts a pod adds to the sum: weighted clipped update (noised under DP),
+    its weight, and the evaluation sums of the global model on the pod's held-out split.
+
+    Every parameter comes from the verified plan, none from the task: the noise share is sized
+    for the plan's minimum survivor count (DESIGN.md section 6), whatever a round claims."""
+    if plan.dp is not None:
+        weight = 1.0  # DP requests use uniform weighting
+        update = privatize(
+            result.update,
+            clip_norm=plan.dp.clip_norm,
+            noise_multiplier=plan.dp.noise_multiplier,
+            min_survivors=plan.min_participants,
+        )
+    else:
+        cap = plan.max_examples
+        weight = min(result.num_examples, cap) / cap
+        if spec.training.algorithm.get("type", "fedavg") != "fedavg":
+            # FedNova: the update normalised by the pod's local steps, and those steps.
+            parts = federated_parts(spec, result, weight=weight, clip_norm=plan.update_clip)
+            return {
+                **{k: np.asarray(v) for k, v in parts.items()},
+                **_evaluation(result),
+            }
+        update = weight * clip_l2(result.update, plan.update_clip)
+    return {
+        "update": np.asarray(update, dtype=np.float32),
+        "weight": np.array([weight]),
+        **_evaluation(result),
+    }
+
+
+def _evaluation(result: LocalResult) -> dict[str, npt.NDArray[np.floating[Any]]]:
+    """The evaluation sums of the global model on the pod's held-out split."""
+    return {
+        "eval_loss": np.array([result.evaluation.loss_sum]),
+        "eval_correct": np.array([float(result.evaluation.correct)]),
+        "eval_examples": np.array([float(result.evaluation.examples)]),
+    }

@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -32,17 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from training.modelspec import load_weights, validate_spec
 from training.modelspec.errors import SpecError
-from training.modelspec.federated import federated_parts
-from training.modelspec.spec import ModelSpec
-from training.modelspec.trainer import LocalResult, train_local
+from training.modelspec.trainer import train_local
 from training.secagg.client import ClientRound
-from training.secagg.dp import privatize
-from training.secagg.encoding import clip_l2
 from training.secagg.errors import FloorError, SecAggError
 
 from .consent import ConsentRefused, check_task, verify_receipt
+from .data import DataSource
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
-from .plan import PlanPrivacy, PrivacyLedger
+from .plan import PlanPrivacy, PrivacyLedger, contribution
 from .protocol import MessageType, on_pinned_origin
 
 logger = logging.getLogger(__name__)
@@ -50,14 +47,6 @@ logger = logging.getLogger(__name__)
 Message = dict[str, Any]
 Reply = dict[str, Any]
 Event = dict[str, Any]
-
-
-class DataSource(Protocol):
-    """Where a pod's records come from: the local store, or a partition in ``simulate``."""
-
-    def arrays(
-        self, category: str, features: Sequence[str], label: str
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]: ...
 
 
 class Transport(Protocol):
@@ -103,49 +92,6 @@ class _Round:
     # What the pod answered at each stage (None: the masked input was uploaded). A stage asked
     # again (the service re-sends it after a reconnection) gets the same answer, never a new one.
     answered: dict[str, Reply | None] = field(default_factory=dict)
-
-
-def contribution(
-    result: LocalResult, plan: PlanPrivacy, spec: ModelSpec
-) -> dict[str, npt.NDArray[np.floating[Any]]]:
-    """The vector parts a pod adds to the sum: weighted clipped update (noised under DP),
-    its weight, and the evaluation sums of the global model on the pod's held-out split.
-
-    Every parameter comes from the verified plan, none from the task: the noise share is sized
-    for the plan's minimum survivor count (DESIGN.md section 6), whatever a round claims."""
-    if plan.dp is not None:
-        weight = 1.0  # DP requests use uniform weighting
-        update = privatize(
-            result.update,
-            clip_norm=plan.dp.clip_norm,
-            noise_multiplier=plan.dp.noise_multiplier,
-            min_survivors=plan.min_participants,
-        )
-    else:
-        cap = plan.max_examples
-        weight = min(result.num_examples, cap) / cap
-        if spec.training.algorithm.get("type", "fedavg") != "fedavg":
-            # FedNova: the update normalised by the pod's local steps, and those steps.
-            parts = federated_parts(spec, result, weight=weight, clip_norm=plan.update_clip)
-            return {
-                **{k: np.asarray(v) for k, v in parts.items()},
-                **_evaluation(result),
-            }
-        update = weight * clip_l2(result.update, plan.update_clip)
-    return {
-        "update": np.asarray(update, dtype=np.float32),
-        "weight": np.array([weight]),
-        **_evaluation(result),
-    }
-
-
-def _evaluation(result: LocalResult) -> dict[str, npt.NDArray[np.floating[Any]]]:
-    """The evaluation sums of the global model on the pod's held-out split."""
-    return {
-        "eval_loss": np.array([result.evaluation.loss_sum]),
-        "eval_correct": np.array([float(result.evaluation.correct)]),
-        "eval_examples": np.array([float(result.evaluation.examples)]),
-    }
 
 
 class RoundWorker:
@@ -477,40 +423,3 @@ class TransportFailed(Exception):
 
 class Vanish(Exception):
     """Raised by a worker told to fail at a stage: the pod drops off the network there."""
-
-
-class StoreData:
-    """Records from the pod's local SQLite store."""
-
-    def __init__(self, store_path: Any) -> None:
-        self.store_path = store_path
-
-    def arrays(
-        self, category: str, features: Sequence[str], label: str
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-        from .store import LocalStore
-
-        store = LocalStore(self.store_path)
-        try:
-            return store.arrays(category, features, label)
-        finally:
-            store.close()
-
-
-@dataclass
-class MemoryData:
-    """Records held in memory (``simulate``): one category's columns by field name."""
-
-    category: str
-    columns: dict[str, npt.NDArray[np.float64]]
-
-    def arrays(
-        self, category: str, features: Sequence[str], label: str
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-        if category != self.category:
-            raise KeyError(category)
-        x = np.stack([self.columns[f] for f in features], axis=1).astype(np.float32)
-        return x, np.asarray(self.columns[label], dtype=np.float64)
-
-    def count(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0

@@ -24,8 +24,9 @@ from typing import Any
 from . import __version__, datasets
 from .audit import verifier_for
 from .channel import PodChannel, PodRevoked
+from .data import MemoryData
 from .home import STATE_FILE, PodHome
-from .rounds import MemoryData, RoundWorker, Vanish, channel_handler
+from .rounds import RoundWorker, Vanish, channel_handler
 from .service import PodService
 
 Event = dict[str, Any]

@@ -32,8 +32,7 @@ from consent.services import consent_grant
 from dataspace.demo import breast_features, demo_request_spec, demo_weights
 from dataspace.processes import stop
 from pods.agent import datasets
-from pods.agent.plan import PlanPrivacy
-from pods.agent.rounds import contribution
+from pods.agent.plan import PlanPrivacy, contribution
 from pods.models import Pod
 from tests.live import ROOT, LiveService, database_url, on_test_database, wait_for
 from tests.portal_http import PortalSession

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from consent import receipts
 from dataspace.demo import breast_features
+from pods.agent.data import MemoryData
 from pods.agent.keylog import KeyLogVerifier
 from pods.agent.plan import PlanPrivacy, PrivacyLedger
 from pods.agent.protocol import on_pinned_origin
-from pods.agent.rounds import MemoryData
 from tests.factories import open_request
 from tests.training.rounds.test_engine import (
     InProcessTransport,

@@ -24,7 +24,8 @@ from consent.services import consent_grant, consent_withdraw
 from dataspace import delivery
 from dataspace.celery import app as celery_app
 from dataspace.demo import breast_features
-from pods.agent.rounds import MemoryData, RoundWorker, Vanish
+from pods.agent.data import MemoryData
+from pods.agent.rounds import RoundWorker, Vanish
 from pods.key_log import key_log_append
 from pods.models import Pod, key_fingerprint
 from tests.factories import PodFactory, UserFactory, open_request
