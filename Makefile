@@ -70,7 +70,7 @@ test: $(STAMP) chromium services lint test-pod  ## set up and run every test (Po
 	@if pg_isready -q -h 127.0.0.1 -p 5432; then export DATABASE_URL=$(TEST_PG_URL); echo "tests on PostgreSQL ($(TEST_PG_URL))"; else echo "PostgreSQL not reachable: tests on SQLite"; fi; \
 	if redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then export REDIS_URL=$(TEST_REDIS_URL); fi; \
 	SECRET_KEY=test-secret-key-not-for-production DEBUG=0 ALLOWED_HOSTS='*' \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	  DATASPACE_POD_BIN=$(CURDIR)/$(POD_VENV)/bin/dataspace-pod $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: migrate
 migrate: $(STAMP)

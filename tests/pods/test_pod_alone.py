@@ -8,6 +8,7 @@ would fail outright; in the main venv they catch one by looking at ``sys.modules
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -160,3 +161,22 @@ def test_agent_commands_never_import_the_server(tmp_path: Path, refused_port: in
     inside = tuple(f"{p}." for p in shipped - {"pods", "training"})
     ours = sorted(m for m in loaded if m.split(".")[0] in {"pods", "training"})
     assert [m for m in ours if m not in shipped and not m.startswith(inside)] == []
+
+
+def test_live_tests_run_the_pod_alone_when_make_test_says_so() -> None:
+    """``make test`` points the live tests' pods (tests.live.pod_command) at the pod-only venv."""
+    installed = os.environ.get("DATASPACE_POD_BIN")
+    if not installed:
+        pytest.skip("DATASPACE_POD_BIN is not set: the live tests run this checkout's agent")
+    python = Path(installed).parent / "python"
+    probe = "import importlib.util as u; print([m for m in SERVER if u.find_spec(m)])"
+    done = subprocess.run(
+        [str(python), "-I", "-c", f"SERVER = {sorted(SERVER_ROOTS)!r}; {probe}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+    version = subprocess.run([installed, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("dataspace-pod ")
