@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The pod alone (pod/pyproject.toml): its own venv, without the server stack.
+POD_VENV := .pod-venv
+POD_PY := $(POD_VENV)/bin/python
+POD_STAMP := $(POD_VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # PostgreSQL and Redis for tests, when reachable (here and in CI); SQLite / no Redis otherwise.
@@ -28,6 +32,22 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP)  ## create .venv and install the project with its test tools
 
+$(POD_STAMP): pod/pyproject.toml
+	rm -rf $(POD_VENV)
+	$(PYTHON) -m venv $(POD_VENV)
+	$(POD_PY) -m pip install --quiet torch==2.13.0
+	$(POD_PY) -m pip install --quiet './pod[test]'
+	@touch $(POD_STAMP)
+
+.PHONY: test-pod
+test-pod: $(POD_STAMP)  ## the pod alone: its tests in a venv holding dataspace-pod and no server stack
+	@# The current sources as a wheel (not editable: the tests check they run from site-packages);
+	@# setuptools builds in pod/, where a stale build/ could ship a module deleted since.
+	rm -rf pod/build pod/src/*.egg-info
+	$(POD_PY) -m pip install --quiet --no-deps --force-reinstall ./pod
+	rm -rf pod/build pod/src/*.egg-info
+	PYTHONPATH=pod $(POD_VENV)/bin/pytest -c pod/pyproject.toml --rootdir=. $(POD_PYTEST_ARGS)
+
 .PHONY: chromium
 chromium:  ## install Debian's Chromium for the browser tests, if missing
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -46,11 +66,11 @@ lint: $(STAMP)  ## ruff, mypy (django-stubs) and the import-linter contract
 	$(VENV)/bin/lint-imports
 
 .PHONY: test
-test: $(STAMP) chromium services lint  ## set up and run every test (PostgreSQL + Redis when reachable)
+test: $(STAMP) chromium services lint test-pod  ## set up and run every test (PostgreSQL + Redis when reachable)
 	@if pg_isready -q -h 127.0.0.1 -p 5432; then export DATABASE_URL=$(TEST_PG_URL); echo "tests on PostgreSQL ($(TEST_PG_URL))"; else echo "PostgreSQL not reachable: tests on SQLite"; fi; \
 	if redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then export REDIS_URL=$(TEST_REDIS_URL); fi; \
 	SECRET_KEY=test-secret-key-not-for-production DEBUG=0 ALLOWED_HOSTS='*' \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	  DATASPACE_POD_BIN=$(CURDIR)/$(POD_VENV)/bin/dataspace-pod $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: migrate
 migrate: $(STAMP)
@@ -88,3 +108,4 @@ bench-learning: $(STAMP)  ## FedAvg/M, FedAdam/Yogi/Adagrad, SCAFFOLD, FedNova u
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
 	rm -rf var demo-output demo-output-dp staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(POD_VENV) pod/build pod/src/*.egg-info

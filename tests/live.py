@@ -17,6 +17,14 @@ from dataspace.processes import free_port, server_command, stop
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pod_command() -> list[str]:
+    """How live tests start ``dataspace-pod``. ``make test`` sets DATASPACE_POD_BIN to the one in
+    the pod-only venv (``make test-pod``): the pods then run, round after round, where Django and
+    the rest of the server stack are not even installed. Otherwise: this checkout's agent."""
+    installed = os.environ.get("DATASPACE_POD_BIN")
+    return [installed] if installed else [sys.executable, "-m", "pods.agent.cli"]
+
+
 def database_url(settings_dict: dict[str, Any]) -> str:
     if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
         return f"sqlite:///{settings_dict['NAME']}"
@@ -149,7 +157,7 @@ def simulator(homes: Path, count: int, log: Path, *options: str) -> subprocess.P
     """``dataspace-pod --json simulate`` over ``homes`` (breast screening), events on stdout."""
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
+            *(*pod_command(), "--json", "simulate"),
             *("--pods", str(count), "--homes", str(homes), "--dataset", "breast_screening"),
             *("--duration", "60", "--stats-every", "3600", *options),
         ],

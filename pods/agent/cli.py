@@ -22,8 +22,6 @@ from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
 from .keylog import STATE_FILE as KEY_LOG_FILE
 from .keylog import KeyLogError
-from .plan import LEDGER_FILE, PrivacyLedger
-from .rounds import RoundWorker, Vanish, channel_handler
 from .service import PodService, ServiceError
 from .store import LocalStore
 
@@ -239,6 +237,10 @@ def cmd_status(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
+    # Here, not at the top: training loads torch and opacus (seconds), which no other command needs.
+    from .plan import LEDGER_FILE, PrivacyLedger
+    from .rounds import RoundWorker, Vanish, channel_handler
+
     state = home.load_state()
     if not state.paired:
         raise CliError("pair this pod first (dataspace-pod pair --server URL)")

@@ -605,7 +605,8 @@ def dockerignore_patterns() -> list[str]:
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None:
     ignored = dockerignore_patterns()
-    for path in (".venv", "var", "demo-output", ".git", ".mypy_cache", ".ruff_cache", ".env"):
+    local = (".venv", ".pod-venv", "var", "demo-output", ".git", ".mypy_cache", ".ruff_cache")
+    for path in (*local, ".env"):
         assert any(fnmatch.fnmatch(path, p) for p in ignored), f"{path} is not dockerignored"
     assert any(fnmatch.fnmatch("consent/__pycache__", p) for p in ignored)
 

@@ -34,7 +34,7 @@ from dataspace.processes import stop
 from pods.agent import datasets
 from pods.agent.plan import PlanPrivacy, contribution
 from pods.models import Pod
-from tests.live import ROOT, LiveService, database_url, on_test_database, wait_for
+from tests.live import ROOT, LiveService, database_url, on_test_database, pod_command, wait_for
 from tests.portal_http import PortalSession
 from training.client import DataspaceClient
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
@@ -108,7 +108,7 @@ def pod_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def agent(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "pods.agent.cli", "--home", str(home), *args]
+    return [*pod_command(), "--home", str(home), *args]
 
 
 def test_federation_across_processes(stack: dict[str, Any], settings: Any) -> None:

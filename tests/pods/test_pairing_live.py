@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from pods.agent.home import PodHome
 from pods.models import KeyLogEntry, Pod
 from pods.services import pod_application, pod_provision, pod_revoke
 from tests.factories import PASSWORD, UserFactory, breast_category
+from tests.live import pod_command
 from tests.portal_http import PortalSession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -25,7 +25,7 @@ CODE = re.compile(r"enter the code: (\S+)")
 
 def pod_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pods.agent.cli", "--home", str(home), *args],
+        [*pod_command(), "--home", str(home), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -39,9 +39,7 @@ def start_pairing(
 ) -> tuple[subprocess.Popen[str], str, str]:
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "pods.agent.cli",
+            *pod_command(),
             "--home",
             str(home),
             "pair",

@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from pods.key_log import key_log_append
 from pods.models import Pod, PodToken, key_fingerprint
 from pods.services import pod_application, pod_revoke
 from tests.factories import UserFactory
-from tests.live import LiveService, on_test_database
+from tests.live import LiveService, on_test_database, pod_command
 
 pytestmark = [
     pytest.mark.e2e,
@@ -88,9 +87,7 @@ def test_run_reconnects_after_a_restart_and_stops_when_revoked(tmp_path: Path) -
     home, pod = paired_home(tmp_path, first.url)
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "pods.agent.cli",
+            *pod_command(),
             "--home",
             str(home.path),
             "--json",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import secrets
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from opacus.accountants import RDPAccountant
 
 from .encoding import clip_l2
 
@@ -37,13 +37,21 @@ def privatize(
     return (clipped + rng.normal(0.0, std, size=clipped.shape)).astype(np.float32)
 
 
+def _rdp_accountant() -> Any:
+    # Here, not at the top: opacus loads its whole privacy engine on import (about 2 s of CPU),
+    # which a pod starting up, or a round without DP, does not need.
+    from opacus.accountants import RDPAccountant
+
+    return RDPAccountant()
+
+
 def epsilon(noise_multiplier: float, sample_rate: float, rounds: int, delta: float) -> float:
     """ε after ``rounds`` rounds of the subsampled Gaussian mechanism (RDP, Mironov et al.)."""
     if rounds <= 0:
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
-    accountant = RDPAccountant()
+    accountant = _rdp_accountant()
     accountant.history = [(noise_multiplier, min(1.0, sample_rate), rounds)]
     return float(accountant.get_epsilon(delta=delta))
 
@@ -67,6 +75,6 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float) -> float:
         return 0.0
     if any(s <= 0 for s, _, _ in steps):
         return math.inf
-    accountant = RDPAccountant()
+    accountant = _rdp_accountant()
     accountant.history = steps
     return float(accountant.get_epsilon(delta=delta))

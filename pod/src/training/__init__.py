@@ -1,0 +1,1 @@
+../../../training/__init__.py
