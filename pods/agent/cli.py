@@ -17,6 +17,7 @@ import httpx
 from . import __version__
 from .audit import audit, verifier_for
 from .channel import PodChannel, PodRevoked
+from .controls import CONTROLS_DIR, ControlVariates
 from .data import StoreData
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
@@ -264,6 +265,7 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
             vanish=(lambda stage: stage == args.crash_at) if args.crash_at else None,
             ledger=PrivacyLedger(home.path / LEDGER_FILE),
             key_log=verifier_for(home.path, state.receipt_keys),
+            controls=ControlVariates(home.path / CONTROLS_DIR),
         )
 
         def crash(gone: Vanish) -> None:

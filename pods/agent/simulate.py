@@ -24,6 +24,7 @@ from typing import Any
 from . import __version__, datasets
 from .audit import verifier_for
 from .channel import PodChannel, PodRevoked
+from .controls import CONTROLS_DIR, ControlVariates
 from .data import MemoryData
 from .home import STATE_FILE, PodHome
 from .rounds import RoundWorker, Vanish, channel_handler
@@ -254,6 +255,7 @@ async def _one_pod(
         on_event=lambda e: loop.call_soon_threadsafe(on_event, e),
         vanish=kill,
         key_log=verifier_for(home.path, state.receipt_keys),
+        controls=ControlVariates(home.path / CONTROLS_DIR),
     )
     loop = asyncio.get_running_loop()
 

@@ -63,7 +63,8 @@ class InProcessTransport:
         round_id = int(path.rstrip("/").split("/")[-2])
         version = TrainingRound.objects.get(pk=round_id).base_version
         assert version is not None
-        with version.weights.open("rb") as handle:
+        served = version.control if path.endswith("/control") else version.weights
+        with served.open("rb") as handle:
             return bytes(handle.read())
 
     def upload(self, path: str, body: bytes) -> None:
@@ -85,6 +86,7 @@ class RecordingWorker(RoundWorker):
     def _prepare(self, task: Any) -> Any:
         plan, parts = super()._prepare(task)
         self.plain = {k: v.copy() for k, v in parts.items()}
+        self.history = [*getattr(self, "history", []), self.plain]  # one per round
         return plan, parts
 
 
