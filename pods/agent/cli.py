@@ -129,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STAGE=COUNT",
         help="make the first COUNT pods reaching STAGE vanish there (repeatable)",
     )
+    sim.add_argument(
+        "--slow-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the pods on slow devices, drawn by --seed (default 0: none)",
+    )
+    sim.add_argument(
+        "--slow-speed",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help=(
+            "share of the plan's local steps a slow pod manages per round, 0 < S <= 1 "
+            "(default 0.25); it trains fewer steps and says so in the masked sum"
+        ),
+    )
     sim.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")
     sim.add_argument("--stats-every", type=float, default=5.0, help="progress line interval (s)")
     return parser

@@ -401,6 +401,7 @@ class RoundWorker:
             )
             if result.control is not None:
                 self.controls.stage(request_id, result.control)
+            self.on_event({"event": "trained", "steps": result.steps, "speed": self.speed})
             return plan, contribution(result, plan, spec)
         except Exception as exc:  # e.g. a label outside the model's outputs: decline, go on
             # Only the error's kind: its text may quote a record's value.
