@@ -12,20 +12,12 @@ import numpy as np
 import pytest
 
 from dataspace.celery import app as celery_app
-from dataspace.demo import demo_request_spec, demo_weights
 from pods.agent.controls import ControlVariates
-from tests.factories import ProviderFactory, breast_category
-from tests.training.rounds.test_engine import (
-    SimPod,
-    breast_data,
-    capture_pod_messages,
-    consenting_online_pod,
-)
+from tests.training.rounds.test_engine import algorithm_request
 from training.models import ModelRequest
 from training.modelspec import validate_spec, vector_size
 from training.modelspec.vectors import control_from_bytes
 from training.rounds import opening
-from training.services import model_request_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,22 +32,11 @@ def _tasks_in_process() -> Iterator[None]:
 def test_scaffold_rounds_step_c_from_the_masked_sum_and_pods_keep_their_c_i(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    breast_category()
-    spec = demo_request_spec(rounds=2, cohort_size=4, min_participants=4, local_epochs=2)
-    spec["training"]["algorithm"] = {"type": "scaffold"}
-    model_request = model_request_create(
-        provider=ProviderFactory(), spec=spec, weights=demo_weights(spec)
-    )
-    outbox: list[tuple[Any, dict[str, Any]]] = []
-    capture_pod_messages(monkeypatch, outbox)
-    x, y = breast_data()
-    sims: dict[Any, SimPod] = {}
+    model_request, outbox, sims = algorithm_request(monkeypatch, "scaffold", rounds=2)
     homes: dict[Any, Path] = {}
-    for i in range(4):
-        pod, key = consenting_online_pod(model_request, f"s{i}")
-        sims[pod.pk] = SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        homes[pod.pk] = tmp_path / f"pod{i}" / "scaffold"
-        sims[pod.pk].worker.controls = ControlVariates(homes[pod.pk])
+    for i, (pod_id, sim) in enumerate(sims.items()):
+        homes[pod_id] = tmp_path / f"pod{i}" / "scaffold"
+        sim.worker.controls = ControlVariates(homes[pod_id])
     assert opening.request_try_start(model_request) is not None
     tasks: list[dict[str, Any]] = []
     while outbox:
