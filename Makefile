@@ -105,6 +105,10 @@ bench-keylog: migrate  ## key log: proof generation/verification at 10,000 entri
 bench-learning: $(STAMP)  ## FedAvg/M, FedAdam/Yogi/Adagrad, SCAFFOLD, FedNova under label skew and slow pods
 	$(PY) -m dataspace.bench.learning --output bench-output/learning
 
+.PHONY: bench-learning-live
+bench-learning-live: $(STAMP)  ## one configuration (breast, Dirichlet 0.3, FedAvgM, 20 pods) live vs the in-process bench
+	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.live_learning
+
 .PHONY: clean
 clean:  ## remove the embedded database, media and caches
 	rm -rf var demo-output demo-output-dp staticfiles .mypy_cache .ruff_cache .pytest_cache .hypothesis

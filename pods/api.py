@@ -34,7 +34,7 @@ from dataspace.errors import DomainError, NotFound
 from dataspace.models import DataCategory
 from dataspace.parsers import StrictJSONParser
 from training import selectors as training_selectors
-from training.downloads import weights_response
+from training.downloads import control_response, weights_response
 from training.rounds.answers import masked_input_store
 from training.serializers import CategoryOutput, ErrorOutput
 
@@ -257,6 +257,23 @@ class RoundWeightsApi(PodApi):
         if version is None:
             raise NotFound("This pod is not in that round.", code="not_in_round")
         return weights_response(request, version)
+
+
+class RoundControlApi(PodApi):
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            **ERRORS,
+        },
+        summary="SCAFFOLD's server control variate for a round (safetensors, ETag = SHA-256)",
+    )
+    def get(self, request: Request, round_id: int) -> HttpResponseBase:
+        version = training_selectors.round_weights_for(pod=self.pod_of(request), round_id=round_id)
+        if version is None:
+            raise NotFound("This pod is not in that round.", code="not_in_round")
+        if not version.control:
+            raise NotFound("This round has no control variate.", code="no_control")
+        return control_response(request, version)
 
 
 class UnreadStreamParser(BaseParser):

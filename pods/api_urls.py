@@ -18,5 +18,6 @@ urlpatterns = [
     path("key-log/consistency/", api.KeyLogConsistencyApi.as_view(), name="key-log-consistency"),
     path("key-log/mine/", api.KeyLogMineApi.as_view(), name="key-log-mine"),
     path("rounds/<id:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
+    path("rounds/<id:round_id>/control", api.RoundControlApi.as_view(), name="round-control"),
     path("rounds/<id:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
 ]

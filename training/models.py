@@ -306,6 +306,16 @@ class ModelVersion(models.Model):
         blank=True,
         help_text="Server optimizer moments (FedAdam) carried to the next round; never served.",
     )
+    control = models.FileField(
+        upload_to=version_upload_to,
+        max_length=300,
+        blank=True,
+        help_text=(
+            "SCAFFOLD's server control variate c after this round (safetensors), served to the "
+            "pods of the next round with the weights."
+        ),
+    )
+    control_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

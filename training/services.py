@@ -101,14 +101,6 @@ def model_request_create(
         load_weights(weights, parsed, limits)
     except SpecError as exc:
         raise _spec_error(exc) from None
-    if parsed.training.algorithm.get("type") == "scaffold":
-        # SCAFFOLD needs the server's control variate sent to pods and each pod's own kept
-        # between rounds; the pure trainer and the bench have it, the live rounds not yet.
-        raise DomainError(
-            "SCAFFOLD is not run by the live service yet; use fedavg or fednova.",
-            code="algorithm_not_supported",
-            fields={"training.algorithm.type": ["not supported by the live service"]},
-        )
     category = DataCategory.objects.filter(slug=parsed.data.category).first()
     if category is None:
         raise DomainError(

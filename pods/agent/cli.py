@@ -17,6 +17,7 @@ import httpx
 from . import __version__
 from .audit import audit, verifier_for
 from .channel import PodChannel, PodRevoked
+from .controls import CONTROLS_DIR, ControlVariates
 from .data import StoreData
 from .home import PodHome, PodState
 from .importer import ImportFailed, parse_records
@@ -125,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="STAGE=COUNT",
         help="make the first COUNT pods reaching STAGE vanish there (repeatable)",
+    )
+    sim.add_argument(
+        "--slow-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the pods on slow devices, drawn by --seed (default 0: none)",
+    )
+    sim.add_argument(
+        "--slow-speed",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help=(
+            "share of the plan's local steps a slow pod manages per round, 0 < S <= 1 "
+            "(default 0.25); it trains fewer steps and says so in the masked sum"
+        ),
     )
     sim.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")
     sim.add_argument("--stats-every", type=float, default=5.0, help="progress line interval (s)")
@@ -266,6 +284,7 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
             vanish=(lambda stage: stage == args.crash_at) if args.crash_at else None,
             ledger=PrivacyLedger(home.path / LEDGER_FILE),
             key_log=verifier_for(home.path, state.receipt_keys),
+            controls=ControlVariates(home.path / CONTROLS_DIR),
         )
 
         def crash(gone: Vanish) -> None:

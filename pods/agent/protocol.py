@@ -15,7 +15,7 @@ import enum
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 PAIRING_LABEL = b"dataspace/pairing/v1\x00"
 CHALLENGE_LABEL = b"dataspace/ws-challenge/v1\x00"
@@ -74,6 +74,10 @@ class Task(TypedDict):
     initial_weights_sha256: str
     masked_input_url: str
     seed: int  # the public training seed of the round
+    # SCAFFOLD after its first round: where the service's control variate c is (safetensors,
+    # served like the weights) and its SHA-256. Whether c is used is the verified spec's call.
+    control_url: NotRequired[str]
+    control_sha256: NotRequired[str]
 
 
 # The round metrics a progress event and the provider client carry; never a per-pod figure.

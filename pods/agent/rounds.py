@@ -37,6 +37,7 @@ from training.secagg.client import ClientRound
 from training.secagg.errors import FloorError, SecAggError
 
 from .consent import ConsentRefused, check_task, verify_receipt
+from .controls import ControlError, ControlVariates, scaffold_inputs
 from .data import DataSource
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
 from .plan import PlanPrivacy, PrivacyLedger, contribution
@@ -114,6 +115,7 @@ class RoundWorker:
         ledger: PrivacyLedger | None = None,
         key_log: KeyLogVerifier | None = None,
         speed: float = 1.0,
+        controls: ControlVariates | None = None,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -129,6 +131,8 @@ class RoundWorker:
         # The share of the plan's local work this device manages per round (a slow phone:
         # < 1). It trains fewer steps and says so in the masked sum (FedNova), never dropped.
         self.speed = speed
+        # SCAFFOLD: the pod's own control variate c_i per request (pods.agent.controls).
+        self.controls = controls or ControlVariates()
         self.rounds: dict[int, _Round] = {}
         self.bytes_sent: dict[int, int] = {}
         self.sleep: Callable[[float], None] = time.sleep  # tests replace it
@@ -146,6 +150,7 @@ class RoundWorker:
             return None
         if kind == MessageType.ROUND_END:
             state = self.rounds.pop(round_id, None)
+            self.controls.round_over(round_id, message.get("status") == "completed")
             self.on_event(
                 {
                     "event": "round_end",
@@ -232,6 +237,7 @@ class RoundWorker:
             self._upload(str(state.task["masked_input_url"]), body)
             # From here the service holds an input made from the owner's data: it counts.
             self.ledger.record(str(state.task["request"]), round_id)
+            self.controls.sent(str(state.task["request"]), round_id)
             state.bytes_sent += len(body)
             state.parts = {}  # the plain contribution is not kept past masking
             reply = None
@@ -285,6 +291,9 @@ class RoundWorker:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _download(self, path: str) -> bytes:
+        return bytes(self._call(self.transport.download, path))
+
     def _upload(self, path: str, body: bytes) -> None:
         """The masked input, retried as :meth:`_call` does (the same bytes each time). A retry
         answered ``already_uploaded`` means an earlier attempt did store it (only its answer was
@@ -323,7 +332,7 @@ class RoundWorker:
             for url in (task["weights_url"], task["masked_input_url"]):
                 if not isinstance(url, str) or not on_pinned_origin(url):
                     raise Declined("origin_not_pinned")  # the token goes to no other host
-            weights = self._call(self.transport.download, str(task["weights_url"]))
+            weights = self._download(str(task["weights_url"]))
             if hashlib.sha256(weights).hexdigest() != task["weights_sha256"]:
                 raise Declined("weights_mismatch")
             initial = str(task["initial_weights_sha256"])
@@ -368,6 +377,10 @@ class RoundWorker:
             raise Declined("no_data") from None
         if len(x) == 0:
             raise Declined("no_data")
+        try:  # SCAFFOLD's c and c_i, when the verified spec asks for it
+            c, c_i = scaffold_inputs(spec, task, self.controls, self._download)
+        except ControlError as refused:
+            raise Declined(refused.code) from None
         max_steps = None
         if self.speed < 1.0:
             batches = -(-max(1, round(len(x) * 0.8)) // spec.training.batch_size)
@@ -377,8 +390,18 @@ class RoundWorker:
             max_steps = max(1, int(planned * self.speed))
         try:
             result = train_local(
-                spec, state, x, y, seed=int(task.get("seed", 0)), max_steps=max_steps
+                spec,
+                state,
+                x,
+                y,
+                seed=int(task.get("seed", 0)),
+                max_steps=max_steps,
+                server_control=c,
+                client_control=c_i,
             )
+            if result.control is not None:
+                self.controls.stage(request_id, result.control)
+            self.on_event({"event": "trained", "steps": result.steps, "speed": self.speed})
             return plan, contribution(result, plan, spec)
         except Exception as exc:  # e.g. a label outside the model's outputs: decline, go on
             # Only the error's kind: its text may quote a record's value.

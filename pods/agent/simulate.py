@@ -24,6 +24,7 @@ from typing import Any
 from . import __version__, datasets
 from .audit import verifier_for
 from .channel import PodChannel, PodRevoked
+from .controls import CONTROLS_DIR, ControlVariates
 from .data import MemoryData
 from .home import STATE_FILE, PodHome
 from .rounds import RoundWorker, Vanish, channel_handler
@@ -75,6 +76,18 @@ class KillSwitch:
             self.left[stage] -= 1
             return True
         return False
+
+
+def pod_speeds(count: int, slow_fraction: float, slow_speed: float, seed: int) -> list[float]:
+    """Each pod's device speed (the share of the plan's local steps it manages per round):
+    ``round(slow_fraction · count)`` pods drawn by ``seed`` run at ``slow_speed``, the rest at
+    1. The same seed and homes give the same slow pods."""
+    if not 0.0 <= slow_fraction <= 1.0:
+        raise ValueError("--slow-fraction must be between 0 and 1")
+    if not 0.0 < slow_speed <= 1.0:
+        raise ValueError("--slow-speed must be above 0 and at most 1")
+    slow = set(random.Random(f"speeds/{seed}").sample(range(count), round(slow_fraction * count)))
+    return [slow_speed if i in slow else 1.0 for i in range(count)]
 
 
 def parse_kills(values: list[str]) -> dict[str, int]:
@@ -173,6 +186,7 @@ async def simulate(
     seed: int,
     kills: dict[str, int],
     duration: float,
+    speeds: list[float] | None = None,
     report: Callable[[Event], None],
     stats: Stats,
     stop: asyncio.Event,
@@ -193,15 +207,21 @@ async def simulate(
                 await asyncio.to_thread(service.report, {category: part.count()}, __version__)
 
         await asyncio.gather(*(tell(s, d) for s, d in zip(services, data, strict=True)))
-        report({"event": "reported", "pods": len(homes), "category": category})
+        slow = sum(1 for s in speeds or [] if s < 1.0)
+        report({"event": "reported", "pods": len(homes), "category": category, "slow": slow})
         kill = KillSwitch(kills)
         if duration > 0:
             asyncio.get_running_loop().call_later(duration, stop.set)
         rng = random.Random(seed)
+        speeds = speeds or [1.0] * len(homes)
         await asyncio.gather(
             *(
-                _one_pod(home, state, service, part, kill, stats, report, stop, rng.random() * 2)
-                for home, state, service, part in zip(homes, states, services, data, strict=True)
+                _one_pod(
+                    home, state, service, part, kill, stats, report, stop, rng.random() * 2, speed
+                )
+                for home, state, service, part, speed in zip(
+                    homes, states, services, data, speeds, strict=True
+                )
             )
         )
     finally:
@@ -219,6 +239,7 @@ async def _one_pod(
     report: Callable[[Event], None],
     stop: asyncio.Event,
     delay: float,
+    speed: float = 1.0,
 ) -> None:
     pod = state.pod_id
 
@@ -240,6 +261,8 @@ async def _one_pod(
         elif kind == "failed":
             stats.failed[f"{event['stage']}:{event['code']}"] += 1
             report(event)
+        elif kind == "trained":  # the pod's own figures, never sent to the service
+            report({**event, "pod": pod})
         elif kind == "round_end":
             stats.rounds[int(event["round"])] = str(event["status"])
             if event.get("status") == "completed" and event.get("bytes_sent"):
@@ -254,6 +277,8 @@ async def _one_pod(
         on_event=lambda e: loop.call_soon_threadsafe(on_event, e),
         vanish=kill,
         key_log=verifier_for(home.path, state.receipt_keys),
+        controls=ControlVariates(home.path / CONTROLS_DIR),
+        speed=speed,
     )
     loop = asyncio.get_running_loop()
 
@@ -274,6 +299,7 @@ async def _one_pod(
 def main(args: Any, home_root: Path) -> dict[str, Any]:
     """Entry point for the CLI (``args`` from :func:`pods.agent.cli.build_parser`)."""
     homes = pod_homes(home_root, args.pods, claim=args.claim)
+    speeds = pod_speeds(len(homes), args.slow_fraction, args.slow_speed, args.seed)
     stats = Stats(pods=len(homes))
     as_json: bool = args.json
 
@@ -315,6 +341,7 @@ def main(args: Any, home_root: Path) -> dict[str, Any]:
                 seed=args.seed,
                 kills=parse_kills(args.kill),
                 duration=args.duration,
+                speeds=speeds,
                 report=report,
                 stats=stats,
                 stop=stop,

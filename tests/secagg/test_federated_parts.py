@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.secagg.helpers import parts_for, quantized_sum
+from training.modelspec.server_optim import scaffold_server_control
 from training.secagg import graph
 from training.secagg.encoding import Layout, Segment, decode, scale_bits
 from training.secagg.simulate import simulate_round
@@ -85,6 +86,11 @@ def test_masked_control_delta_sum_equals_the_plain_sum_under_dropout(
     control = layout.segments[5]
     plain = sum(inputs[u]["control_delta"] for u in survivors)
     assert np.all(np.abs(totals["control_delta"] - plain) <= len(survivors) / 2**control.bits)
+    # The server's step c ← c + Σ Δc_i / N from the masked total is the plain sum's step.
+    c = rng.normal(size=dim).astype(np.float32)
+    masked_step = scaffold_server_control(c, totals["control_delta"], population=n)
+    plain_step = scaffold_server_control(c, np.asarray(plain), population=n)
+    assert np.allclose(masked_step, plain_step, atol=len(survivors) / 2**control.bits / n + 1e-6)
     steps = sum(inputs[u]["local_steps"] for u in survivors)
     assert np.all(
         np.abs(totals["local_steps"] - steps) <= len(survivors) / 2 ** layout.segments[6].bits

@@ -394,9 +394,9 @@ def test_plan_is_immutable_once_recruiting(provider: Provider) -> None:
         model_request.save()
 
 
-def test_scaffold_is_refused_until_the_live_rounds_run_it() -> None:
-    """The spec knows SCAFFOLD (the pure trainer and the learning bench run it), but the live
-    rounds do not send control variates yet: a request is refused, not silently run as FedAvg."""
+def test_scaffold_is_accepted_and_refused_only_with_differential_privacy() -> None:
+    """The live rounds run SCAFFOLD (the service's c travels with the weights, each pod's
+    Δc_i in the masked sum); with DP it is refused — Δc_i would leave the pod without noise."""
     from dataspace.errors import DomainError
     from tests.factories import breast_category
     from training.services import model_request_create
@@ -404,8 +404,15 @@ def test_scaffold_is_refused_until_the_live_rounds_run_it() -> None:
     breast_category()
     spec = demo_request_spec(rounds=1, cohort_size=4, min_participants=4)
     spec["training"]["algorithm"] = {"type": "scaffold"}
+    weights = demo_weights(spec)
+    created = model_request_create(provider=ProviderFactory(), spec=spec, weights=weights)
+    assert created.spec["training"]["algorithm"] == {"type": "scaffold"}
+    dp = {"noise_multiplier": 1.0, "clip_norm": 1.0, "delta": 1e-5, "target_epsilon": 8.0}
+    spec = demo_request_spec(rounds=1, cohort_size=4, min_participants=4, dp=dp)
+    spec["training"]["algorithm"] = {"type": "scaffold"}
     before = ModelRequest.objects.count()
     with pytest.raises(DomainError) as refused:
-        model_request_create(provider=ProviderFactory(), spec=spec, weights=demo_weights(spec))
-    assert refused.value.code == "algorithm_not_supported"
+        model_request_create(provider=ProviderFactory(), spec=spec, weights=weights)
+    assert refused.value.code == "invalid_value"
+    assert "training.algorithm.type" in refused.value.fields
     assert ModelRequest.objects.count() == before

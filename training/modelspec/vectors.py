@@ -8,6 +8,7 @@ kept from the global model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,3 +64,33 @@ def vector_slices(spec: ModelSpec) -> dict[str, slice]:
         out[name] = slice(offset, offset + size)
         offset += size
     return out
+
+
+CONTROL_TENSOR = "control"
+
+
+def control_bytes(control: npt.NDArray[np.floating[Any]]) -> bytes:
+    """SCAFFOLD's control variate c as the service serves it: safetensors with one float32
+    tensor ``control`` of the model's dimension (never pickle)."""
+    from safetensors.numpy import save
+
+    vector = np.ascontiguousarray(np.asarray(control, dtype=np.float32))
+    return bytes(save({CONTROL_TENSOR: vector}))
+
+
+def control_from_bytes(blob: bytes, dim: int) -> npt.NDArray[np.float32]:
+    """The control variate of :func:`control_bytes`; ``ValueError`` unless it is exactly one
+    finite float32 tensor of ``dim`` values."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        tensors = load(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise ValueError("not a safetensors file") from exc
+    vector = tensors.get(CONTROL_TENSOR)
+    if set(tensors) != {CONTROL_TENSOR} or vector is None or vector.shape != (dim,):
+        raise ValueError(f"expected one tensor {CONTROL_TENSOR!r} of {dim} values")
+    if vector.dtype != np.float32 or not np.all(np.isfinite(vector)):
+        raise ValueError("expected finite float32 values")
+    return vector

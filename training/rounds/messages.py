@@ -13,6 +13,7 @@ from pods.agent.protocol import MessageType, RoundEnd, Task
 from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
+from training.modelspec.spec import ModelSpec
 from training.secagg.encoding import Layout
 from training.secagg.server import ServerRound
 from training.secagg.wire import Stage
@@ -31,15 +32,25 @@ def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
     spec = validate_spec(model_request.spec)
     privacy = spec.privacy
     fednova = spec.training.algorithm.get("type") == "fednova"
+    dim = vector_size(spec)
     return Layout.for_training(
-        model_dim=vector_size(spec),
+        model_dim=dim,
         max_clients=cohort,
         clip_norm=privacy.dp.clip_norm if privacy.dp else privacy.update_clip,
         max_weight=1,
         max_eval_examples=privacy.max_examples,
         # FedNova: each pod's (weighted) effective number of local steps rides in the sum.
         max_local_steps=max_local_steps(spec, privacy.max_examples) if fednova else 0.0,
+        # SCAFFOLD: each pod's control-variate delta Δc_i, model-sized, rides in the sum.
+        **scaffold_parts(spec, dim),
     )
+
+
+def scaffold_parts(spec: ModelSpec, dim: int) -> dict[str, Any]:
+    """The layout's ``control_delta`` part under SCAFFOLD (none otherwise)."""
+    if spec.training.algorithm.get("type") != "scaffold":
+        return {}
+    return {"control_dim": dim, "control_clip": float(spec.training.algorithm["control_clip"])}
 
 
 def task_for(training_round: TrainingRound) -> Task:
@@ -47,7 +58,7 @@ def task_for(training_round: TrainingRound) -> Task:
     model_request = training_round.model_request
     base = training_round.base_version
     assert base is not None, "a round always starts from a model version"
-    return Task(
+    task = Task(
         request=str(model_request.pk),
         plan_hash=model_request.plan_hash,
         spec=model_request.spec,
@@ -58,6 +69,10 @@ def task_for(training_round: TrainingRound) -> Task:
         masked_input_url=f"/api/v1/pod/rounds/{training_round.pk}/masked-input",
         seed=int(training_round.metrics["seed"]),
     )
+    if base.control_sha256:  # SCAFFOLD after its first round: the service's c, like the weights
+        task["control_url"] = f"/api/v1/pod/rounds/{training_round.pk}/control"
+        task["control_sha256"] = base.control_sha256
+    return task
 
 
 class KeyLogProofs:

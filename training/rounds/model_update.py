@@ -22,7 +22,7 @@ from training.secagg.dp import epsilon_of
 from training.secagg.encoding import Layout, decode
 from training.secagg.server import UnmaskPlan
 
-from . import opening
+from . import opening, scaffold
 from .ending import end_round
 from .locking import lock_request
 from .progress import round_changed
@@ -102,7 +102,8 @@ def finish(
     base = training_round.base_version
     assert base is not None, "a round always starts from a model version"
     # FedAvg's weighted mean, or FedNova's step-normalised one (from the masked totals alone).
-    average = average_update(validate_spec(model_request.spec), totals)
+    spec = validate_spec(model_request.spec)
+    average = average_update(spec, totals)
     blob, optimizer_state = _new_weights(model_request, base, average)
     examples = float(totals["eval_examples"][0])
     metrics = {
@@ -132,6 +133,7 @@ def finish(
             ContentFile(bytes(save_vectors(contiguous))),
             save=False,
         )
+    scaffold.attach_control(version, training_round, spec, totals)  # c from Σ Δc_i
     version.save()
     training_round.survivors = len(survivors)
     training_round.metrics = metrics

@@ -63,7 +63,8 @@ class InProcessTransport:
         round_id = int(path.rstrip("/").split("/")[-2])
         version = TrainingRound.objects.get(pk=round_id).base_version
         assert version is not None
-        with version.weights.open("rb") as handle:
+        served = version.control if path.endswith("/control") else version.weights
+        with served.open("rb") as handle:
             return bytes(handle.read())
 
     def upload(self, path: str, body: bytes) -> None:
@@ -85,6 +86,7 @@ class RecordingWorker(RoundWorker):
     def _prepare(self, task: Any) -> Any:
         plan, parts = super()._prepare(task)
         self.plain = {k: v.copy() for k, v in parts.items()}
+        self.history = [*getattr(self, "history", []), self.plain]  # one per round
         return plan, parts
 
 
@@ -500,20 +502,18 @@ def test_a_pod_dropped_while_unmasking_stays_in_the_sum(monkeypatch: pytest.Monk
     assert np.allclose(delta, expected, atol=1e-4)
 
 
-def test_a_slow_pod_is_counted_with_fewer_steps_under_fednova(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """FedNova (Wang et al. 2020) through the engine and real SecAgg+: one pod manages a quarter
-    of the plan's local steps; it is not dropped, its step count rides in the masked sum, and
-    the model moves by FedNova's average of the four contributions."""
+def algorithm_request(
+    monkeypatch: pytest.MonkeyPatch, algorithm: str, *, rounds: int
+) -> tuple[ModelRequest, list[tuple[Any, dict[str, Any]]], dict[Any, SimPod]]:
+    """A request training with ``training.algorithm`` = ``algorithm`` (2 local epochs), four
+    consenting online pods with 60 breast-screening records each, and the engine's outbox."""
     from dataspace.demo import demo_request_spec, demo_weights
     from tests.factories import ProviderFactory, breast_category
-    from training.modelspec.federated import average_update
     from training.services import model_request_create
 
     breast_category()
-    spec = demo_request_spec(rounds=1, cohort_size=4, min_participants=4, local_epochs=2)
-    spec["training"]["algorithm"] = {"type": "fednova"}
+    spec = demo_request_spec(rounds=rounds, cohort_size=4, min_participants=4, local_epochs=2)
+    spec["training"]["algorithm"] = {"type": algorithm}
     model_request = model_request_create(
         provider=ProviderFactory(), spec=spec, weights=demo_weights(spec)
     )
@@ -522,8 +522,20 @@ def test_a_slow_pod_is_counted_with_fewer_steps_under_fednova(
     x, y = breast_data()
     sims = {}
     for i in range(4):
-        pod, key = consenting_online_pod(model_request, f"n{i}")
+        pod, key = consenting_online_pod(model_request, f"{algorithm}{i}")
         sims[pod.pk] = SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+    return model_request, outbox, sims
+
+
+def test_a_slow_pod_is_counted_with_fewer_steps_under_fednova(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FedNova (Wang et al. 2020) through the engine and real SecAgg+: one pod manages a quarter
+    of the plan's local steps; it is not dropped, its step count rides in the masked sum, and
+    the model moves by FedNova's average of the four contributions."""
+    from training.modelspec.federated import average_update
+
+    model_request, outbox, sims = algorithm_request(monkeypatch, "fednova", rounds=1)
     slow = next(iter(sims))
     sims[slow].worker.speed = 0.25
     training_round = opening.request_try_start(model_request)
