@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SpecError
+from .fields import Field, FieldError, parse_fields
 
 Shape = tuple[int, ...]
 
@@ -28,6 +29,16 @@ class DataSpec:
     category: str
     features: tuple[str, ...]
     label: str | None
+    # The catalog's entries for the features and the label (``data.schema``), which the pod
+    # encodes by; None: every feature is one plain number (training/modelspec/fields.py).
+    schema: tuple[Field, ...] | None = None
+
+    @property
+    def width(self) -> int:
+        if self.schema is None:
+            return len(self.features)
+        by_name = {f.name: f for f in self.schema}
+        return sum(by_name[name].width for name in self.features)
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,12 @@ class ModelSpec:
     output_shape: Shape
 
     @property
+    def input_width(self) -> int:
+        return self.data.width
+
+    @property
     def input_shape(self) -> Shape:
-        return (len(self.data.features),)
+        return (self.data.width,)
 
 
 LOSSES = ("cross_entropy", "bce_with_logits", "mse")
@@ -485,7 +500,7 @@ def _layer(value: Any, path: str) -> LayerSpec:
 
 
 def _data(value: Any, limits: SpecLimits) -> DataSpec:
-    raw = _obj(value, "data", ["category", "features", "label"], ["category", "features"])
+    raw = _obj(value, "data", ["category", "features", "label", "schema"], ["category", "features"])
     features = raw["features"]
     if not isinstance(features, list) or not features:
         raise SpecError(
@@ -497,11 +512,31 @@ def _data(value: Any, limits: SpecLimits) -> DataSpec:
         )
     names = tuple(_str(f, f"data.features[{i}]") for i, f in enumerate(features))
     label = raw.get("label")
+    label = None if label is None else _str(label, "data.label")
     return DataSpec(
         category=_str(raw["category"], "data.category", 100),
         features=names,
-        label=None if label is None else _str(label, "data.label"),
+        label=label,
+        schema=None if raw.get("schema") is None else _schema(raw["schema"], names, label),
     )
+
+
+def _schema(value: Any, features: tuple[str, ...], label: str | None) -> tuple[Field, ...]:
+    """``data.schema``: the catalog's entry for each feature and the label, nothing else."""
+    try:
+        schema = parse_fields(value, "data.schema")
+    except FieldError as exc:
+        raise SpecError("invalid_schema", exc.message, exc.path or "data.schema") from None
+    declared = {f.name for f in schema}
+    wanted = {*features, *([label] if label else [])}
+    if declared != wanted:
+        odd = sorted(declared ^ wanted)[0]
+        raise SpecError(
+            "invalid_schema",
+            f"data.schema must declare exactly the features and the label ({odd!r}).",
+            "data.schema",
+        )
+    return schema
 
 
 def _optimizer(value: Any) -> OptimizerSpec:
@@ -721,7 +756,7 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     if len(layers_raw) > limits.max_layers:
         raise SpecError("too_many_layers", f"At most {limits.max_layers} layers.", "model.layers")
     layers = tuple(_layer(v, f"model.layers[{i}]") for i, v in enumerate(layers_raw))
-    shape: Shape = (len(data.features),)
+    shape: Shape = (data.width,)
     parameters = 0
     for index, layer in enumerate(layers):
         kind = LAYERS[layer.type]
@@ -740,6 +775,18 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             "shape_mismatch",
             f"cross_entropy needs a (classes,) output, got {list(shape)}.",
             "training.loss",
+        )
+    if data.schema is not None:
+        from .datafit import check_fit
+
+        check_fit(
+            {f.name: f for f in data.schema},
+            data.features,
+            data.label,
+            loss=training.loss,
+            output_shape=shape,
+            input_width=data.width,
+            first_layer=(layers[0].type, layers[0].args),
         )
     privacy = _privacy(raw["privacy"])
     if privacy.dp is not None and training.algorithm["type"] != "fedavg":

@@ -1,0 +1,58 @@
+"""Everything the service checks of a submitted spec and its weights, as one pure function.
+
+The service calls it before storing a request; ``dataspace-provider check`` calls it offline
+with a catalog file, so a provider learns before submitting exactly what the service would
+refuse, with the same code and JSON path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import safejson
+from .datafit import check_against_catalog
+from .errors import SpecError
+from .spec import ModelSpec, SpecLimits, validate_spec
+
+
+def check_submission(
+    spec: Any,
+    weights: bytes,
+    *,
+    category_fields: Callable[[str], Any | None],
+    limits: SpecLimits | None = None,
+) -> ModelSpec:
+    """The typed spec, or :class:`SpecError`. ``category_fields(slug)`` gives a catalog
+    category's field list (None: no such category)."""
+    from .weights import load_weights
+
+    limits = limits or SpecLimits()
+    if len(weights) > limits.max_weights_bytes:
+        raise SpecError(
+            "weights_too_large",
+            f"The weights file is larger than the limit of {limits.max_weights_bytes} bytes.",
+        )
+    try:
+        safejson.check_value(spec)
+    except safejson.UnsafeJson as exc:
+        raise SpecError(exc.code, exc.message) from None
+    parsed = validate_spec(spec, limits)
+    load_weights(weights, parsed, limits)
+    if parsed.training.algorithm.get("type") == "scaffold":
+        # SCAFFOLD needs the server's control variate sent to pods and each pod's own kept
+        # between rounds; the pure trainer and the bench have it, the live rounds not yet.
+        raise SpecError(
+            "algorithm_not_supported",
+            "SCAFFOLD is not run by the live service yet; use fedavg or fednova.",
+            "training.algorithm.type",
+        )
+    fields = category_fields(parsed.data.category)
+    if fields is None:
+        raise SpecError(
+            "unknown_category",
+            f"Unknown data category {parsed.data.category!r}.",
+            "data.category",
+        )
+    check_against_catalog(parsed, parsed.data.category, fields)
+    return parsed
