@@ -94,4 +94,3 @@ def encode_for(
         spec.data.label,
         label_ok=label_domain(spec.training.loss, spec.output_shape),
     )
-

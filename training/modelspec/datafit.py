@@ -69,7 +69,7 @@ def _indexable(f: Field, size: int) -> bool:
     if f.type == "bool":
         return size >= 2
     if f.type == "int" and f.range is not None:
-        return f.range[0] >= 0 and f.range[1] < size
+        return bool(f.range[0] >= 0 and f.range[1] < size)
     return False
 
 

@@ -255,6 +255,8 @@ def read_value(f: Field, value: Any, missing_tokens: Iterable[str] = ()) -> Any:
         return MISSING
     try:
         return _read(f, text)
+    except FieldError:
+        raise
     except (TypeError, ValueError, OverflowError):
         raise FieldError(f"expected {f.type}, got {repr(value)[:40]}") from None
 
