@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from training.modelspec.fields import FieldError, parse_fields
+from training.modelspec.fields import FieldError, parse_field, parse_fields
 
 slug_validator = RegexValidator(
     r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$",
@@ -24,6 +24,15 @@ def validate_field_schema(fields: Any) -> None:
         parse_fields(fields)
     except FieldError as exc:
         raise ValidationError(exc.message) from None
+
+
+def describe_field(field: dict[str, Any]) -> str:
+    """A field's kind and unit in plain words (e.g. "a whole number from 18 to 110, in
+    years"), for notices; just the unit for a field the typed reader cannot take."""
+    try:
+        return parse_field(field).describe()
+    except FieldError:
+        return str(field.get("unit") or "")
 
 
 class DataCategory(models.Model):

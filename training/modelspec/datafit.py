@@ -20,6 +20,13 @@ def _where(fields: Sequence[Field]) -> str:
     return f" ({'; '.join(wide[:3])})" if wide else ""
 
 
+def encoded_widths(data: Any) -> str:
+    """``The features encode to 6 inputs (activity: one-hot over 3).`` for a DataSpec."""
+    by_name = {f.name: f for f in data.schema or ()}
+    used = [by_name.get(n) or Field(name=n, type="float") for n in data.features]
+    return f"The features encode to {sum(f.width for f in used)} inputs{_where(used)}."
+
+
 def check_fit(
     schema: Mapping[str, Field],
     features: Sequence[str],

@@ -122,7 +122,8 @@ class Field:
         else:
             kind = kinds[self.type]
         if self.range is not None:
-            kind += f" from {self.range[0]} to {self.range[1]}"
+            lo, hi = (f"{v:g}" if isinstance(v, float) else str(v) for v in self.range)
+            kind += f" from {lo} to {hi}"
         return kind + (f", in {self.unit}" if self.unit else "")
 
 

@@ -762,7 +762,15 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
         kind = LAYERS[layer.type]
         path = f"model.layers[{index}]"
         parameters += kind.params(layer.args, shape)
-        shape = kind.shape(layer.args, shape, path)
+        try:
+            shape = kind.shape(layer.args, shape, path)
+        except SpecError as exc:
+            if index == 0 and data.schema is not None:
+                from .datafit import encoded_widths
+
+                exc.message += f" {encoded_widths(data)}"
+                exc.args = (exc.message,)
+            raise
         if parameters > limits.max_parameters:
             raise SpecError(
                 "too_many_parameters",

@@ -37,7 +37,20 @@ def check_submission(
         safejson.check_value(spec)
     except safejson.UnsafeJson as exc:
         raise SpecError(exc.code, exc.message) from None
-    parsed = validate_spec(spec, limits)
+    try:
+        parsed = validate_spec(spec, limits)
+    except SpecError as exc:
+        # A model sized for the catalog's encoding fails shape checks without data.schema:
+        # say what is missing rather than that the shapes differ.
+        if exc.code == "shape_mismatch" and _lacks_schema(spec, category_fields):
+            raise SpecError(
+                "schema_required",
+                "The spec uses categorical or date fields: it must carry the catalog's "
+                "entries for its fields in data.schema (dataspace-provider check --write-spec "
+                "adds them).",
+                "data.schema",
+            ) from None
+        raise
     load_weights(weights, parsed, limits)
     if parsed.training.algorithm.get("type") == "scaffold":
         # SCAFFOLD needs the server's control variate sent to pods and each pod's own kept
@@ -56,3 +69,18 @@ def check_submission(
         )
     check_against_catalog(parsed, parsed.data.category, fields)
     return parsed
+
+
+def _lacks_schema(spec: Any, category_fields: Callable[[str], Any | None]) -> bool:
+    """Whether a spec without ``data.schema`` uses categorical or date catalog fields."""
+    data = spec.get("data") if isinstance(spec, dict) else None
+    if not isinstance(data, dict) or data.get("schema") is not None:
+        return False
+    fields = category_fields(str(data.get("category")))
+    if not isinstance(fields, list):
+        return False
+    used = [*data.get("features", []), data.get("label")]
+    return any(
+        isinstance(f, dict) and f.get("name") in used and f.get("type") in ("categorical", "date")
+        for f in fields
+    )
