@@ -53,8 +53,10 @@ def check(
     try:
         spec = safejson.loads(spec_path.read_text(encoding="utf-8"))
         weights = weights_path.read_bytes()
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CheckFailed(f"cannot read {exc.filename or spec_path}") from None
+    except UnicodeDecodeError:
+        raise CheckFailed(f"{spec_path.name} is not UTF-8 text") from None
     except safejson.UnsafeJson as exc:
         raise CheckFailed(f"{spec_path.name}: {exc.message}") from None
     catalog = read_catalog(catalog_path)

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         try:
-            result = check(
+            report = check(
                 args.spec,
                 args.weights,
                 catalog_path=args.catalog,
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         except CheckFailed as exc:
             print(f"dataspace-provider: error: {exc}", file=sys.stderr)
             return 1
-        _print(result, args.json)
+        _print(report, args.json)
         return 0
     if not args.client_id or not args.client_secret:
         parser.error("missing credentials. " + ENV_HELP)
