@@ -27,6 +27,39 @@ def encoded_widths(data: Any) -> str:
     return f"The features encode to {sum(f.width for f in used)} inputs{_where(used)}."
 
 
+def data_schema(value: Any, features: tuple[str, ...], label: str | None) -> tuple[Field, ...]:
+    """``data.schema``: the catalog's entry for each feature and the label, nothing else."""
+    try:
+        schema = parse_fields(value, "data.schema")
+    except FieldError as exc:
+        raise SpecError("invalid_schema", exc.message, exc.path or "data.schema") from None
+    declared = {f.name for f in schema}
+    wanted = {*features, *([label] if label else [])}
+    if declared != wanted:
+        odd = sorted(declared ^ wanted)[0]
+        raise SpecError(
+            "invalid_schema",
+            f"data.schema must declare exactly the features and the label ({odd!r}).",
+            "data.schema",
+        )
+    return schema
+
+
+def check_schema_fit(
+    data: Any, loss: str, output_shape: Sequence[int], first_layer: tuple[str, Mapping[str, Any]]
+) -> None:
+    """:func:`check_fit` on a spec's own ``data.schema`` (a DataSpec that carries one)."""
+    check_fit(
+        {f.name: f for f in data.schema},
+        data.features,
+        data.label,
+        loss=loss,
+        output_shape=output_shape,
+        input_width=data.width,
+        first_layer=first_layer,
+    )
+
+
 def check_fit(
     schema: Mapping[str, Field],
     features: Sequence[str],

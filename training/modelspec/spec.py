@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .datafit import check_schema_fit, data_schema, encoded_widths
 from .errors import SpecError
-from .fields import Field, FieldError, parse_fields
+from .fields import Field
 
 Shape = tuple[int, ...]
 
@@ -517,26 +518,8 @@ def _data(value: Any, limits: SpecLimits) -> DataSpec:
         category=_str(raw["category"], "data.category", 100),
         features=names,
         label=label,
-        schema=None if raw.get("schema") is None else _schema(raw["schema"], names, label),
+        schema=None if raw.get("schema") is None else data_schema(raw["schema"], names, label),
     )
-
-
-def _schema(value: Any, features: tuple[str, ...], label: str | None) -> tuple[Field, ...]:
-    """``data.schema``: the catalog's entry for each feature and the label, nothing else."""
-    try:
-        schema = parse_fields(value, "data.schema")
-    except FieldError as exc:
-        raise SpecError("invalid_schema", exc.message, exc.path or "data.schema") from None
-    declared = {f.name for f in schema}
-    wanted = {*features, *([label] if label else [])}
-    if declared != wanted:
-        odd = sorted(declared ^ wanted)[0]
-        raise SpecError(
-            "invalid_schema",
-            f"data.schema must declare exactly the features and the label ({odd!r}).",
-            "data.schema",
-        )
-    return schema
 
 
 def _optimizer(value: Any) -> OptimizerSpec:
@@ -766,8 +749,6 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             shape = kind.shape(layer.args, shape, path)
         except SpecError as exc:
             if index == 0 and data.schema is not None:
-                from .datafit import encoded_widths
-
                 exc.message += f" {encoded_widths(data)}"
                 exc.args = (exc.message,)
             raise
@@ -785,17 +766,7 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             "training.loss",
         )
     if data.schema is not None:
-        from .datafit import check_fit
-
-        check_fit(
-            {f.name: f for f in data.schema},
-            data.features,
-            data.label,
-            loss=training.loss,
-            output_shape=shape,
-            input_width=data.width,
-            first_layer=(layers[0].type, layers[0].args),
-        )
+        check_schema_fit(data, training.loss, shape, (layers[0].type, layers[0].args))
     privacy = _privacy(raw["privacy"])
     if privacy.dp is not None and training.algorithm["type"] != "fedavg":
         # Δc_i would leave the pod without noise; FedNova's rescaling would rescale the noise.
