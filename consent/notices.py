@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
+from dataspace.models import describe_field
 from pods.agent.protocol import canonical_json
 from training.models import ModelRequest
 
@@ -18,8 +19,11 @@ Section = dict[str, Any]
 
 
 def _field_line(category_field: dict[str, Any]) -> str:
-    unit = f" ({category_field['unit']})" if category_field.get("unit") else ""
-    return f"{category_field['name']}{unit}: {category_field.get('description', '')}".strip()
+    """``name (kind, unit): description`` — e.g. ``age (a whole number from 18 to 110, in
+    years): …``; the kind and unit come from the catalog's typed field."""
+    kind = describe_field(category_field)
+    kind = f" ({kind})" if kind else ""
+    return f"{category_field['name']}{kind}: {category_field.get('description', '')}".strip()
 
 
 def notice_sections(model_request: ModelRequest) -> list[Section]:

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-FIELD_TYPES = ("float", "int", "bool", "string")
+from training.modelspec.fields import FieldError, parse_field, parse_fields
 
 slug_validator = RegexValidator(
     r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$",
@@ -17,28 +17,22 @@ slug_validator = RegexValidator(
 
 
 def validate_field_schema(fields: Any) -> None:
-    """A field schema is a non-empty list of {name, type, unit, description} with unique names."""
-    if not isinstance(fields, list) or not fields:
-        raise ValidationError("The field schema must be a non-empty list.")
-    seen: set[str] = set()
-    for index, field in enumerate(fields):
-        where = f"fields[{index}]"
-        if not isinstance(field, dict):
-            raise ValidationError(f"{where} must be an object.")
-        unknown = set(field) - {"name", "type", "unit", "description"}
-        if unknown:
-            raise ValidationError(f"{where} has unknown keys: {', '.join(sorted(unknown))}.")
-        name = field.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ValidationError(f"{where}.name must be a non-empty string.")
-        if name in seen:
-            raise ValidationError(f"{where}.name {name!r} appears twice.")
-        seen.add(name)
-        if field.get("type") not in FIELD_TYPES:
-            raise ValidationError(f"{where}.type must be one of {', '.join(FIELD_TYPES)}.")
-        for key in ("unit", "description"):
-            if not isinstance(field.get(key, ""), str):
-                raise ValidationError(f"{where}.{key} must be a string.")
+    """A field schema is a non-empty list of typed fields with unique names: {name, type, unit,
+    description} plus a range, a missing-value policy, and a categorical field's values and
+    encoding (training/modelspec/fields.py, which the pods and the submission check read)."""
+    try:
+        parse_fields(fields)
+    except FieldError as exc:
+        raise ValidationError(exc.message) from None
+
+
+def describe_field(field: dict[str, Any]) -> str:
+    """A field's kind and unit in plain words (e.g. "a whole number from 18 to 110, in
+    years"), for notices; just the unit for a field the typed reader cannot take."""
+    try:
+        return parse_field(field).describe()
+    except FieldError:
+        return str(field.get("unit") or "")
 
 
 class DataCategory(models.Model):

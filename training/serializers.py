@@ -10,15 +10,26 @@ from rest_framework import serializers
 
 from consent.models import Consent
 from dataspace.models import DataCategory
+from training.modelspec.fields import ENCODINGS, FIELD_TYPES
 
 from .models import ModelRequest, TrainingRound
 
 
 class FieldSchemaOutput(serializers.Serializer[dict[str, Any]]):
+    """A typed catalog field (training/modelspec/fields.py); optional parts only when set."""
+
     name = serializers.CharField()
-    type = serializers.ChoiceField(choices=["float", "int", "bool", "string"])
+    type = serializers.ChoiceField(choices=list(FIELD_TYPES))
     unit = serializers.CharField(allow_blank=True)
     description = serializers.CharField(allow_blank=True)
+    values = serializers.ListField(child=serializers.CharField(), required=False)
+    encoding = serializers.ChoiceField(choices=list(ENCODINGS), required=False)
+    range = serializers.ListField(
+        child=serializers.JSONField(), min_length=2, max_length=2, required=False
+    )
+    missing = serializers.JSONField(
+        required=False, help_text='"drop", or {"fill": value}; absent: a value is required'
+    )
 
 
 class CategoryOutput(serializers.ModelSerializer[DataCategory]):

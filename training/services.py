@@ -22,7 +22,6 @@ from consent.services import notice_publish
 from dataspace.errors import Conflict, DomainError
 from dataspace.models import DataCategory
 from pods.agent.protocol import plan_hash
-from training.modelspec import safejson
 
 from .models import ModelRequest, ModelVersion, Provider, ProviderClient
 
@@ -43,35 +42,6 @@ def _spec_error(exc: Any) -> DomainError:
     return DomainError(exc.message, code=exc.code, fields=fields)
 
 
-def _check_category_fields(category: DataCategory, features: list[str], label: str | None) -> None:
-    names = set(category.field_names())
-    unknown = [f for f in features if f not in names]
-    if unknown:
-        raise DomainError(
-            f"Feature {unknown[0]!r} is not a field of category {category.slug!r}.",
-            code="unknown_feature",
-            fields={"data.features": [f"not in {category.slug}: {', '.join(unknown[:5])}"]},
-        )
-    if len(set(features)) != len(features):
-        raise DomainError(
-            "A feature is listed twice.",
-            code="invalid_value",
-            fields={"data.features": ["duplicate feature"]},
-        )
-    if label is not None and label not in names:
-        raise DomainError(
-            f"Label {label!r} is not a field of category {category.slug!r}.",
-            code="unknown_label",
-            fields={"data.label": [f"not in {category.slug}"]},
-        )
-    if label is not None and label in features:
-        raise DomainError(
-            "The label cannot also be a feature.",
-            code="invalid_value",
-            fields={"data.label": ["also listed as a feature"]},
-        )
-
-
 def model_request_create(
     *, provider: Provider, spec: Any, weights: bytes, now: datetime | None = None
 ) -> ModelRequest:
@@ -83,32 +53,22 @@ def model_request_create(
     (Django has no rollback hook; an enclosing transaction that rolls back later is the
     caller's to clean up — the API calls this outside any transaction).
     """
-    from training.modelspec import SpecError, count_parameters, load_weights, validate_spec
+    from training.modelspec import SpecError, count_parameters
+    from training.modelspec.submission import check_submission
 
     now = now or timezone.now()
-    limits = spec_limits()
-    if len(weights) > limits.max_weights_bytes:
-        raise DomainError(
-            f"The weights file is larger than the limit of {limits.max_weights_bytes} bytes.",
-            code="weights_too_large",
+
+    def category_fields(slug: str) -> Any | None:
+        found = DataCategory.objects.filter(slug=slug).first()
+        return None if found is None else found.fields
+
+    try:
+        parsed = check_submission(
+            spec, weights, category_fields=category_fields, limits=spec_limits()
         )
-    try:
-        safejson.check_value(spec)
-    except safejson.UnsafeJson as exc:
-        raise DomainError(exc.message, code=exc.code) from None
-    try:
-        parsed = validate_spec(spec, limits)
-        load_weights(weights, parsed, limits)
     except SpecError as exc:
         raise _spec_error(exc) from None
-    category = DataCategory.objects.filter(slug=parsed.data.category).first()
-    if category is None:
-        raise DomainError(
-            f"Unknown data category {parsed.data.category!r}.",
-            code="unknown_category",
-            fields={"data.category": ["not in the catalog"]},
-        )
-    _check_category_fields(category, list(parsed.data.features), parsed.data.label)
+    category = DataCategory.objects.get(slug=parsed.data.category)
     training = spec["training"]
     privacy = spec["privacy"]
     digest = hashlib.sha256(weights).hexdigest()

@@ -20,11 +20,12 @@ from .channel import PodChannel, PodRevoked
 from .controls import CONTROLS_DIR, ControlVariates
 from .data import StoreData
 from .home import PodHome, PodState
-from .importer import ImportFailed, parse_records
+from .importer import ImportFailed, import_file, parse_options
 from .keylog import STATE_FILE as KEY_LOG_FILE
 from .keylog import KeyLogError
 from .service import PodService, ServiceError
 from .store import LocalStore
+from .summary import category_summary, summary_lines
 
 
 class CliError(Exception):
@@ -62,11 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--server", required=True, help="the service's URL")
     pair.add_argument("--name", default=socket.gethostname(), help="a name you will recognise")
 
-    imp = commands.add_parser("import", help="import CSV or JSON-lines records into a category")
+    imp = commands.add_parser(
+        "import",
+        help="import CSV or JSON-lines records into a category",
+        description=(
+            "Import an export (CSV with a header, or JSON lines) into a catalog category, all or "
+            "nothing. The delimiter (, ; tab |) and encoding (UTF-8, with or without BOM, or "
+            "Latin-1) are detected; values are read strictly as the catalog's types and ranges; "
+            "an empty cell is stored as missing where the field's missing-value policy allows."
+        ),
+    )
     imp.add_argument("--category", required=True, help="catalog slug, e.g. health.breast_screening")
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SOURCE=FIELD",
+        help="read the file's column SOURCE as the catalog field FIELD (repeatable)",
+    )
+    imp.add_argument(
+        "--ignore", action="append", default=[], metavar="COLUMN", help="leave out a column"
+    )
+    imp.add_argument(
+        "--missing",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="a cell text meaning 'missing', e.g. NA (repeatable; empty cells always are)",
+    )
     imp.add_argument("file", type=Path)
 
-    commands.add_parser("data", help="what is stored on this device (counts per category)")
+    commands.add_parser(
+        "data", help="what is stored on this device: per category, per field counts and ranges"
+    )
     commands.add_parser("status", help="pairing and connection status")
     run = commands.add_parser(
         "run", help="stay connected to the service (reconnects with back-off) until interrupted"
@@ -102,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N simulated pods in this process (demos and load tests)",
         description=(
             "Run N pods in one asyncio process, each with its own home (key and tokens, from "
-            "'manage.py provision_pods'), connection and partition of a bundled data set. "
+            "'manage.py provision_pods'), connection and partition of a bundled data set or of "
+            "a CSV of any catalog category (--csv FILE --category SLUG). "
             "Stops on Ctrl-C/SIGTERM or after --duration, then prints a summary."
         ),
     )
@@ -115,7 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take only homes no other simulator holds (several replicas share one directory)",
     )
-    sim.add_argument("--dataset", choices=["breast_screening", "digits"], required=True)
+    source = sim.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=["breast_screening", "digits"])
+    source.add_argument(
+        "--csv",
+        type=Path,
+        help="a CSV of records of any catalog category (with --category), split IID across pods",
+    )
+    sim.add_argument("--category", help="the catalog slug of --csv's records")
     sim.add_argument(
         "--partition", default="iid", help="'iid' or 'dirichlet:ALPHA' (label skew; e.g. 0.3)"
     )
@@ -219,27 +256,51 @@ def cmd_import(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
                 f"unknown category {args.category!r}; known: {', '.join(sorted(categories))}"
             )
         try:
-            rows = parse_records(args.file, category["fields"])
+            options = parse_options(args.map, args.ignore, args.missing)
+            imported = import_file(args.file, category["fields"], options)
         except ImportFailed as exc:
             raise CliError(f"{args.file.name}: {exc}; nothing was imported") from None
         store = LocalStore(home.store_path)
         try:
-            added = store.add_records(args.category, category["fields"], rows)
+            added = store.add_records(args.category, category["fields"], imported.rows)
             counts = store.counts()
         finally:
             store.close()
         service.report(counts, __version__)
     finally:
         service.close()
-    return {"imported": added, "category": args.category, "total": counts[args.category]}
+    missing = {
+        name: n
+        for name, n in (
+            (f["name"], sum(1 for r in imported.rows if r.get(f["name"]) is None))
+            for f in category["fields"]
+        )
+        if n
+    }
+    return {
+        "imported": added,
+        "category": args.category,
+        "total": counts[args.category],
+        "encoding": imported.encoding,
+        "delimiter": imported.delimiter,
+        "missing": missing,
+    }
 
 
 def cmd_data(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
     store = LocalStore(home.store_path)
     try:
-        return {"categories": store.counts()}
+        categories = store.counts()
+        summaries = {
+            slug: category_summary(store.fields(slug), store.records(slug)) for slug in categories
+        }
     finally:
         store.close()
+    if not args.json:
+        for slug, summary in summaries.items():
+            for line in summary_lines(slug, summary):
+                print(line)
+    return {"categories": categories, "fields": summaries} if args.json else {}
 
 
 def cmd_status(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
@@ -331,6 +392,8 @@ def cmd_simulate(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
 
     if args.pods < 1:
         raise CliError("--pods must be at least 1")
+    if bool(args.csv) != bool(args.category):
+        raise CliError("--csv and --category go together")
     try:
         return simulate_main(args, args.homes)
     except ValueError as exc:

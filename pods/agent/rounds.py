@@ -38,7 +38,7 @@ from training.secagg.errors import FloorError, SecAggError
 
 from .consent import ConsentRefused, check_task, verify_receipt
 from .controls import ControlError, ControlVariates, scaffold_inputs
-from .data import DataSource
+from .data import DataSource, encode_for
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
 from .plan import PlanPrivacy, PrivacyLedger, contribution
 from .protocol import MessageType, on_pinned_origin
@@ -194,6 +194,17 @@ class RoundWorker:
                 {"event": "failed", "round": round_id, "stage": stage, "code": str(failed)}
             )
             return None
+        except Exception as exc:
+            # Anything else a task can provoke (a malformed payload, data the plan cannot take):
+            # the pod declines this round and keeps running. Only the error's kind is logged:
+            # its text may quote a record or a key.
+            logger.warning("round %s: stage %s failed (%s)", round_id, stage, type(exc).__name__)
+            self.rounds.pop(round_id, None)
+            self.on_event({"event": "declined", "round": round_id, "code": "task_failed"})
+            return self._sent(
+                round_id,
+                {"type": MessageType.ROUND_DECLINE, "round": round_id, "code": "task_failed"},
+            )
         self.on_event({"event": "stage", "round": round_id, "stage": stage})
         return self._sent(round_id, reply) if reply is not None else None
 
@@ -372,11 +383,26 @@ class RoundWorker:
         if not spec.data.label:
             raise Declined("no_label")
         try:
-            x, y = self.data.arrays(spec.data.category, spec.data.features, spec.data.label)
+            category = spec.data.category
+            encoded = encode_for(spec, self.data.records(category), self.data.fields(category))
         except (KeyError, ValueError):
             raise Declined("no_data") from None
-        if len(x) == 0:
+        # Records the plan's fields cannot take were set aside (or filled, as the plan says):
+        # counted here, on the device; never used, never sent.
+        self.on_event(
+            {
+                "event": "data",
+                "request": request_id,
+                "used": encoded.used,
+                "set_aside": dict(encoded.dropped),
+                "filled": dict(encoded.filled),
+            }
+        )
+        if any(reason.startswith("label_outside_model") for reason in encoded.dropped):
+            raise Declined("training_failed")  # the plan does not fit this pod's labels
+        if encoded.used == 0:
             raise Declined("no_data")
+        x, y = encoded.x, encoded.y
         try:  # SCAFFOLD's c and c_i, when the verified spec asks for it
             c, c_i = scaffold_inputs(spec, task, self.controls, self._download)
         except ControlError as refused:

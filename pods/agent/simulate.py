@@ -153,10 +153,47 @@ def release(homes: list[Path]) -> None:
             os.close(fd)  # closing the last descriptor releases the lock
 
 
+def csv_partitions(
+    service: PodService, source: DataSource, pods: int, seed: int
+) -> tuple[str, list[MemoryData]]:
+    """A CSV of any catalog category (read as ``import`` reads it), split IID across pods."""
+    import numpy as np
+
+    from .importer import ImportFailed, import_file
+
+    categories = {c["slug"]: c for c in service.categories()}
+    if source.category not in categories:
+        raise ValueError(f"the service has no category {source.category}")
+    fields = categories[source.category]["fields"]
+    try:
+        rows = import_file(source.csv, fields).rows
+    except ImportFailed as exc:
+        raise ValueError(f"{source.csv.name}: {exc}") from None
+    if pods > len(rows):
+        raise ValueError(f"{len(rows)} records cannot give {pods} pods one record each")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    out = []
+    for part in np.array_split(order, pods):
+        chosen = [rows[i] for i in sorted(part)]
+        columns = {f["name"]: [r.get(f["name"]) for r in chosen] for f in fields}
+        out.append(MemoryData(source.category, columns, schema=fields))
+    return source.category, out
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """``--csv FILE --category SLUG``: simulate pods over any category's records."""
+
+    csv: Path
+    category: str
+
+
 def partitions(
-    service: PodService, dataset_name: str, pods: int, partition: str, seed: int
+    service: PodService, dataset_name: str | DataSource, pods: int, partition: str, seed: int
 ) -> tuple[str, list[MemoryData]]:
     """Each pod's share of the data set's pool (the held-out test split is never handed out)."""
+    if isinstance(dataset_name, DataSource):
+        return csv_partitions(service, dataset_name, pods, seed)
     dataset = datasets.load(dataset_name)
     categories = {c["slug"]: c for c in service.categories()}
     if dataset.category not in categories:
@@ -174,14 +211,16 @@ def partitions(
         chosen = pool[rows]
         columns = {name: dataset.x[chosen, i] for i, name in enumerate(features)}
         columns[dataset.label] = dataset.y[chosen].astype(float)
-        out.append(MemoryData(dataset.category, columns))
+        out.append(
+            MemoryData(dataset.category, columns, schema=categories[dataset.category]["fields"])
+        )
     return dataset.category, out
 
 
 async def simulate(
     *,
     homes: list[PodHome],
-    dataset: str,
+    dataset: str | DataSource,
     partition: str,
     seed: int,
     kills: dict[str, int],
@@ -336,7 +375,7 @@ def main(args: Any, home_root: Path) -> dict[str, Any]:
         try:
             await simulate(
                 homes=homes,
-                dataset=args.dataset,
+                dataset=DataSource(args.csv, args.category) if args.csv else args.dataset,
                 partition=args.partition,
                 seed=args.seed,
                 kills=parse_kills(args.kill),

@@ -10,9 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -82,14 +79,11 @@ class LocalStore:
         ).fetchall()
         return [json.loads(data) for (data,) in rows]
 
-    def arrays(
-        self, category: str, features: Sequence[str], label: str
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-        """Features as float32 and the label column, for local training."""
-        records = self.records(category)
-        x = np.array([[float(r[f]) for f in features] for r in records], dtype=np.float32)
-        y = np.array([float(r[label]) for r in records], dtype=np.float64)
-        return x.reshape(len(records), len(features)), y
+    def fields(self, category: str) -> list[dict[str, Any]] | None:
+        """The catalog's fields for ``category`` as its records were last imported under."""
+        row = self._db.execute("SELECT fields FROM categories WHERE slug = ?", (category,))
+        found = row.fetchone()
+        return None if found is None else list(json.loads(found[0]))
 
     def clear(self, category: str) -> int:
         with self._transaction() as db:

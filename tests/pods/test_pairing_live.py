@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sklearn.datasets import load_breast_cancer
 
 from pods.agent.home import PodHome
 from pods.models import KeyLogEntry, Pod
@@ -142,6 +143,9 @@ def test_pair_approve_import_revoke(live_service: Any, tmp_path: Path) -> None:
         "imported": 23,
         "category": "health.breast_screening",
         "total": 23,
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "missing": {},
     }
     pod.refresh_from_db()
     assert pod.categories_held == [{"slug": "health.breast_screening", "count": 10}]
@@ -153,8 +157,18 @@ def test_pair_approve_import_revoke(live_service: Any, tmp_path: Path) -> None:
     refused = pod_cli(home, "import", "--category", "health.breast_screening", str(bad))
     assert refused.returncode == 1
     assert "nothing was imported" in refused.stderr
-    assert json.loads(pod_cli(home, "--json", "data").stdout) == {
-        "categories": {"health.breast_screening": 23}
+    held = json.loads(pod_cli(home, "--json", "data").stdout)
+    assert held["categories"] == {"health.breast_screening": 23}
+    diagnosis = held["fields"]["health.breast_screening"]["fields"]["diagnosis"]
+    assert held["fields"]["health.breast_screening"]["records"] == 23
+    labels = load_breast_cancer().target[:23]
+    assert diagnosis == {
+        "type": "int",
+        "unit": "",
+        "count": 23,
+        "missing": 0,
+        "min": int(labels.min()),
+        "max": int(labels.max()),
     }
 
     # Revoke in the portal: the pod's token stops working at once.

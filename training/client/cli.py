@@ -7,11 +7,13 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from . import ApiError, DataspaceClient
+from .check import CheckFailed, check
 
 ENV_HELP = (
     "Credentials come from --url/--client-id/--client-secret or the environment variables "
@@ -35,6 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="submit SPEC.json with WEIGHTS.safetensors")
     submit.add_argument("spec", help="the model spec (JSON)")
     submit.add_argument("weights", help="the initial weights (safetensors)")
+    chk = commands.add_parser(
+        "check",
+        help="offline: run the service's checks on SPEC and WEIGHTS, and one local round",
+        description=(
+            "Test locally first, without credentials or network: run exactly the checks the "
+            "service runs on a submission (spec, weights, catalog fields and types, label fit), "
+            "and with --sample train one local round on a CSV of records as a pod would, "
+            "printing what the pod would send (sizes, never values)."
+        ),
+    )
+    chk.add_argument("spec", type=Path, help="the model spec (JSON)")
+    chk.add_argument("weights", type=Path, help="the initial weights (safetensors)")
+    chk.add_argument("--sample", type=Path, help="a CSV (or JSON lines) of sample records")
+    chk.add_argument(
+        "--catalog",
+        type=Path,
+        help="the catalog (a JSON list of categories, e.g. `categories --json` output; "
+        "default: the bundled catalog)",
+    )
+    chk.add_argument(
+        "--write-spec",
+        type=Path,
+        metavar="OUT",
+        help="write the spec with data.schema filled from the catalog to OUT, and check that",
+    )
     commands.add_parser("list", help="your model requests")
     commands.add_parser("categories", help="the data catalog")
     for name, text in (
@@ -119,6 +146,20 @@ def _watch(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "check":
+        try:
+            report = check(
+                args.spec,
+                args.weights,
+                catalog_path=args.catalog,
+                sample=args.sample,
+                write_spec=args.write_spec,
+            )
+        except CheckFailed as exc:
+            print(f"dataspace-provider: error: {exc}", file=sys.stderr)
+            return 1
+        _print(report, args.json)
+        return 0
     if not args.client_id or not args.client_secret:
         parser.error("missing credentials. " + ENV_HELP)
     try:

@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .datafit import check_schema_fit, data_schema, encoded_widths
 from .errors import SpecError
+from .fields import Field
 
 Shape = tuple[int, ...]
 
@@ -28,6 +30,16 @@ class DataSpec:
     category: str
     features: tuple[str, ...]
     label: str | None
+    # The catalog's entries for the features and the label (``data.schema``), which the pod
+    # encodes by; None: every feature is one plain number (training/modelspec/fields.py).
+    schema: tuple[Field, ...] | None = None
+
+    @property
+    def width(self) -> int:
+        if self.schema is None:
+            return len(self.features)
+        by_name = {f.name: f for f in self.schema}
+        return sum(by_name[name].width for name in self.features)
 
 
 @dataclass(frozen=True)
@@ -100,8 +112,12 @@ class ModelSpec:
     output_shape: Shape
 
     @property
+    def input_width(self) -> int:
+        return self.data.width
+
+    @property
     def input_shape(self) -> Shape:
-        return (len(self.data.features),)
+        return (self.data.width,)
 
 
 LOSSES = ("cross_entropy", "bce_with_logits", "mse")
@@ -485,7 +501,7 @@ def _layer(value: Any, path: str) -> LayerSpec:
 
 
 def _data(value: Any, limits: SpecLimits) -> DataSpec:
-    raw = _obj(value, "data", ["category", "features", "label"], ["category", "features"])
+    raw = _obj(value, "data", ["category", "features", "label", "schema"], ["category", "features"])
     features = raw["features"]
     if not isinstance(features, list) or not features:
         raise SpecError(
@@ -497,10 +513,12 @@ def _data(value: Any, limits: SpecLimits) -> DataSpec:
         )
     names = tuple(_str(f, f"data.features[{i}]") for i, f in enumerate(features))
     label = raw.get("label")
+    label = None if label is None else _str(label, "data.label")
     return DataSpec(
         category=_str(raw["category"], "data.category", 100),
         features=names,
-        label=None if label is None else _str(label, "data.label"),
+        label=label,
+        schema=None if raw.get("schema") is None else data_schema(raw["schema"], names, label),
     )
 
 
@@ -721,13 +739,19 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     if len(layers_raw) > limits.max_layers:
         raise SpecError("too_many_layers", f"At most {limits.max_layers} layers.", "model.layers")
     layers = tuple(_layer(v, f"model.layers[{i}]") for i, v in enumerate(layers_raw))
-    shape: Shape = (len(data.features),)
+    shape: Shape = (data.width,)
     parameters = 0
     for index, layer in enumerate(layers):
         kind = LAYERS[layer.type]
         path = f"model.layers[{index}]"
         parameters += kind.params(layer.args, shape)
-        shape = kind.shape(layer.args, shape, path)
+        try:
+            shape = kind.shape(layer.args, shape, path)
+        except SpecError as exc:
+            if index == 0 and data.schema is not None:
+                exc.message += f" {encoded_widths(data)}"
+                exc.args = (exc.message,)
+            raise
         if parameters > limits.max_parameters:
             raise SpecError(
                 "too_many_parameters",
@@ -741,6 +765,8 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             f"cross_entropy needs a (classes,) output, got {list(shape)}.",
             "training.loss",
         )
+    if data.schema is not None:
+        check_schema_fit(data, training.loss, shape, (layers[0].type, layers[0].args))
     privacy = _privacy(raw["privacy"])
     if privacy.dp is not None and training.algorithm["type"] != "fedavg":
         # Δc_i would leave the pod without noise; FedNova's rescaling would rescale the noise.
