@@ -52,14 +52,6 @@ def check_submission(
             ) from None
         raise
     load_weights(weights, parsed, limits)
-    if parsed.training.algorithm.get("type") == "scaffold":
-        # SCAFFOLD needs the server's control variate sent to pods and each pod's own kept
-        # between rounds; the pure trainer and the bench have it, the live rounds not yet.
-        raise SpecError(
-            "algorithm_not_supported",
-            "SCAFFOLD is not run by the live service yet; use fedavg or fednova.",
-            "training.algorithm.type",
-        )
     fields = category_fields(parsed.data.category)
     if fields is None:
         raise SpecError(
