@@ -43,6 +43,15 @@ def demo_request_spec(
             "Train a model that helps radiologists tell benign from malignant breast masses "
             "from fine-needle aspirate measurements, so fewer people need a second biopsy."
         ),
+        "intended_use": (
+            "A second opinion for radiologists reading fine-needle aspirate measurements of a "
+            "breast mass already found, in screening programmes like the one the data came from."
+        ),
+        "out_of_scope_uses": [
+            "Diagnosing anyone without a clinician's review.",
+            "Screening people without a mass found by imaging or examination.",
+            "Decisions about insurance, employment or credit.",
+        ],
         "data": {"category": BREAST, "features": features, "label": "diagnosis"},
         "model": {
             "layers": [

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .card_fields import FIELDS as CARD_FIELDS
+from .card_fields import CardFields, card_fields
 from .errors import SpecError
 
 Shape = tuple[int, ...]
@@ -98,6 +100,7 @@ class ModelSpec:
     privacy: PrivacySpec
     parameter_count: int
     output_shape: Shape
+    card: CardFields
 
     @property
     def input_shape(self) -> Shape:
@@ -706,13 +709,15 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     raw = _obj(
         obj,
         "",
-        ["title", "purpose", "purpose_category", "data", "model", "training", "privacy"],
-        ["title", "purpose", "data", "model", "training", "privacy"],
+        ["title", "purpose", "purpose_category", *CARD_FIELDS, "data", "model", "training"]
+        + ["privacy"],
+        ["title", "purpose", *CARD_FIELDS, "data", "model", "training", "privacy"],
     )
     _str(raw["title"], "title", 200)
     _str(raw["purpose"], "purpose", 5000)
     if "purpose_category" in raw:
         _str(raw["purpose_category"], "purpose_category", PURPOSE_CATEGORIES_MAX)
+    card = card_fields(raw)
     data = _data(raw["data"], limits)
     model = _obj(raw["model"], "model", ["layers"], ["layers"])
     layers_raw = model["layers"]
@@ -758,4 +763,5 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
         privacy=privacy,
         parameter_count=parameters,
         output_shape=shape,
+        card=card,
     )

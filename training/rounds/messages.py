@@ -13,6 +13,7 @@ from pods.agent.protocol import MessageType, RoundEnd, Task
 from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
+from training.modelspec.explain import explanation_segments
 from training.secagg.encoding import Layout
 from training.secagg.server import ServerRound
 from training.secagg.wire import Stage
@@ -24,7 +25,8 @@ Payload = dict[str, Any]
 
 
 def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
-    """The masked vector's layout: the model's coordinates plus weight and evaluation sums."""
+    """The masked vector's layout: the model's coordinates plus weight and evaluation sums,
+    then the explanation parts (per-class counts, attribution sums)."""
     from training.modelspec import vector_size  # imports torch: only where a round opens
     from training.modelspec.federated import max_local_steps  # the trainer: torch too
 
@@ -39,7 +41,7 @@ def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
         max_eval_examples=privacy.max_examples,
         # FedNova: each pod's (weighted) effective number of local steps rides in the sum.
         max_local_steps=max_local_steps(spec, privacy.max_examples) if fednova else 0.0,
-    )
+    ).with_parts(explanation_segments(spec), max_clients=cohort)
 
 
 def task_for(training_round: TrainingRound) -> Task:
