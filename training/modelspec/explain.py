@@ -155,7 +155,8 @@ def read_explanation(
     correct = np.asarray(totals["eval_class_correct"], dtype=np.float64)
 
     def mean(values: Vector, count: float) -> dict[str, float]:
-        return {name: float(v) / count if count >= 1 else 0.0 for name, v in zip(features, values)}
+        pairs = zip(features, values, strict=True)
+        return {name: float(v) / count if count >= 1 else 0.0 for name, v in pairs}
 
     return {
         "feature_importance": mean(sums, examples),

@@ -110,6 +110,7 @@ class ModelSpec:
 LOSSES = ("cross_entropy", "bce_with_logits", "mse")
 OPTIMIZERS = ("sgd", "adam")
 PURPOSE_CATEGORIES_MAX = 64
+REQUIRED_TOP = ("title", "purpose", *CARD_FIELDS, "data", "model", "training", "privacy")
 
 # --- small typed readers ----------------------------------------------------------------------
 
@@ -709,9 +710,8 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     raw = _obj(
         obj,
         "",
-        ["title", "purpose", "purpose_category", *CARD_FIELDS, "data", "model", "training"]
-        + ["privacy"],
-        ["title", "purpose", *CARD_FIELDS, "data", "model", "training", "privacy"],
+        [*REQUIRED_TOP, "purpose_category"],
+        REQUIRED_TOP,
     )
     _str(raw["title"], "title", 200)
     _str(raw["purpose"], "purpose", 5000)

@@ -116,7 +116,6 @@ class Layout:
             segments.append(seg("local_steps", 1, float(max_local_steps) * max_weight))
         return cls(tuple(segments))
 
-
     def with_parts(self, parts: Sequence[tuple[str, int, float]], max_clients: int) -> Layout:
         """This layout with more named parts (name, size, bound on one pod's value) after its
         own; a pod's contribution carries every part by name."""
