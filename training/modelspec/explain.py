@@ -176,3 +176,27 @@ def read_explanation(
 def ranking(importance: Mapping[str, float]) -> list[str]:
     """Feature names, most important first."""
     return sorted(importance, key=lambda name: (-importance[name], name))
+
+
+def importance_of(
+    spec: ModelSpec,
+    state: Mapping[str, Any],
+    x: npt.NDArray[np.floating[Any]],
+    y: npt.NDArray[np.generic],
+) -> dict[str, float]:
+    """Feature importance computed centrally (e.g. on pooled data), the same way the pods do:
+    what the federated figure is compared against."""
+    from .build import build_module
+
+    module = build_module(spec)
+    module.load_state_dict(dict(state))
+    explanation = read_explanation(spec, explanation_sums(spec, module, x, y), round)
+    return dict(explanation.get("feature_importance", {}))
+
+
+def spearman(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Spearman's rank correlation of two importance maps over their common features."""
+    from scipy.stats import spearmanr
+
+    names = sorted(set(a) & set(b))
+    return float(spearmanr([a[n] for n in names], [b[n] for n in names]).statistic)
