@@ -46,17 +46,23 @@ def creds() -> dict[str, str]:
     return {"client_id": application.client_id, "client_secret": secret}
 
 
-def test_submit_status_download_cancel(
+def submit_demo(
     live_service: Any, creds: dict[str, str], tmp_path: Path
-) -> None:
+) -> tuple[dict[str, Any], Path, str]:
+    """Submit the demo request with the CLI: its spec, weights file and request id."""
     spec = demo_request_spec()
     spec_path, weights_path = tmp_path / "spec.json", tmp_path / "w.safetensors"
     spec_path.write_text(json.dumps(spec))
     weights_path.write_bytes(demo_weights(spec))
-
     submitted = cli(live_service, creds, "--json", "submit", str(spec_path), str(weights_path))
     assert submitted.returncode == 0, submitted.stderr
-    request_id = json.loads(submitted.stdout)["id"]
+    return spec, weights_path, json.loads(submitted.stdout)["id"]
+
+
+def test_submit_status_download_cancel(
+    live_service: Any, creds: dict[str, str], tmp_path: Path
+) -> None:
+    _, weights_path, request_id = submit_demo(live_service, creds, tmp_path)
     assert ModelRequest.objects.filter(pk=request_id, status="recruiting").exists()
 
     status = cli(live_service, creds, "status", request_id)
@@ -106,12 +112,7 @@ def test_card_is_verified_before_it_is_shown(
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    spec = demo_request_spec()
-    spec_path, weights_path = tmp_path / "spec.json", tmp_path / "w.safetensors"
-    spec_path.write_text(json.dumps(spec))
-    weights_path.write_bytes(demo_weights(spec))
-    submitted = cli(live_service, creds, "--json", "submit", str(spec_path), str(weights_path))
-    request_id = json.loads(submitted.stdout)["id"]
+    spec, _, request_id = submit_demo(live_service, creds, tmp_path)
 
     page = tmp_path / "card.html"
     shown = cli(live_service, creds, "--json", "card", request_id, "--html", str(page))
