@@ -76,7 +76,15 @@ def notice_sections(model_request: ModelRequest) -> list[Section]:
         "After each round the service publishes only group totals: accuracy, loss and the "
         "number of examples evaluated, rounded to the nearest ten, so that comparing two rounds "
         "does not reveal how many records one device holds.",
+        "Your device also adds, inside the same masked update, how well the model does on each "
+        "outcome and how much it relies on each field (an explanation of the model on your "
+        "held-out records). Only the group's totals are revealed; they go on the model's "
+        "signed model card, which you can read if your device took part.",
     ]
+    # What the provider states the model is for and must not be used for (its model card).
+    spec = model_request.spec
+    intended = [f"Intended use: {spec['intended_use']}"] if spec.get("intended_use") else []
+    out_of_scope = [f"Not to be used for: {use}" for use in spec.get("out_of_scope_uses", [])]
     return [
         {
             "heading": "Who is asking",
@@ -94,7 +102,9 @@ def notice_sections(model_request: ModelRequest) -> list[Section]:
             "paragraphs": [
                 model_request.purpose,
                 f"Purpose category: {model_request.get_purpose_category_display()}.",
+                *intended,
             ],
+            "bullets": out_of_scope,
         },
         {
             "heading": "Which of your data is used",

@@ -89,10 +89,12 @@ def public_jwks() -> dict[str, Any]:
     }
 
 
-def sign(payload: dict[str, Any]) -> dict[str, Any]:
+def sign(payload: dict[str, Any], envelope: str = "receipt") -> dict[str, Any]:
+    """``{envelope: payload, "signature": …}``: receipts, and the model cards of
+    :mod:`training.card`, are signed alike over the payload's canonical JSON."""
     signature = signing_key().sign(canonical_json(payload))
     return {
-        "receipt": payload,
+        envelope: payload,
         "signature": {
             "alg": "EdDSA",
             "crv": "Ed25519",

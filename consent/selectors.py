@@ -283,6 +283,7 @@ class RequestTaken:
             "provider": self.provider,
             "differential_privacy": self.dp,
             "epsilon_spent": self.epsilon_spent,
+            "contributed_rounds": self.contributed_rounds,
             "rounds": [r.as_dict() for r in self.rounds],
         }
 

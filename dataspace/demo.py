@@ -43,6 +43,15 @@ def demo_request_spec(
             "Train a model that helps radiologists tell benign from malignant breast masses "
             "from fine-needle aspirate measurements, so fewer people need a second biopsy."
         ),
+        "intended_use": (
+            "A second opinion for radiologists reading fine-needle aspirate measurements of a "
+            "breast mass already found, in screening programmes like the one the data came from."
+        ),
+        "out_of_scope_uses": [
+            "Diagnosing anyone without a clinician's review.",
+            "Screening people without a mass found by imaging or examination.",
+            "Decisions about insurance, employment or credit.",
+        ],
         "data": {"category": BREAST, "features": features, "label": "diagnosis"},
         "model": {
             "layers": [
@@ -75,3 +84,36 @@ def demo_weights(spec: dict[str, Any], seed: int = 0) -> bytes:
         torch.manual_seed(seed)
         module = build_module(validate_spec(spec))
     return bytes(dump_weights(module.state_dict()))
+
+
+def explanation_report(model_request: Any, x_pool: Any, y_pool: Any) -> dict[str, Any]:
+    """The last completed round's federated feature importance (decoded from the masked sums)
+    beside the same attributions computed centrally on the pooled data, with the model that
+    round evaluated, and Spearman's correlation of the two rankings."""
+    from training.modelspec import load_weights, validate_spec
+    from training.modelspec.explain import importance_of, ranking, spearman
+
+    last = (
+        model_request.rounds_run.filter(status="completed", metrics__has_key="explanation")
+        .order_by("-number")
+        .first()
+    )
+    if last is None:
+        return {}
+    spec = validate_spec(model_request.spec)
+    federated = last.metrics["explanation"]["feature_importance"]
+    with last.base_version.weights.open("rb") as handle:
+        state = load_weights(handle.read(), spec)
+    central = importance_of(spec, state, x_pool, y_pool)
+    return {
+        "round": last.number,
+        "model_evaluated": last.number - 1,
+        "federated_importance": {k: round(v, 5) for k, v in federated.items()},
+        "central_importance": {k: round(v, 5) for k, v in central.items()},
+        "federated_top5": ranking(federated)[:5],
+        "central_top5": ranking(central)[:5],
+        "spearman": round(spearman(federated, central), 4),
+        "per_class_accuracy": {
+            str(c["class"]): c["accuracy"] for c in last.metrics["explanation"]["per_class"]
+        },
+    }

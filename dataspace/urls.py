@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from consent import views as consent_views
 from dataspace import health
+from training import views as training_views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -39,6 +40,11 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("pods/", include("pods.urls")),
     path("api/v1/pod/", include("pods.api_urls")),
+    path(
+        "participation/<uuid:request_id>/model-card/",
+        training_views.model_card,
+        name="model-card",
+    ),
     path("", include("consent.urls")),
 ]
 

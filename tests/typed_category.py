@@ -92,6 +92,8 @@ def sleep_spec(
     spec: dict[str, Any] = {
         "title": "Who wakes up rested",
         "purpose": "Learn which daily habits go with waking up rested.",
+        "intended_use": "Suggest habits that may help a person wake up rested.",
+        "out_of_scope_uses": ["Diagnosing a sleep disorder", "Decisions about a named person"],
         "data": {"category": SLUG, "features": features, "label": label},
         "model": {
             "layers": [

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import QuerySet
-from django.http import HttpResponseBase
+from django.http import HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -28,6 +28,8 @@ from dataspace.models import DataCategory
 from training.modelspec import safejson
 
 from . import selectors, services
+from .card import card_signed
+from .card_page import card_html
 from .downloads import weights_response
 from .models import ModelRequest, Provider
 from .serializers import CategoryOutput, ErrorOutput, ModelRequestOutput, RoundOutput
@@ -227,11 +229,29 @@ class ModelRequestModelCardApi(ProviderApi):
 
     @extend_schema(
         responses={
-            200: inline_serializer("ModelCard", {"plan_hash": serializers.CharField()}),
+            200: inline_serializer(
+                "SignedModelCard",
+                {
+                    "card": serializers.DictField(),
+                    "signature": serializers.DictField(child=serializers.CharField()),
+                },
+            ),
             **ERRORS,
         },
-        summary="The model card",
+        summary="The signed model card (JSON; verify with the receipt keys' JWK Set)",
     )
     def get(self, request: Request, request_id: str) -> Response:
         model_request = self.get_model_request(request, request_id)
-        return Response(selectors.model_card(model_request))
+        return Response(card_signed(model_request))
+
+
+class ModelRequestModelCardPageApi(ProviderApi):
+    scopes: ClassVar[dict[str, list[str]]] = {"GET": ["models:read"]}
+
+    @extend_schema(
+        responses={(200, "text/html"): OpenApiResponse(OpenApiTypes.STR), **ERRORS},
+        summary="The signed model card as a readable page with its plots",
+    )
+    def get(self, request: Request, request_id: str) -> HttpResponse:
+        model_request = self.get_model_request(request, request_id)
+        return HttpResponse(card_html(card_signed(model_request)), content_type="text/html")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 
 from pods.models import Pod
 
-from .models import ModelRequest, ModelVersion, Provider, RoundParticipant, TrainingRound
+from .models import ModelRequest, ModelVersion, Provider, RoundParticipant
 
 
 def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
@@ -29,46 +27,3 @@ def model_version_latest(model_request: ModelRequest) -> ModelVersion:
     version = model_request.versions.order_by("-round_number").first()
     assert version is not None, "every request has version 0, its initial weights"
     return version
-
-
-def model_card(model_request: ModelRequest) -> dict[str, Any]:
-    """What a trained model is: its plan, every round, participation, metrics and privacy."""
-    rounds = list(
-        TrainingRound.objects.filter(model_request=model_request).order_by("number", "attempt")
-    )
-    latest = model_version_latest(model_request)
-    completed = [r for r in rounds if r.status == TrainingRound.Status.COMPLETED]
-    return {
-        "model_request": str(model_request.pk),
-        "title": model_request.title,
-        "purpose": model_request.purpose,
-        "provider": model_request.provider.name,
-        "status": model_request.status,
-        "plan_hash": model_request.plan_hash,
-        "spec": model_request.spec,
-        "initial_weights_sha256": model_request.weights_sha256,
-        "model": {"round": latest.round_number, "sha256": latest.sha256},
-        "rounds": [
-            {
-                "number": r.number,
-                "attempt": r.attempt,
-                "status": r.status,
-                "participants": r.survivors,
-                "cohort_size": r.cohort_size,
-                "metrics": r.metrics,
-                "epsilon": r.epsilon,
-            }
-            for r in rounds
-        ],
-        "participants_per_round": [r.survivors for r in completed],
-        "metrics": completed[-1].metrics if completed else {},
-        "privacy": {
-            "secure_aggregation": {
-                "protocol": "SecAgg+ (Bell et al. 2020)",
-                "threshold": model_request.secagg_threshold,
-                "min_participants": model_request.min_participants,
-            },
-            "differential_privacy": model_request.dp,
-            "epsilon_spent": model_request.epsilon_spent if model_request.dp else None,
-        },
-    }

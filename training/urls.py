@@ -32,4 +32,9 @@ urlpatterns = [
         api.ModelRequestModelCardApi.as_view(),
         name="model-request-model-card",
     ),
+    path(
+        "model-requests/<uuid:request_id>/model-card.html",
+        api.ModelRequestModelCardPageApi.as_view(),
+        name="model-request-model-card-page",
+    ),
 ]

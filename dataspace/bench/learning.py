@@ -140,6 +140,8 @@ def request_spec(
     return {
         "title": f"bench {task.dataset} {strategy}",
         "purpose": "Benchmark of federated strategies under label skew and slow devices.",
+        "intended_use": "Comparing federated strategies in a benchmark; no decision about anyone.",
+        "out_of_scope_uses": ["Any use outside this benchmark."],
         "data": {
             "category": category,
             "features": [f"x{i}" for i in range(n_features)],

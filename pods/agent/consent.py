@@ -31,25 +31,34 @@ def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def verify_receipt(signed: Mapping[str, Any], pinned_jwks: Mapping[str, Any]) -> dict[str, Any]:
-    """The receipt's content, if its signature verifies with a key pinned at pairing."""
+def verify_signed(
+    signed: Mapping[str, Any], jwks: Mapping[str, Any], envelope: str
+) -> dict[str, Any]:
+    """The content under ``envelope`` (``receipt``, ``card``) if its Ed25519 signature over the
+    canonical JSON verifies with a key of the JWK Set; else ``ValueError``."""
     try:
-        receipt = dict(signed["receipt"])
+        content = dict(signed[envelope])
         signature = signed["signature"]
         keys = {
-            k["kid"]: k
-            for k in pinned_jwks["keys"]
-            if k.get("kty") == "OKP" and k.get("crv") == "Ed25519"
+            k["kid"]: k for k in jwks["keys"] if k.get("kty") == "OKP" and k.get("crv") == "Ed25519"
         }
         key = keys[signature["kid"]]
         Ed25519PublicKey.from_public_bytes(_b64url(key["x"])).verify(
-            _b64url(signature["value"]), canonical_json(receipt)
+            _b64url(signature["value"]), canonical_json(content)
         )
     except (KeyError, TypeError, ValueError, InvalidSignature):
+        raise ValueError(f"the {envelope} does not verify") from None
+    return content
+
+
+def verify_receipt(signed: Mapping[str, Any], pinned_jwks: Mapping[str, Any]) -> dict[str, Any]:
+    """The receipt's content, if its signature verifies with a key pinned at pairing."""
+    try:
+        return verify_signed(signed, pinned_jwks, "receipt")
+    except ValueError:
         raise ConsentRefused(
             "bad_receipt", "the consent receipt does not verify with the pinned key"
         ) from None
-    return receipt
 
 
 def check_task(

@@ -156,9 +156,11 @@ def contribution(
 
 
 def _evaluation(result: LocalResult) -> dict[str, npt.NDArray[np.floating[Any]]]:
-    """The evaluation sums of the global model on the pod's held-out split."""
+    """The evaluation sums of the global model on the pod's held-out split, and its
+    explanation sums there (per-class counts, attributions: ``training.modelspec.explain``)."""
     return {
         "eval_loss": np.array([result.evaluation.loss_sum]),
         "eval_correct": np.array([float(result.evaluation.correct)]),
         "eval_examples": np.array([float(result.evaluation.examples)]),
+        **result.explanation,
     }

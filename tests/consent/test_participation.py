@@ -259,6 +259,7 @@ def test_export_contains_participation(client: Client, person: User) -> None:
             "provider": model_request.provider.name,
             "differential_privacy": False,
             "epsilon_spent": None,
+            "contributed_rounds": 1,
             "rounds": [
                 {
                     "number": 1,

@@ -139,6 +139,8 @@ def test_spec_torch_round_trip(name: str) -> None:
         privacy=spec_json["privacy"],
         title=spec_json["title"],
         purpose=spec_json["purpose"],
+        intended_use=spec_json["intended_use"],
+        out_of_scope_uses=spec_json["out_of_scope_uses"],
     )
 
     assert validate_spec(again).layers == spec.layers
@@ -170,6 +172,8 @@ def test_unsupported_module_is_refused_by_the_helper() -> None:
             privacy=BASE["privacy"],
             title="t",
             purpose="p",
+            intended_use="u",
+            out_of_scope_uses=["o"],
         )
     assert excinfo.value.code == "unknown_layer"
 

@@ -19,6 +19,7 @@ from safetensors.torch import save as save_safetensors
 from consent.models import PrivacyNotice
 from consent.services import consent_grant, consent_refuse
 from dataspace.demo import demo_request_spec, demo_weights
+from pods.agent.consent import verify_signed
 from pods.agent.protocol import plan_hash
 from tests.factories import ProviderFactory, UserFactory, open_request
 from tests.training.conftest import TokenMaker
@@ -93,11 +94,18 @@ def test_download_model_and_card(api: Client, provider: Provider) -> None:
     )
     assert again.status_code == 304
 
-    card = api.get(f"{BASE}/model-requests/{model_request.pk}/model-card").json()
-    assert card["plan_hash"] == model_request.plan_hash
-    assert card["spec"] == model_request.spec
-    assert card["model"] == {"round": 0, "sha256": model_request.weights_sha256}
-    assert card["privacy"]["secure_aggregation"]["threshold"] == 0.6
+    signed = api.get(f"{BASE}/model-requests/{model_request.pk}/model-card").json()
+    jwks = Client().get("/.well-known/dataspace/receipt-keys.json").json()
+    card = verify_signed(signed, jwks, "card")
+    details = card["model_details"]
+    assert details["plan_hash"] == model_request.plan_hash
+    assert details["spec"] == model_request.spec
+    assert details["model"] == {"round": 0, "sha256": model_request.weights_sha256}
+    assert card["privacy"]["secure_aggregation"]["threshold_fraction"] == 0.6
+    assert card["intended_use"]["out_of_scope_uses"] == model_request.spec["out_of_scope_uses"]
+    page = api.get(f"{BASE}/model-requests/{model_request.pk}/model-card.html")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    assert model_request.spec["intended_use"] in page.content.decode()
     assert api.get(f"{BASE}/model-requests/{model_request.pk}/rounds/").json() == []
 
 
@@ -127,6 +135,7 @@ ENDPOINTS = [
     ("get", "/model-requests/{id}/rounds/", "requests:read"),
     ("get", "/model-requests/{id}/model", "models:read"),
     ("get", "/model-requests/{id}/model-card", "models:read"),
+    ("get", "/model-requests/{id}/model-card.html", "models:read"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import subprocess
@@ -45,17 +46,23 @@ def creds() -> dict[str, str]:
     return {"client_id": application.client_id, "client_secret": secret}
 
 
-def test_submit_status_download_cancel(
+def submit_demo(
     live_service: Any, creds: dict[str, str], tmp_path: Path
-) -> None:
+) -> tuple[dict[str, Any], Path, str]:
+    """Submit the demo request with the CLI: its spec, weights file and request id."""
     spec = demo_request_spec()
     spec_path, weights_path = tmp_path / "spec.json", tmp_path / "w.safetensors"
     spec_path.write_text(json.dumps(spec))
     weights_path.write_bytes(demo_weights(spec))
-
     submitted = cli(live_service, creds, "--json", "submit", str(spec_path), str(weights_path))
     assert submitted.returncode == 0, submitted.stderr
-    request_id = json.loads(submitted.stdout)["id"]
+    return spec, weights_path, json.loads(submitted.stdout)["id"]
+
+
+def test_submit_status_download_cancel(
+    live_service: Any, creds: dict[str, str], tmp_path: Path
+) -> None:
+    _, weights_path, request_id = submit_demo(live_service, creds, tmp_path)
     assert ModelRequest.objects.filter(pk=request_id, status="recruiting").exists()
 
     status = cli(live_service, creds, "status", request_id)
@@ -96,3 +103,32 @@ def test_errors_are_one_line_with_the_code(
     assert "wrong" not in bad_creds.stderr
     assert missing.stderr.startswith("dataspace-provider: error: not_found:")
     assert ModelRequest.objects.count() == 0
+
+
+def test_card_is_verified_before_it_is_shown(
+    live_service: Any, creds: dict[str, str], tmp_path: Path
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    spec, _, request_id = submit_demo(live_service, creds, tmp_path)
+
+    page = tmp_path / "card.html"
+    shown = cli(live_service, creds, "--json", "card", request_id, "--html", str(page))
+    assert shown.returncode == 0, shown.stderr
+    signed = json.loads(shown.stdout)
+    assert signed["card"]["intended_use"]["intended_use"] == spec["intended_use"]
+    assert signed["card"]["model_details"]["plan_hash"]
+    assert html.escape(spec["out_of_scope_uses"][0]) in page.read_text("utf-8")
+
+    # Pinned to another key (here: a stranger's), the same card does not verify.
+    other = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    x = base64.urlsafe_b64encode(other).decode().rstrip("=")
+    jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": signed["signature"]["kid"]}]}
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(jwks))
+    refused = cli(live_service, creds, "card", request_id, "--keys", str(keys))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("dataspace-provider: error: card_signature_invalid:")
+    assert len(refused.stderr.strip().splitlines()) == 1

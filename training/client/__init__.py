@@ -13,13 +13,14 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from pods.agent.consent import verify_signed
 from pods.agent.protocol import PUBLIC_METRICS, CloseCode
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -132,8 +133,30 @@ class DataspaceClient:
     def cancel(self, request_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/model-requests/{request_id}/cancel/").json())
 
-    def model_card(self, request_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/model-requests/{request_id}/model-card").json())
+    def service_keys(self) -> dict[str, Any]:
+        """The service's public signing keys (JWK Set): receipts and model cards."""
+        response = self._http.get("/.well-known/dataspace/receipt-keys.json")
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return dict(response.json())
+
+    def model_card(
+        self, request_id: str, *, keys: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The signed model card ``{"card", "signature"}``, verified with ``keys`` (a JWK Set
+        pinned earlier) or else the keys the service publishes; ``ApiError`` if it does not."""
+        signed = dict(self._request("GET", f"/model-requests/{request_id}/model-card").json())
+        try:
+            verify_signed(signed, keys if keys is not None else self.service_keys(), "card")
+        except ValueError:
+            raise ApiError(
+                200, "card_signature_invalid", "the model card's signature does not verify"
+            ) from None
+        return signed
+
+    def model_card_page(self, request_id: str) -> str:
+        """The model card as a readable HTML page (plots inline, no script)."""
+        return self._request("GET", f"/model-requests/{request_id}/model-card.html").text
 
     def download(self, request_id: str, path: str | Path) -> dict[str, Any]:
         """Stream the latest model to ``path`` and check its SHA-256 against the ETag."""

@@ -67,10 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("status", "a request's status"),
         ("rounds", "a request's rounds"),
-        ("card", "a request's model card"),
         ("cancel", "cancel a request"),
     ):
         commands.add_parser(name, help=text).add_argument("id")
+    card = commands.add_parser(
+        "card", help="a request's signed model card, its signature verified before it is shown"
+    )
+    card.add_argument("id")
+    card.add_argument("--html", metavar="FILE", help="also write the readable page to FILE")
+    card.add_argument(
+        "--keys", metavar="JWKS", help="verify with this JWK Set (default: the service's own)"
+    )
     watch = commands.add_parser(
         "watch",
         help="live progress, one line per event, until the request ends (exit 0 if it completed)",
@@ -175,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "rounds":
                 result = client.rounds(args.id)
             elif args.command == "card":
-                result = client.model_card(args.id)
+                keys = json.loads(Path(args.keys).read_text("utf-8")) if args.keys else None
+                result = client.model_card(args.id, keys=keys)
+                if args.html:
+                    Path(args.html).write_text(client.model_card_page(args.id), "utf-8")
             elif args.command == "cancel":
                 result = client.cancel(args.id)
             elif args.command == "watch":
@@ -185,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = client.download(args.id, args.output)
     except ApiError as exc:
         print(f"dataspace-provider: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except json.JSONDecodeError:
+        print("dataspace-provider: error: the --keys file is not JSON", file=sys.stderr)
         return 1
     except (OSError, httpx.HTTPError) as exc:
         print(f"dataspace-provider: error: {exc.__class__.__name__}: {exc}", file=sys.stderr)

@@ -248,12 +248,16 @@ def spec_from_sequential(
     privacy: dict[str, Any],
     title: str,
     purpose: str,
+    intended_use: str,
+    out_of_scope_uses: list[str],
 ) -> dict[str, Any]:
     """A provider's helper: the JSON spec of an ``nn.Sequential`` (validated before returning)."""
     layers = [_layer_of(child, i) for i, child in enumerate(module)]
     spec = {
         "title": title,
         "purpose": purpose,
+        "intended_use": intended_use,
+        "out_of_scope_uses": out_of_scope_uses,
         "data": data,
         "model": {"layers": layers},
         "training": training,

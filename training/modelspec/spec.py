@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .card_fields import FIELDS as CARD_FIELDS
+from .card_fields import CardFields, card_fields
 from .datafit import check_schema_fit, data_schema, encoded_widths
 from .errors import SpecError
 from .fields import Field
@@ -110,6 +112,7 @@ class ModelSpec:
     privacy: PrivacySpec
     parameter_count: int
     output_shape: Shape
+    card: CardFields
 
     @property
     def input_width(self) -> int:
@@ -123,6 +126,7 @@ class ModelSpec:
 LOSSES = ("cross_entropy", "bce_with_logits", "mse")
 OPTIMIZERS = ("sgd", "adam")
 PURPOSE_CATEGORIES_MAX = 64
+REQUIRED_TOP = ("title", "purpose", *CARD_FIELDS, "data", "model", "training", "privacy")
 
 # --- small typed readers ----------------------------------------------------------------------
 
@@ -724,13 +728,14 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     raw = _obj(
         obj,
         "",
-        ["title", "purpose", "purpose_category", "data", "model", "training", "privacy"],
-        ["title", "purpose", "data", "model", "training", "privacy"],
+        [*REQUIRED_TOP, "purpose_category"],
+        REQUIRED_TOP,
     )
     _str(raw["title"], "title", 200)
     _str(raw["purpose"], "purpose", 5000)
     if "purpose_category" in raw:
         _str(raw["purpose_category"], "purpose_category", PURPOSE_CATEGORIES_MAX)
+    card = card_fields(raw)
     data = _data(raw["data"], limits)
     model = _obj(raw["model"], "model", ["layers"], ["layers"])
     layers_raw = model["layers"]
@@ -784,4 +789,5 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
         privacy=privacy,
         parameter_count=parameters,
         output_shape=shape,
+        card=card,
     )

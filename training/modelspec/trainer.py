@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .build import build_module
+from .explain import explanation_sums
 from .spec import ModelSpec
 from .vectors import flatten_state, vector_size, vector_slices
 
@@ -50,6 +51,8 @@ class LocalResult:
     # it keeps until its next round. The server learns only the sum of the Δc_i.
     control_delta: npt.NDArray[np.float32] | None = None
     control: npt.NDArray[np.float32] | None = None
+    # The global model's explanation sums on the held-out split (``training.modelspec.explain``).
+    explanation: Mapping[str, npt.NDArray[np.float64]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ def train_local(
         module = build_module(spec)
         module.load_state_dict(dict(global_state))
         evaluation = _evaluate(spec, module, x[eval_idx], y[eval_idx])
+        explanation = explanation_sums(spec, module, x[eval_idx], y[eval_idx])
         anchor = [p.detach().clone() for p in module.parameters()]
         steps = _fit(
             spec,
@@ -296,6 +300,7 @@ def train_local(
         steps=steps,
         control_delta=control_delta,
         control=control,
+        explanation=explanation,
     )
 
 

@@ -13,6 +13,7 @@ from pods.agent.protocol import MessageType, RoundEnd, Task
 from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
+from training.modelspec.explain import explanation_segments
 from training.modelspec.spec import ModelSpec
 from training.secagg.encoding import Layout
 from training.secagg.server import ServerRound
@@ -25,7 +26,8 @@ Payload = dict[str, Any]
 
 
 def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
-    """The masked vector's layout: the model's coordinates plus weight and evaluation sums."""
+    """The masked vector's layout: the model's coordinates plus weight and evaluation sums,
+    then the explanation parts (per-class counts, attribution sums)."""
     from training.modelspec import vector_size  # imports torch: only where a round opens
     from training.modelspec.federated import max_local_steps  # the trainer: torch too
 
@@ -43,7 +45,7 @@ def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
         max_local_steps=max_local_steps(spec, privacy.max_examples) if fednova else 0.0,
         # SCAFFOLD: each pod's control-variate delta Δc_i, model-sized, rides in the sum.
         **scaffold_parts(spec, dim),
-    )
+    ).with_parts(explanation_segments(spec), max_clients=cohort)
 
 
 def scaffold_parts(spec: ModelSpec, dim: int) -> dict[str, Any]:

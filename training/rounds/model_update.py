@@ -16,6 +16,7 @@ from safetensors.numpy import save as save_vectors
 from pods.agent.protocol import RoundEnd
 from training.models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, TrainingRound
 from training.modelspec import validate_spec
+from training.modelspec.explain import read_explanation
 from training.modelspec.federated import average_update
 from training.modelspec.server_optim import server_step
 from training.secagg.dp import epsilon_of
@@ -53,6 +54,14 @@ def _privacy(model_request: ModelRequest) -> tuple[float | None, bool]:
     epsilon = epsilon_of(history, delta)
     over_budget = epsilon_of([(sigma, 1.0, completed + 2)], delta) > float(dp["target_epsilon"])
     return epsilon, over_budget
+
+
+def _explanation(
+    model_request: ModelRequest, totals: dict[str, npt.NDArray[np.float64]]
+) -> dict[str, object]:
+    """The cohort's per-class evaluation and feature importance (from the sums alone)."""
+    explanation = read_explanation(validate_spec(model_request.spec), totals, coarse_count)
+    return {"explanation": explanation} if explanation else {}
 
 
 def _new_weights(
@@ -112,6 +121,7 @@ def finish(
         "eval_examples": coarse_count(examples),
         "eval_loss": float(totals["eval_loss"][0]) / examples if examples else None,
         "eval_accuracy": float(totals["eval_correct"][0]) / examples if examples else None,
+        **_explanation(model_request, totals),
     }
     epsilon, over_budget = _privacy(model_request)
     if epsilon is not None:

@@ -9,6 +9,7 @@ offset encoding: a zero update encodes to zero whatever the cohort size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,14 @@ class Layout:
         if max_local_steps:
             segments.append(seg("local_steps", 1, float(max_local_steps) * max_weight))
         return cls(tuple(segments))
+
+    def with_parts(self, parts: Sequence[tuple[str, int, float]], max_clients: int) -> Layout:
+        """This layout with more named parts (name, size, bound on one pod's value) after its
+        own; a pod's contribution carries every part by name."""
+        extra = tuple(Segment(n, z, b, scale_bits(max_clients, b)) for n, z, b in parts)
+        if len({s.name for s in self.segments + extra}) != len(self.segments) + len(extra):
+            raise SecAggError("Part names must be unique.", code="invalid_layout")
+        return Layout(self.segments + extra)
 
 
 def clip_l2(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.float32]:

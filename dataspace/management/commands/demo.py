@@ -29,7 +29,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from consent.services import consent_grant, consent_refuse
-from dataspace.demo import demo_request_spec, demo_weights
+from dataspace.demo import demo_request_spec, demo_weights, explanation_report
 from dataspace.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PEOPLE, DEMO_PROVIDER
 from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 from pods.agent import datasets
@@ -216,6 +216,10 @@ class Command(BaseCommand):
             self.stdout.write(f"people   {consented} consented, {refused} refused")
             self._follow(client, request_id, started + options["timeout"])
             model_path = out / "model.safetensors"
+            # The signed card, verified with the service's published key before it is saved.
+            signed_card = client.model_card(request_id)
+            (out / "model-card.json").write_text(json.dumps(signed_card, indent=2) + "\n")
+            (out / "model-card.html").write_text(client.model_card_page(request_id))
             download = client.download(request_id, model_path)
             self.stdout.write(
                 f"provider downloaded round {download['round']} model "
@@ -337,6 +341,7 @@ class Command(BaseCommand):
             "test_examples": len(y_test),
             "partition": f"dirichlet:{alpha}",
             "accuracy_per_round": per_round,
+            "explanations": explanation_report(model_request, x_pool, y_pool),
             "wall_s": round(time.monotonic() - started, 1),
         }
 
@@ -348,7 +353,12 @@ class Command(BaseCommand):
         import matplotlib.pyplot as plt
 
         points = report["accuracy_per_round"]
-        figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+        explained = report.get("explanations") or {}
+        if explained:
+            figure, (axes, bars) = plt.subplots(1, 2, figsize=(13, 4.2), dpi=120)
+            _plot_importance(bars, explained)
+        else:
+            figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
         axes.plot(
             [p["round"] for p in points],
             [p["accuracy"] for p in points],
@@ -378,6 +388,7 @@ class Command(BaseCommand):
         table = Table(title="Dataspace demo", show_header=True)
         table.add_column("figure")
         table.add_column("value", justify="right")
+        report = {**report, "explanation_spearman": report["explanations"].get("spearman")}
         for key in (
             "pods",
             "consented",
@@ -386,6 +397,7 @@ class Command(BaseCommand):
             "centralized_accuracy",
             "federated_accuracy",
             "local_only_accuracy_mean",
+            "explanation_spearman",
             "epsilon",
             "bytes_sent_per_pod",
             "plain_update_bytes",
@@ -401,3 +413,21 @@ class Command(BaseCommand):
             f"{', '.join(DEMO_PEOPLE)} (people; alice and bob took part, carol refused) or admin "
             f"(operator), password '{DEMO_PASSWORD}'."
         )
+
+
+def _plot_importance(axes: Any, explained: dict[str, Any]) -> None:
+    """Federated feature importance (from the masked sums) beside the central one on pooled
+    data, for the ten features the federated figure ranks first."""
+    federated, central = explained["federated_importance"], explained["central_importance"]
+    names = sorted(federated, key=lambda n: -federated[n])[:10][::-1]
+    where = np.arange(len(names))
+    scale = max(federated.values()) / max(max(central.values()), 1e-12)
+    axes.barh(where + 0.2, [federated[n] for n in names], 0.4, label="federated (masked sums)")
+    axes.barh(where - 0.2, [central[n] * scale for n in names], 0.4, label="central, pooled")
+    axes.set_yticks(where, names, fontsize="small")
+    axes.set_xlabel("mean |attribution| (central rescaled to the federated maximum)")
+    axes.set_title(
+        f"Feature importance, model of round {explained['model_evaluated']} "
+        f"(Spearman {explained['spearman']:.3f})"
+    )
+    axes.legend(loc="lower right", fontsize="small")
