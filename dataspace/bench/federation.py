@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -206,6 +207,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--hold", type=float, default=30.0, help="idle seconds to measure CPU")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="sample the server with py-spy (a dev dependency) from its start to the end of "
+        "the rounds; collapsed stacks to PATH (flamegraph.pl, speedscope.app)",
+    )
     args = parser.parse_args(argv)
     if args.dataset is None:
         args.dataset = "breast_screening" if args.mode == "round" else "digits"
@@ -316,6 +324,17 @@ def main(argv: list[str] | None = None) -> int:
         server_log,
     )
     children = [server]
+    profiler = None
+    if args.profile is not None:
+        profiler = subprocess.Popen(  # noqa: S603
+            [
+                *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
+                *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
+                *("--output", str(args.profile)),
+            ],
+            stdout=(data_dir / "py-spy.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
     figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods, "dataset": args.dataset}
     try:
         if not wait_answering(f"{url}/readyz", server.process):
@@ -371,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             figures["server_cpu_ms_per_pod"] = [
                 r["server_cpu_ms_per_pod"] for r in figures["rounds"]
             ]
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait(60)
         server_mb, server_cpu0 = _proc(server.process.pid)
         sim_mb, sim_cpu0 = _proc(simulator.process.pid)
         wait_for(lambda: False, args.hold, children)
