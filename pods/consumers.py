@@ -130,9 +130,7 @@ class PodConsumer(TypedJsonConsumer):
 
     async def on_ping(self, content: dict[str, Any]) -> None:
         assert self.pod_id is not None
-        await database_sync_to_async(presence.mark_seen)(
-            pod_id=self.pod_id, channel_name=self.channel_name
-        )
+        heartbeats.note(self.pod_id, self.channel_name)
         await self.send_json({"type": "pong"})
 
     async def on_round_reply(self, content: dict[str, Any]) -> None:
@@ -176,6 +174,42 @@ class PodConsumer(TypedJsonConsumer):
         """Forward a server message (a round stage) to the pod."""
         if self.state is State.READY:
             await self.send_json(event["message"])
+
+
+class Heartbeats:
+    """This process's heartbeats not yet written: one UPDATE for all of them every few seconds
+    (one per ping cost each idle pod a database connection and a write every interval)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def note(self, pod_id: str, channel_name: str) -> None:
+        self.seen[pod_id] = channel_name
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._flush_every(self.every()))
+
+    @staticmethod
+    def every() -> float:
+        """Seconds between writes: well inside the timeout that declares a silent pod gone."""
+        return float(min(5.0, settings.POD_HEARTBEAT_TIMEOUT / 6))
+
+    async def _flush_every(self, seconds: float) -> None:
+        while self.seen:
+            await asyncio.sleep(seconds)
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self.seen = self.seen, {}
+        if batch:
+            try:
+                await database_sync_to_async(presence.mark_seen_many)(batch)
+            except Exception:
+                logger.exception("heartbeats of %d pods not written", len(batch))
+
+
+heartbeats = Heartbeats()
 
 
 def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:

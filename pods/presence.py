@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
@@ -46,6 +47,24 @@ def mark_online(*, pod_id: uuid.UUID | str, channel_name: str) -> str:
 
 def mark_seen(*, pod_id: uuid.UUID | str, channel_name: str) -> None:
     Pod.objects.filter(pk=pod_id, channel_name=channel_name).update(last_seen_at=timezone.now())
+
+
+# Pods per UPDATE of a batch of heartbeats (two query parameters each).
+SEEN_BATCH = 400
+
+
+def mark_seen_many(seen: Mapping[str, str]) -> int:
+    """Heartbeats of many pods, pod id → the channel that beat, in one UPDATE per batch (a row
+    whose live channel is another, the pod having reconnected elsewhere since, is left alone)."""
+    now = timezone.now()
+    items = list(seen.items())
+    updated = 0
+    for start in range(0, len(items), SEEN_BATCH):
+        matches = Q()
+        for pod_id, channel_name in items[start : start + SEEN_BATCH]:
+            matches |= Q(pk=pod_id, channel_name=channel_name)
+        updated += Pod.objects.filter(matches).update(last_seen_at=now)
+    return updated
 
 
 def mark_offline(*, pod_id: uuid.UUID | str, channel_name: str) -> None:
