@@ -1,7 +1,15 @@
-"""Serving model weights (safetensors) over HTTP: ETag = SHA-256, conditional GET, big chunks."""
+"""Serving model weights (safetensors) over HTTP: ETag = SHA-256, conditional GET, big chunks.
+
+A version's weights never change once stored (the ETag is their hash), so each web process
+keeps the recent ones in memory: a round's cohort downloads one object, sent in one piece,
+instead of every pod opening and reading the file.
+"""
 
 from __future__ import annotations
 
+import io
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from django.http import FileResponse, HttpResponseBase
@@ -13,6 +21,31 @@ from .models import ModelVersion
 
 # Django's FileResponse reads 4 KiB at a time; under ASGI each block is one message to send.
 BLOCK = 1 << 18
+# Weights kept in memory per process (bytes, all versions together); bigger ones stream.
+CACHE_BYTES = 64 << 20
+
+_cache: OrderedDict[tuple[int, str], bytes] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _cached_weights(version: ModelVersion) -> bytes | None:
+    """The version's weights from this process's memory, read once from storage; None when
+    they are too big to keep (they are then streamed from storage)."""
+    key = (version.pk, version.sha256)
+    with _lock:
+        blob = _cache.get(key)
+        if blob is not None:
+            _cache.move_to_end(key)
+            return blob
+    if version.weights.size > CACHE_BYTES // 4:
+        return None
+    with version.weights.open("rb") as handle:
+        blob = handle.read()
+    with _lock:
+        _cache[key] = blob
+        while sum(len(b) for b in _cache.values()) > CACHE_BYTES:
+            _cache.popitem(last=False)
+    return blob
 
 
 def weights_response(
@@ -22,9 +55,16 @@ def weights_response(
     etag = f'"{version.sha256}"'
     if request.headers.get("If-None-Match") == etag:
         return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    response = FileResponse(
-        version.weights.open("rb"), content_type="application/octet-stream", **file_options
-    )
-    response.block_size = BLOCK
+    blob = _cached_weights(version)
+    if blob is None:
+        response = FileResponse(
+            version.weights.open("rb"), content_type="application/octet-stream", **file_options
+        )
+        response.block_size = BLOCK
+    else:
+        response = FileResponse(
+            io.BytesIO(blob), content_type="application/octet-stream", **file_options
+        )
+        response.block_size = max(len(blob), 1)  # one piece
     response["ETag"] = etag
     return response

@@ -144,3 +144,20 @@ def test_withdrawn_consent_refuses_the_upload(
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "consent_withdrawn"
     assert not RoundParticipant.objects.get().masked_input
+
+
+def test_round_weights_are_read_from_storage_once_per_process(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    """A cohort downloads one immutable object (keyed by the version and its hash)."""
+    training_round, paired = collecting
+    url = f"/api/v1/pod/rounds/{training_round.pk}/weights"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {paired.token}"}
+    first = b"".join(client.get(url, **auth).streaming_content)  # type: ignore[attr-defined]
+    version = training_round.base_version
+    assert version is not None
+    version.weights.storage.delete(version.weights.name)  # only the cached copy is left
+    again = client.get(url, **auth)
+    assert again.status_code == 200
+    assert b"".join(again.streaming_content) == first  # type: ignore[attr-defined]
+    assert again["Content-Length"] == str(len(first))
