@@ -274,6 +274,8 @@ def _time_round(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Stopped (SIGTERM): still stop the server and the simulator on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     data_dir = Path(tempfile.mkdtemp(prefix="dataspace-bench-"))
     os.environ.setdefault("DEBUG", "1")
