@@ -7,7 +7,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -22,13 +22,20 @@ from .services import pod_of_token
 
 def pod_for_bearer(raw_token: str) -> Pod | None:
     """The active pod a bearer token belongs to, if the token is valid with scope ``pod``."""
+    found = pod_and_expiry_for_bearer(raw_token)
+    return found[0] if found is not None else None
+
+
+def pod_and_expiry_for_bearer(raw_token: str) -> tuple[Pod, datetime] | None:
+    """:func:`pod_for_bearer`, with when the token expires."""
     checksum = hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
     token = (
         AccessToken.objects.select_related("application").filter(token_checksum=checksum).first()
     )
     if token is None or not token.is_valid(["pod"]):
         return None
-    return pod_of_token(token)
+    pod = pod_of_token(token)
+    return (pod, token.expires) if pod is not None else None
 
 
 def new_nonce() -> bytes:

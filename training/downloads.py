@@ -40,12 +40,12 @@ def _cached_weights(version: ModelVersion) -> bytes | None:
     if version.weights.size > CACHE_BYTES // 4:
         return None
     with version.weights.open("rb") as handle:
-        blob = handle.read()
+        read: bytes = handle.read()
     with _lock:
-        _cache[key] = blob
+        _cache[key] = read
         while sum(len(b) for b in _cache.values()) > CACHE_BYTES:
             _cache.popitem(last=False)
-    return blob
+    return read
 
 
 def weights_response(

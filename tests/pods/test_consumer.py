@@ -100,6 +100,25 @@ async def test_heartbeats_are_written_in_one_batch_for_the_live_channel_only(
         await comm.disconnect()
 
 
+async def test_a_proven_connection_binds_its_token_until_it_closes(paired_pod: PairedPod) -> None:
+    from pods import live_tokens
+
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})
+    assert (await comm.receive_json_from())["type"] == "challenge"
+    assert live_tokens.live_pod(paired_pod.token) is None  # a token alone binds nothing
+    await comm.disconnect()
+
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    live = live_tokens.live_pod(paired_pod.token)
+    assert live is not None and live.pod_id == str(paired_pod.pod.pk)
+    await comm.disconnect()
+    assert live_tokens.live_pod(paired_pod.token) is None
+
+
 async def test_bad_token_is_refused(paired_pod: PairedPod) -> None:
     comm = communicator()
     await comm.connect()
