@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods, "dataset": args.dataset}
     try:
-        if not wait_answering(f"{url}/readyz", server.process):
+        if not wait_answering(f"{url}/readyz", server.process, args.timeout):
             server.check()
             raise SystemExit("the server did not start")
         homes = data_dir / "pods"
