@@ -145,7 +145,7 @@ def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
 # The open stage of the last few rounds a pod reconnected to: its protocol state and key-log
 # proofs, the same for every pod of the cohort (rebuilt per pod, a cohort reconnecting
 # mid-stage cost O(n²): n states parsed, n key-log proofs built for each pod).
-_OPEN_STAGES: OrderedDict[tuple[int, str, str], tuple[ServerRound, KeyLogProofs | None]] = (
+_OPEN_STAGES: OrderedDict[tuple[int, str, str, str], tuple[ServerRound, KeyLogProofs | None]] = (
     OrderedDict()
 )
 _OPEN_STAGES_KEPT = 8
@@ -156,9 +156,14 @@ def _open_stage(
 ) -> tuple[ServerRound, KeyLogProofs | None]:
     """The round's protocol state and (at share_keys) key-log proofs for its open stage.
 
-    Keyed by the round, its status and the stage's deadline: the state changes only when a
-    stage closes, which sets a new deadline (answers wait in the participant rows)."""
-    key = (training_round.pk, training_round.status, str(training_round.stage_deadline))
+    Keyed by the round, its start, its status and the stage's deadline: the state changes only
+    when a stage closes, which sets a new deadline (answers wait in the participant rows)."""
+    key = (
+        training_round.pk,
+        str(training_round.started_at),
+        training_round.status,
+        str(training_round.stage_deadline),
+    )
     cached = _OPEN_STAGES.get(key)
     if cached is None:
         key_log = None
