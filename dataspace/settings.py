@@ -133,6 +133,8 @@ if EMBEDDED:
     _database_url = f"sqlite:///{_sqlite_file}"
 DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend, each process reusing its closed connections (dataspace.sqlite_pool).
+    DATABASES["default"]["ENGINE"] = "dataspace.sqlite_pool"
     # Concurrent readers while the in-process workers write.
     DATABASES["default"].setdefault("OPTIONS", {})
     # WAL lets readers run beside the one writer; synchronous=NORMAL is WAL's usual pairing

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from django.http import HttpResponseBase
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -19,8 +20,10 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
+from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.models import AccessToken
 from rest_framework import serializers, status
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import BaseParser, DataAndFiles
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
@@ -38,7 +41,7 @@ from training.downloads import control_response, weights_response
 from training.rounds.answers import masked_input_store
 from training.serializers import CategoryOutput, ErrorOutput
 
-from . import key_log, services
+from . import key_log, live_tokens, services
 from .models import Pod
 
 ERRORS = {400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput, 404: ErrorOutput, 409: ErrorOutput}
@@ -66,6 +69,49 @@ class PodApi(APIView):
     def pod_of(request: Request) -> Pod:
         pod: Pod = request.pod  # type: ignore[attr-defined]
         return pod
+
+
+class LiveChannelAuthentication(BaseAuthentication):
+    """A bearer token that a live control channel of this process authenticated (token, then
+    identity-key proof): taken without a token lookup (:mod:`pods.live_tokens`); any other
+    token is left to the OAuth authentication that follows."""
+
+    def authenticate(self, request: Request) -> tuple[None, live_tokens.LivePod] | None:
+        scheme, _, raw = str(request.META.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        if scheme.lower() != "bearer" or not raw:
+            return None
+        live = live_tokens.live_pod(raw)
+        return (None, live) if live is not None else None
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class LiveChannelScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = LiveChannelAuthentication
+    name = "podBearer"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "A pod's access token."}
+
+
+class LivePodOrTokenRequired(PodTokenRequired):
+    """A live channel's pod (whose status the round's own queries check), or a pod token."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        live = request.auth
+        if isinstance(live, live_tokens.LivePod):
+            request.pod = Pod(pk=uuid.UUID(live.pod_id))  # type: ignore[attr-defined]
+            return True
+        return super().has_permission(request, view)
+
+
+class RoundTransferApi(PodApi):
+    """A round's bulk transfers, per pod per round: a pod with a live channel skips the token
+    table; the selectors only ever answer for an active pod's own place in a round."""
+
+    authentication_classes = (LiveChannelAuthentication, OAuth2Authentication)
+    permission_classes = (LivePodOrTokenRequired,)
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -244,7 +290,7 @@ class ReceiptApi(PodApi):
         return Response(receipts.receipt_signed(consent))
 
 
-class RoundWeightsApi(PodApi):
+class RoundWeightsApi(RoundTransferApi):
     @extend_schema(
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
@@ -285,7 +331,7 @@ class UnreadStreamParser(BaseParser):
         return DataAndFiles({}, {})
 
 
-class MaskedInputApi(PodApi):
+class MaskedInputApi(RoundTransferApi):
     parser_classes = (UnreadStreamParser,)
 
     @extend_schema(

@@ -13,6 +13,7 @@ import base64
 import binascii
 import enum
 import logging
+from datetime import datetime
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
@@ -24,7 +25,7 @@ from pods.agent.protocol import CloseCode, challenge_message
 from training.rounds import answers, messages
 from training.rounds.clock import ensure_running
 
-from . import presence
+from . import live_tokens, presence
 from .services import verify_signature
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class PodConsumer(TypedJsonConsumer):
     state: State
     pod_id: str | None
     nonce: bytes | None
+    token_checksum: str
+    token_expires: datetime
 
     async def connect(self) -> None:
         self.state = State.AWAIT_HELLO
@@ -68,6 +71,7 @@ class PodConsumer(TypedJsonConsumer):
 
     async def disconnect(self, code: int) -> None:
         self._auth_timer.cancel()
+        live_tokens.unbind(self.channel_name)
         if self.pod_id is not None and self.state is State.READY:
             await self.channel_layer.group_discard(pod_group(self.pod_id), self.channel_name)
             await database_sync_to_async(presence.mark_offline)(
@@ -78,14 +82,16 @@ class PodConsumer(TypedJsonConsumer):
 
     async def on_hello(self, content: dict[str, Any]) -> None:
         token = content.get("token")
-        pod = (
-            await database_sync_to_async(presence.pod_for_bearer)(token)
+        found = (
+            await database_sync_to_async(presence.pod_and_expiry_for_bearer)(token)
             if isinstance(token, str)
             else None
         )
-        if pod is None:
+        if found is None or not isinstance(token, str):
             await self.close(code=Close.UNAUTHENTICATED)
             return
+        pod, self.token_expires = found
+        self.token_checksum = live_tokens.checksum(token)
         self.pod_id = str(pod.pk)
         self.public_key = bytes(pod.public_key)
         self.nonce = presence.new_nonce()
@@ -113,6 +119,11 @@ class PodConsumer(TypedJsonConsumer):
             return
         self.state = State.READY
         self._auth_timer.cancel()
+        # The round's downloads and uploads with this token skip the token table meanwhile.
+        live_tokens.bind(
+            self.token_checksum,
+            live_tokens.LivePod(self.pod_id, self.token_expires, self.channel_name),
+        )
         await self.channel_layer.group_add(pod_group(self.pod_id), self.channel_name)
         replaced = await database_sync_to_async(presence.mark_online)(
             pod_id=self.pod_id, channel_name=self.channel_name
@@ -130,9 +141,7 @@ class PodConsumer(TypedJsonConsumer):
 
     async def on_ping(self, content: dict[str, Any]) -> None:
         assert self.pod_id is not None
-        await database_sync_to_async(presence.mark_seen)(
-            pod_id=self.pod_id, channel_name=self.channel_name
-        )
+        heartbeats.note(self.pod_id, self.channel_name)
         await self.send_json({"type": "pong"})
 
     async def on_round_reply(self, content: dict[str, Any]) -> None:
@@ -176,6 +185,42 @@ class PodConsumer(TypedJsonConsumer):
         """Forward a server message (a round stage) to the pod."""
         if self.state is State.READY:
             await self.send_json(event["message"])
+
+
+class Heartbeats:
+    """This process's heartbeats not yet written: one UPDATE for all of them every few seconds
+    (one per ping cost each idle pod a database connection and a write every interval)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def note(self, pod_id: str, channel_name: str) -> None:
+        self.seen[pod_id] = channel_name
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._flush_every(self.every()))
+
+    @staticmethod
+    def every() -> float:
+        """Seconds between writes: well inside the timeout that declares a silent pod gone."""
+        return float(min(5.0, settings.POD_HEARTBEAT_TIMEOUT / 6))
+
+    async def _flush_every(self, seconds: float) -> None:
+        while self.seen:
+            await asyncio.sleep(seconds)
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self.seen = self.seen, {}
+        if batch:
+            try:
+                await database_sync_to_async(presence.mark_seen_many)(batch)
+            except Exception:
+                logger.exception("heartbeats of %d pods not written", len(batch))
+
+
+heartbeats = Heartbeats()
 
 
 def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -21,13 +22,20 @@ from .services import pod_of_token
 
 def pod_for_bearer(raw_token: str) -> Pod | None:
     """The active pod a bearer token belongs to, if the token is valid with scope ``pod``."""
+    found = pod_and_expiry_for_bearer(raw_token)
+    return found[0] if found is not None else None
+
+
+def pod_and_expiry_for_bearer(raw_token: str) -> tuple[Pod, datetime] | None:
+    """:func:`pod_for_bearer`, with when the token expires."""
     checksum = hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
     token = (
         AccessToken.objects.select_related("application").filter(token_checksum=checksum).first()
     )
     if token is None or not token.is_valid(["pod"]):
         return None
-    return pod_of_token(token)
+    pod = pod_of_token(token)
+    return (pod, token.expires) if pod is not None else None
 
 
 def new_nonce() -> bytes:
@@ -46,6 +54,24 @@ def mark_online(*, pod_id: uuid.UUID | str, channel_name: str) -> str:
 
 def mark_seen(*, pod_id: uuid.UUID | str, channel_name: str) -> None:
     Pod.objects.filter(pk=pod_id, channel_name=channel_name).update(last_seen_at=timezone.now())
+
+
+# Pods per UPDATE of a batch of heartbeats (two query parameters each).
+SEEN_BATCH = 400
+
+
+def mark_seen_many(seen: Mapping[str, str]) -> int:
+    """Heartbeats of many pods, pod id → the channel that beat, in one UPDATE per batch (a row
+    whose live channel is another, the pod having reconnected elsewhere since, is left alone)."""
+    now = timezone.now()
+    items = list(seen.items())
+    updated = 0
+    for start in range(0, len(items), SEEN_BATCH):
+        matches = Q()
+        for pod_id, channel_name in items[start : start + SEEN_BATCH]:
+            matches |= Q(pk=pod_id, channel_name=channel_name)
+        updated += Pod.objects.filter(matches).update(last_seen_at=now)
+    return updated
 
 
 def mark_offline(*, pod_id: uuid.UUID | str, channel_name: str) -> None:

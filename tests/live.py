@@ -26,7 +26,7 @@ def pod_command() -> list[str]:
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
-    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
+    if "sqlite" in settings_dict["ENGINE"]:  # Django's backend or dataspace.sqlite_pool
         return f"sqlite:///{settings_dict['NAME']}"
     user = settings_dict.get("USER") or "postgres"
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""

@@ -1,7 +1,15 @@
-"""Serving model weights (safetensors) over HTTP: ETag = SHA-256, conditional GET, big chunks."""
+"""Serving model weights (safetensors) over HTTP: ETag = SHA-256, conditional GET, big chunks.
+
+A version's weights never change once stored (the ETag is their hash), so each web process
+keeps the recent ones in memory: a round's cohort downloads one object, sent in one piece,
+instead of every pod opening and reading the file.
+"""
 
 from __future__ import annotations
 
+import io
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from django.db.models.fields.files import FieldFile
@@ -14,6 +22,31 @@ from .models import ModelVersion
 
 # Django's FileResponse reads 4 KiB at a time; under ASGI each block is one message to send.
 BLOCK = 1 << 18
+# Weights kept in memory per process (bytes, all versions together); bigger ones stream.
+CACHE_BYTES = 64 << 20
+
+_cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _cached(field: FieldFile, sha256: str) -> bytes | None:
+    """A stored file (a version's weights or control variate) from this process's memory,
+    read once from storage; None when it is too big to keep (it is then streamed)."""
+    key = (field.name or "", sha256)
+    with _lock:
+        blob = _cache.get(key)
+        if blob is not None:
+            _cache.move_to_end(key)
+            return blob
+    if field.size > CACHE_BYTES // 4:
+        return None
+    with field.open("rb") as handle:
+        read: bytes = handle.read()
+    with _lock:
+        _cache[key] = read
+        while sum(len(b) for b in _cache.values()) > CACHE_BYTES:
+            _cache.popitem(last=False)
+    return read
 
 
 def weights_response(
@@ -34,9 +67,16 @@ def _file_response(
     etag = f'"{sha256}"'
     if request.headers.get("If-None-Match") == etag:
         return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    response = FileResponse(
-        field.open("rb"), content_type="application/octet-stream", **file_options
-    )
-    response.block_size = BLOCK
+    blob = _cached(field, sha256)
+    if blob is None:
+        response = FileResponse(
+            field.open("rb"), content_type="application/octet-stream", **file_options
+        )
+        response.block_size = BLOCK
+    else:
+        response = FileResponse(
+            io.BytesIO(blob), content_type="application/octet-stream", **file_options
+        )
+        response.block_size = max(len(blob), 1)  # one piece
     response["ETag"] = etag
     return response

@@ -13,7 +13,7 @@ def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
     """The global weights a round trains from, for a pod in that round's cohort (else None)."""
     participant = (
         RoundParticipant.objects.select_related("round__base_version")
-        .filter(round_id=round_id, pod=pod)
+        .filter(round_id=round_id, pod=pod, pod__status=Pod.Status.ACTIVE)
         .first()
     )
     return participant.round.base_version if participant is not None else None

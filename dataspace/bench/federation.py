@@ -2,15 +2,21 @@
 
 ``--mode round``: one SecAgg+ round with N simulated pods and a model of about P parameters
 (local training included), timed from the round's opening to its new model version.
+``--dataset``: breast screening (456 pooled records: at most 456 pods) or handwritten digits
+(1438 pooled records: rounds of up to 1438 pods).
 ``--mode connections``: N pods connect and stay connected; reports how many the one server
 holds, and the server's and simulator's memory and CPU while they idle on heartbeats.
 
 Runs on the embedded default in a fresh temporary data directory (or on DATABASE_URL/REDIS_URL
 when set), the server with DEBUG off as in production. Prints one JSON object of figures: in
-round mode also the CPU seconds the server and the simulator spent while the round ran, and
-each stage's duration (from the close times recorded on the round). Example::
+round mode also the CPU seconds the server and the simulator spent while the round ran, the
+server's CPU milliseconds per pod per round, and each stage's duration and server CPU (stages
+from the close times recorded on the round). The server's CPU is the main figure on a shared
+machine: wall times grow with whatever else runs. A child process (server or simulator) that
+exits ends the benchmark at once, with its log's last lines. Example::
 
     python -m dataspace.bench.federation --mode round --pods 100 --params 100000
+    python -m dataspace.bench.federation --mode round --dataset digits --pods 1000 --params 10000
     python -m dataspace.bench.federation --mode connections --pods 1000
 """
 
@@ -18,23 +24,77 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository: servers start from there
+
+DATASETS = ("breast_screening", "digits")
+
+
+def pooled(dataset: str) -> int:
+    """Records the pods share of a bundled data set (its held-out test split never handed out):
+    the most pods a simulation of it can have, one record each at least."""
+    from pods.agent import datasets
+
+    return len(datasets.split(datasets.load(dataset), seed=0)[0])
+
+
+class ChildExited(SystemExit):
+    """A child process (the server or the simulator) ended while the benchmark waited on it."""
+
+
+@dataclass
+class Child:
+    """A child process the benchmark waits on, and where its output goes."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def check(self) -> None:
+        """Raise :class:`ChildExited` (with the log's last lines) if the process has ended."""
+        code = self.process.poll()
+        if code is None:
+            return
+        tail = ""
+        if self.log.exists():
+            lines = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+            tail = "".join(f"\n  {line}" for line in lines)
+        raise ChildExited(f"the {self.name} exited with status {code} (log: {self.log}){tail}")
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float, children: list[Child], every: float = 0.5
+) -> bool:
+    """Poll ``predicate`` until it is truthy (True) or ``timeout`` seconds pass (False); a
+    child that exits meanwhile raises :class:`ChildExited` at once."""
+
+    def done() -> object:
+        for child in children:
+            child.check()
+        return predicate()
+
+    return wait_until(done, timeout, every)
 
 
 def _proc(pid: int) -> tuple[float, float]:
     """(resident MiB, CPU seconds) of a process, from /proc."""
     if not Path(f"/proc/{pid}/status").exists():
-        raise SystemExit(f"process {pid} has exited; see the logs in DATASPACE_DATA_DIR")
+        raise ChildExited(f"process {pid} has exited; see the logs in DATASPACE_DATA_DIR")
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -42,25 +102,103 @@ def _proc(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _stage_seconds(training_round: Any) -> dict[str, float]:
-    """Seconds each stage of a round took, from the close times the engine records on it."""
+def stage_spans(training_round: Any) -> list[tuple[str, float, float]]:
+    """(stage, start, end) in Unix seconds of each stage of a finished round, from the close
+    times the engine records on it (``metrics.closed_at``); the last span, ``aggregate``, runs
+    from the close of unmasking to the round's end."""
     from datetime import datetime
 
-    stages: dict[str, float] = {}
-    previous = training_round.started_at
+    spans = []
+    previous = training_round.started_at.timestamp()
     closed = training_round.metrics.get("closed_at", {})
     for stage, at in sorted(closed.items(), key=lambda item: item[1]):
-        when = datetime.fromisoformat(at)
-        stages[stage] = round((when - previous).total_seconds(), 2)
+        when = datetime.fromisoformat(at).timestamp()
+        spans.append((stage, previous, when))
         previous = when
-    return stages
+    if training_round.finished_at is not None:
+        spans.append(("aggregate", previous, training_round.finished_at.timestamp()))
+    return spans
 
 
-def main(argv: list[str] | None = None) -> int:
+def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """CPU seconds spent between two Unix times, from (time, cumulative CPU seconds) samples
+    (linear between samples, clamped to the first and last)."""
+
+    def at(t: float) -> float:
+        if not samples:
+            return 0.0
+        if t <= samples[0][0]:
+            return samples[0][1]
+        for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+            if t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
+        return samples[-1][1]
+
+    return max(0.0, at(end) - at(start))
+
+
+def request_spec(dataset: str, pods: int, params: int, rounds: int) -> dict[str, Any]:
+    """The benchmark's request: an MLP with one hidden layer sized so the model has about
+    ``params`` parameters, on breast screening (2 classes) or digits (10), every pod in the
+    cohort."""
+    from dataspace.demo import demo_request_spec
+    from pods.agent.datasets import DATASETS
+
+    if dataset == "breast_screening":
+        hidden = max(1, round((params - 2) / (30 + 1 + 2)))
+        return demo_request_spec(
+            rounds=rounds,
+            cohort_size=pods,
+            min_participants=pods,
+            hidden=hidden,
+            title="Benchmark",
+            standardize=([0.0] * 30, [1000.0] * 30),
+        )
+    from dataspace.catalog import BUNDLED
+
+    category, label = DATASETS[dataset]
+    fields = next(c["fields"] for c in json.loads(BUNDLED.read_text()) if c["slug"] == category)
+    features = [f["name"] for f in fields if f["name"] != label]
+    n, classes = len(features), 10
+    hidden = max(1, round((params - classes) / (n + 1 + classes)))
+    return {
+        "title": "Benchmark: handwritten digits",
+        "purpose": "Measure the service's cost per pod in a round of a thousand pods.",
+        "data": {"category": category, "features": features, "label": label},
+        "model": {
+            "layers": [
+                # Ink levels 0–16, scaled to [0, 1] by fixed constants (no data needed).
+                {"type": "standardize", "mean": [0.0] * n, "std": [16.0] * n},
+                {"type": "linear", "in_features": n, "out_features": hidden},
+                {"type": "relu"},
+                {"type": "linear", "in_features": hidden, "out_features": classes},
+            ]
+        },
+        "training": {
+            "loss": "cross_entropy",
+            "optimizer": {"type": "sgd", "lr": 0.05},
+            "local_epochs": 1,
+            "batch_size": 32,
+            "rounds": rounds,
+            "cohort_size": pods,
+            "min_participants": pods,
+        },
+        "privacy": {"secagg_threshold": 0.6},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["round", "connections"], default="round")
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--params", type=int, default=100_000, help="model size (round mode)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="the pods' data: breast_screening (≤ 456 pods; the default in round mode) or "
+        "digits (≤ 1438 pods; connections mode always uses it)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -69,7 +207,75 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hold", type=float, default=30.0, help="idle seconds to measure CPU")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="sample the server with py-spy (a dev dependency) from its start to the end of "
+        "the rounds; collapsed stacks to PATH (flamegraph.pl, speedscope.app)",
+    )
     args = parser.parse_args(argv)
+    if args.dataset is None:
+        args.dataset = "breast_screening" if args.mode == "round" else "digits"
+    if args.mode == "connections":
+        args.dataset = "digits"  # no round: the data only have to go round
+    most = pooled(args.dataset)
+    if not 1 <= args.pods <= most:
+        parser.error(
+            f"--pods must be 1 to {most} with --dataset {args.dataset} "
+            "(one pooled record per pod at least)"
+        )
+    return args
+
+
+def _time_round(
+    model_request: Any, number: int, args: argparse.Namespace, server: Child, simulator: Child
+) -> dict[str, Any]:
+    """Wait for round ``number`` of the request, sampling the server's CPU as it runs; its
+    figures (wall and CPU seconds, server CPU ms per pod for the round and for each stage)."""
+    from training.models import TrainingRound
+
+    children = [server, simulator]
+    rounds = TrainingRound.objects.filter(model_request=model_request, number=number)
+    if not wait_for(rounds.exists, args.timeout, children, every=0.05):
+        raise SystemExit(f"round {number} did not open within {args.timeout:.0f} s")
+    samples: list[tuple[float, float]] = []
+    cpu0 = _proc(server.process.pid)[1], _proc(simulator.process.pid)[1]
+
+    def finished() -> bool:
+        samples.append((time.time(), _proc(server.process.pid)[1]))
+        return rounds.filter(finished_at__isnull=False).exists()
+
+    if not wait_for(finished, args.timeout, children, every=0.05):
+        raise SystemExit(f"round {number} did not finish within {args.timeout:.0f} s")
+    cpu1 = _proc(server.process.pid)[1], _proc(simulator.process.pid)[1]
+    samples.append((time.time(), cpu1[0]))
+    done = rounds.order_by("pk").first()
+    if done is None or done.status != TrainingRound.Status.COMPLETED or done.finished_at is None:
+        raise SystemExit(f"round {number} did not complete: {done and done.status}")
+    spans = stage_spans(done)
+    per_pod = 1000 / args.pods
+    return {
+        "round_s": round((done.finished_at - done.started_at).total_seconds(), 2),
+        "survivors": done.survivors,
+        # CPU seconds each process spent meanwhile (2 cores: ≤ 2 × round_s).
+        "cpu_s": {
+            "server": round(cpu1[0] - cpu0[0], 2),
+            "simulator": round(cpu1[1] - cpu0[1], 2),
+        },
+        "server_cpu_ms_per_pod": round((cpu1[0] - cpu0[0]) * per_pod, 1),
+        "stage_s": {stage: round(end - start, 2) for stage, start, end in spans},
+        "stage_server_cpu_ms_per_pod": {
+            stage: round(cpu_between(samples, start, end) * per_pod, 1)
+            for stage, start, end in spans
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Stopped (SIGTERM): still stop the server and the simulator on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     data_dir = Path(tempfile.mkdtemp(prefix="dataspace-bench-"))
     os.environ.setdefault("DEBUG", "1")
@@ -83,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
     import django
 
-    from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
-
     django.setup()
     from django.core.management import call_command
 
@@ -92,34 +296,51 @@ def main(argv: list[str] | None = None) -> int:
     call_command("seed_demo", quiet=True)
 
     from consent.services import consent_grant
-    from dataspace.demo import demo_request_spec, demo_weights
+    from dataspace.demo import demo_weights
     from pods.models import Pod
     from pods.presence import online_pods
-    from training.models import Provider, TrainingRound
+    from training.models import Provider
     from training.modelspec import validate_spec
     from training.services import model_request_create
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(  # noqa: S603
-        server_command(port, "--log-level", "warning"),
-        cwd=ROOT,
-        # The server runs as in production (DEBUG off: no per-query bookkeeping).
-        env={
-            **os.environ,
-            "ROUNDS_TICK_IN_PROCESS": "1",
-            "SITE_URL": url,
-            "DEBUG": "0",
-            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        },
-        stdout=(data_dir / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    server_log = data_dir / "server.log"
+    server = Child(
+        "server",
+        subprocess.Popen(  # noqa: S603
+            server_command(port, "--log-level", "warning"),
+            cwd=ROOT,
+            # The server runs as in production (DEBUG off: no per-query bookkeeping).
+            env={
+                **os.environ,
+                "ROUNDS_TICK_IN_PROCESS": "1",
+                "SITE_URL": url,
+                "DEBUG": "0",
+                "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            },
+            stdout=server_log.open("wb"),
+            stderr=subprocess.STDOUT,
+        ),
+        server_log,
     )
-    simulator: subprocess.Popen[bytes] | None = None
-    figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods}
+    children = [server]
+    profiler = None
+    if args.profile is not None:
+        profiler = subprocess.Popen(  # noqa: S603
+            [
+                *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
+                *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
+                *("--output", str(args.profile)),
+            ],
+            stdout=(data_dir / "py-spy.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods, "dataset": args.dataset}
     try:
-        if not wait_answering(f"{url}/readyz", server):
+        if not wait_answering(f"{url}/readyz", server.process, args.timeout):
+            server.check()
             raise SystemExit("the server did not start")
         homes = data_dir / "pods"
         t0 = time.monotonic()
@@ -135,74 +356,50 @@ def main(argv: list[str] | None = None) -> int:
         figures["provision_s"] = round(time.monotonic() - t0, 1)
         model_request = None
         if args.mode == "round":
-            # A hidden layer sized so the model has about --params parameters.
-            hidden = max(1, round((args.params - 2) / (30 + 1 + 2)))
-            spec = demo_request_spec(
-                rounds=args.rounds,
-                cohort_size=args.pods,
-                min_participants=args.pods,
-                hidden=hidden,
-                title="Benchmark",
-                standardize=([0.0] * 30, [1000.0] * 30),
-            )
+            spec = request_spec(args.dataset, args.pods, args.params, args.rounds)
             model_request = model_request_create(
                 provider=Provider.objects.get(), spec=spec, weights=demo_weights(spec)
             )
             figures["params"] = validate_spec(model_request.spec).parameter_count
             for pod in Pod.objects.filter(name__startswith=f"bench{port}-pod-"):
                 consent_grant(user=pod.owner, model_request=model_request, pod=pod)
-        simulator = subprocess.Popen(  # noqa: S603
-            [
-                *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
-                *("--pods", str(args.pods), "--homes", str(homes), "--stats-every", "3600"),
-                # Digits has records enough for 1000 pods; the round uses breast screening.
-                *("--dataset", "breast_screening" if args.mode == "round" else "digits"),
-            ],
-            cwd=ROOT,
-            stdout=(data_dir / "pods.jsonl").open("wb"),
-            stderr=(data_dir / "pods.log").open("wb"),
+        pods_log = data_dir / "pods.log"
+        simulator = Child(
+            "simulator",
+            subprocess.Popen(  # noqa: S603
+                [
+                    *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
+                    *("--pods", str(args.pods), "--homes", str(homes)),
+                    *("--stats-every", "3600", "--dataset", args.dataset),
+                ],
+                cwd=ROOT,
+                stdout=(data_dir / "pods.jsonl").open("wb"),
+                stderr=pods_log.open("wb"),
+            ),
+            pods_log,
         )
+        children.append(simulator)
         t0 = time.monotonic()
-        connected = wait_until(lambda: online_pods().count() >= args.pods, args.timeout)
+        connected = wait_for(lambda: online_pods().count() >= args.pods, args.timeout, children)
         figures["connect_all_s"] = round(time.monotonic() - t0, 1) if connected else None
         figures["connected"] = online_pods().count()
         if model_request is not None:
-            figures["rounds"] = []
-            for number in range(1, args.rounds + 1):
-                rounds = TrainingRound.objects.filter(model_request=model_request, number=number)
-                wait_until(rounds.exists, args.timeout, every=0.05)
-                cpu0 = _proc(server.pid)[1], _proc(simulator.pid)[1]
-                wait_until(
-                    lambda: rounds.filter(finished_at__isnull=False).exists(),  # noqa: B023
-                    args.timeout,
-                    every=0.05,
-                )
-                cpu1 = _proc(server.pid)[1], _proc(simulator.pid)[1]
-                done = rounds.order_by("pk").first()
-                if (
-                    done is None
-                    or done.status != TrainingRound.Status.COMPLETED
-                    or done.finished_at is None
-                ):
-                    raise SystemExit(f"round {number} did not complete: {done and done.status}")
-                figures["rounds"].append(
-                    {
-                        "round_s": round((done.finished_at - done.started_at).total_seconds(), 2),
-                        "survivors": done.survivors,
-                        # CPU seconds each process spent meanwhile (2 cores: ≤ 2 × round_s).
-                        "cpu_s": {
-                            "server": round(cpu1[0] - cpu0[0], 2),
-                            "simulator": round(cpu1[1] - cpu0[1], 2),
-                        },
-                        "stage_s": _stage_seconds(done),
-                    }
-                )
+            figures["rounds"] = [
+                _time_round(model_request, number, args, server, simulator)
+                for number in range(1, args.rounds + 1)
+            ]
             figures["round_s"] = [r["round_s"] for r in figures["rounds"]]
-        server_mb, server_cpu0 = _proc(server.pid)
-        sim_mb, sim_cpu0 = _proc(simulator.pid)
-        time.sleep(args.hold)
-        server_mb, server_cpu1 = _proc(server.pid)
-        sim_mb, sim_cpu1 = _proc(simulator.pid)
+            figures["server_cpu_ms_per_pod"] = [
+                r["server_cpu_ms_per_pod"] for r in figures["rounds"]
+            ]
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait(60)
+        server_mb, server_cpu0 = _proc(server.process.pid)
+        sim_mb, sim_cpu0 = _proc(simulator.process.pid)
+        wait_for(lambda: False, args.hold, children)
+        server_mb, server_cpu1 = _proc(server.process.pid)
+        sim_mb, sim_cpu1 = _proc(simulator.process.pid)
         figures.update(
             {
                 "connected_after_hold": online_pods().count(),
@@ -213,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     finally:
-        stop(simulator, 30)
-        stop(server, 30)
+        for child in reversed(children):
+            stop(child.process, 30)
     print(json.dumps(figures))
     return 0
 

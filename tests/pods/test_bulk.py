@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from consent.services import consent_grant, consent_withdraw
+from pods.models import Pod
 from tests.factories import open_request
 from tests.pods.conftest import PairedPod, make_paired_pod
 from training.models import ModelVersion, RoundParticipant, TrainingRound
@@ -144,3 +149,83 @@ def test_withdrawn_consent_refuses_the_upload(
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "consent_withdrawn"
     assert not RoundParticipant.objects.get().masked_input
+
+
+def test_round_weights_are_read_from_storage_once_per_process(
+    client: Client, collecting: tuple[TrainingRound, PairedPod]
+) -> None:
+    """A cohort downloads one immutable object (keyed by the version and its hash)."""
+    training_round, paired = collecting
+    url = f"/api/v1/pod/rounds/{training_round.pk}/weights"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {paired.token}"}
+    first = b"".join(client.get(url, **auth).streaming_content)  # type: ignore[attr-defined]
+    version = training_round.base_version
+    assert version is not None
+    version.weights.storage.delete(version.weights.name)  # only the cached copy is left
+    again = client.get(url, **auth)
+    assert again.status_code == 200
+    assert b"".join(again.streaming_content) == first  # type: ignore[attr-defined]
+    assert again["Content-Length"] == str(len(first))
+
+
+@pytest.fixture
+def bound() -> Any:
+    """Tokens bound to a live channel in this process, unbound afterwards."""
+    from pods import live_tokens
+
+    channels: list[str] = []
+
+    def bind(paired: PairedPod, seconds: int = 600) -> None:
+        channel = f"test-channel-{len(channels)}"
+        channels.append(channel)
+        expires = timezone.now() + timedelta(seconds=seconds)
+        live = live_tokens.LivePod(str(paired.pod.pk), expires, channel)
+        live_tokens.bind(live_tokens.checksum(paired.token), live)
+
+    yield bind
+    for channel in channels:
+        live_tokens.unbind(channel)
+
+
+def _token_lookups(queries: CaptureQueriesContext) -> int:
+    return sum("oauth2_provider_accesstoken" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_live_channel_s_token_uploads_without_a_token_lookup(
+    client: Client, collecting: tuple[TrainingRound, PairedPod], bound: Any
+) -> None:
+    training_round, paired = collecting
+    bound(paired)
+    with CaptureQueriesContext(connection) as queries:
+        response = put(client, training_round.pk, paired.token, vector())
+    assert response.status_code == 201
+    assert _token_lookups(queries) == 0
+    url = f"/api/v1/pod/rounds/{training_round.pk}/weights"
+    with CaptureQueriesContext(connection) as queries:
+        weights = client.get(url, HTTP_AUTHORIZATION=f"Bearer {paired.token}")
+    assert weights.status_code == 200
+    assert _token_lookups(queries) == 0
+
+
+def test_a_live_channel_binds_its_own_pod_only_while_active_and_unexpired(
+    client: Client, collecting: tuple[TrainingRound, PairedPod], bound: Any
+) -> None:
+    training_round, paired = collecting
+    outsider = make_paired_pod()
+    bound(outsider)
+    refused = put(client, training_round.pk, outsider.token, vector())
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_in_round"
+    weights = f"/api/v1/pod/rounds/{training_round.pk}/weights"
+    assert client.get(weights, HTTP_AUTHORIZATION=f"Bearer {outsider.token}").status_code == 404
+    # Revoked while its connection was still being closed: the round's queries refuse it.
+    bound(paired)
+    Pod.objects.filter(pk=paired.pod.pk).update(status=Pod.Status.REVOKED)
+    assert put(client, training_round.pk, paired.token, vector()).status_code == 409
+    assert client.get(weights, HTTP_AUTHORIZATION=f"Bearer {paired.token}").status_code == 404
+    assert not RoundParticipant.objects.get().masked_input
+    # An expired binding is no binding: the token table answers (the token is still valid).
+    Pod.objects.filter(pk=paired.pod.pk).update(status=Pod.Status.ACTIVE)
+    bound(paired, seconds=-1)
+    with CaptureQueriesContext(connection) as queries:
+        assert put(client, training_round.pk, paired.token, vector()).status_code == 201
+    assert _token_lookups(queries) >= 1

@@ -60,6 +60,65 @@ async def test_handshake_heartbeat_and_presence(paired_pod: PairedPod) -> None:
     assert await database_sync_to_async(lambda: online_pods().count())() == 0
 
 
+async def test_heartbeats_are_written_in_one_batch_for_the_live_channel_only(
+    paired_pod: PairedPod,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pods.consumers import heartbeats
+
+    heartbeats.seen.clear()  # an earlier test's pings, its loop gone
+    other = await database_sync_to_async(make_paired_pod)()
+    comms = [communicator(), communicator()]
+    for comm, pod in zip(comms, (paired_pod, other), strict=True):
+        await handshake(comm, pod)
+        assert (await comm.receive_json_from())["type"] == "welcome"
+    long_ago = timezone.now() - timedelta(hours=1)
+    await database_sync_to_async(
+        lambda: Pod.objects.filter(pk__in=[paired_pod.pod.pk, other.pod.pk]).update(
+            last_seen_at=long_ago
+        )
+    )()
+    for comm in comms:
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    # The second pod reconnected elsewhere meanwhile: its old channel's beat is not its own.
+    await database_sync_to_async(
+        lambda: Pod.objects.filter(pk=other.pod.pk).update(channel_name="elsewhere")
+    )()
+    assert set(heartbeats.seen) == {str(paired_pod.pod.pk), str(other.pod.pk)}
+    await heartbeats.flush()
+    seen = dict(
+        await database_sync_to_async(lambda: list(Pod.objects.values_list("pk", "last_seen_at")))()
+    )
+    assert seen[paired_pod.pod.pk] > long_ago
+    assert seen[other.pod.pk] == long_ago
+    assert heartbeats.seen == {}
+    for comm in comms:
+        await comm.disconnect()
+
+
+async def test_a_proven_connection_binds_its_token_until_it_closes(paired_pod: PairedPod) -> None:
+    from pods import live_tokens
+
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})
+    assert (await comm.receive_json_from())["type"] == "challenge"
+    assert live_tokens.live_pod(paired_pod.token) is None  # a token alone binds nothing
+    await comm.disconnect()
+
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    live = live_tokens.live_pod(paired_pod.token)
+    assert live is not None and live.pod_id == str(paired_pod.pod.pk)
+    await comm.disconnect()
+    assert live_tokens.live_pod(paired_pod.token) is None
+
+
 async def test_bad_token_is_refused(paired_pod: PairedPod) -> None:
     comm = communicator()
     await comm.connect()

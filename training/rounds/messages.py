@@ -7,6 +7,7 @@ the database and the protocol state.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from pods.agent.protocol import MessageType, RoundEnd, Task
@@ -153,9 +154,40 @@ def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
         step = step_of(training_round.status)
         if step is None or not training_round.secagg_state:
             continue
-        server = ServerRound.from_dict(training_round.secagg_state)
+        server, key_log = _open_stage(training_round, step)
+        messages.append(stage_message(training_round, server, participant.index, step, key_log))
+    return messages
+
+
+# The open stage of the last few rounds a pod reconnected to: its protocol state and key-log
+# proofs, the same for every pod of the cohort (rebuilt per pod, a cohort reconnecting
+# mid-stage cost O(n²): n states parsed, n key-log proofs built for each pod).
+_OPEN_STAGES: OrderedDict[tuple[int, str, str, str], tuple[ServerRound, KeyLogProofs | None]] = (
+    OrderedDict()
+)
+_OPEN_STAGES_KEPT = 8
+
+
+def _open_stage(
+    training_round: TrainingRound, step: StageStep
+) -> tuple[ServerRound, KeyLogProofs | None]:
+    """The round's protocol state and (at share_keys) key-log proofs for its open stage.
+
+    Keyed by the round, its start, its status and the stage's deadline: the state changes only
+    when a stage closes, which sets a new deadline (answers wait in the participant rows)."""
+    key = (
+        training_round.pk,
+        str(training_round.started_at),
+        training_round.status,
+        str(training_round.stage_deadline),
+    )
+    cached = _OPEN_STAGES.get(key)
+    if cached is None:
         key_log = None
         if step.stage is Stage.SHARE_KEYS:
             key_log = KeyLogProofs(list(training_round.participants.all()))
-        messages.append(stage_message(training_round, server, participant.index, step, key_log))
-    return messages
+        cached = ServerRound.from_dict(training_round.secagg_state), key_log
+        _OPEN_STAGES[key] = cached
+        while len(_OPEN_STAGES) > _OPEN_STAGES_KEPT:
+            _OPEN_STAGES.popitem(last=False)
+    return cached

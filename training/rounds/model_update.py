@@ -17,9 +17,7 @@ from pods.agent.protocol import RoundEnd
 from training.models import ModelRequest, ModelVersion, RoundParticipant, RoundStatus, TrainingRound
 from training.modelspec import validate_spec
 from training.modelspec.explain import read_explanation
-from training.modelspec.federated import average_update
 from training.modelspec.server_optim import server_step
-from training.secagg.dp import epsilon_of
 from training.secagg.encoding import Layout, decode
 from training.secagg.server import UnmaskPlan
 
@@ -48,6 +46,8 @@ def _privacy(model_request: ModelRequest) -> tuple[float | None, bool]:
     dp = model_request.dp
     if not dp:
         return None, False
+    from training.secagg.dp import epsilon_of  # opacus imports torch: only where DP is on
+
     sigma, delta = float(dp["noise_multiplier"]), float(dp["delta"])
     completed = model_request.rounds_run.filter(status=RoundStatus.COMPLETED).count()
     history = [(sigma, 1.0, completed + 1)]
@@ -105,6 +105,9 @@ def finish(
 ) -> None:
     """Apply the unmasked sum ``total`` and record the round (inside the finalizing
     transaction, the round and its participants locked)."""
+    # The trainer's module imports torch (~100 MiB per process): only where a round finishes.
+    from training.modelspec.federated import average_update
+
     model_request = lock_request(training_round.model_request_id)
     survivors = [p for p in participants if p.index in set(plan.survivors)]
     totals = decode(total, layout)
