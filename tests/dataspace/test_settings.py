@@ -62,8 +62,11 @@ def test_a_closed_connection_goes_back_to_the_pool_and_is_reused() -> None:
         return pid
 
     # Without a pool each close ends a server process and the next query starts a new one.
-    pids = {backend() for _ in range(6)}
-    assert len(pids) <= connection.pool.max_size and len(pids) < 6
+    # The pool hands its idle connections out in turn (earlier tests may have left several
+    # idle), so ask more times than it can hold: only reuse keeps the processes within its size.
+    size = connection.pool.max_size
+    pids = {backend() for _ in range(2 * size + 1)}
+    assert len(pids) <= size
 
 
 def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess[str]:
