@@ -1,0 +1,56 @@
+"""Chaos: the rounds clock (Celery beat) killed for a stage, then restarted.
+
+Beat is killed with SIGKILL when round 1's share_keys stage opens. Stage closes and the next
+round's opening do not wait for the clock (the last answer, the root's commit do them), so
+the request goes on; ``/readyz`` reports the clock ``stale`` meanwhile. Once that stage has
+closed and the staleness shows, beat is started again on its (possibly half-written)
+schedule file, as a supervisor would. Prints restart → clock healthy, and asserts the request
+ends as every case does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.chaos.topology import (
+    Stack,
+    check_request,
+    kill,
+    report,
+    round_of,
+    wait_status,
+)
+from tests.live import wait_for
+
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (broker, layer)"),
+    pytest.mark.timeout(600),
+]
+
+ROUNDS = 2
+
+
+def test_the_clock_stopped_for_a_stage_and_restarted(stack: Stack) -> None:
+    stack.web_env = {"ROUNDS_CLOCK_STALE_SECONDS": "5"}
+    model_request = stack.federation([(0, 3), (1, 3)], rounds=ROUNDS, min_participants=5)
+    first = round_of(model_request, 1)
+    wait_status(first, {"share_keys", "masked_input", "consistency_check", "unmask"}, 120)
+    assert stack.beat_process is not None
+    killed_at = kill(stack.beat_process)
+
+    wait_status(
+        first, {"masked_input", "consistency_check", "unmask", "aggregating", "completed"}, 120
+    )
+    wait_for(lambda: stack.clock_state() == "stale", 60, "/readyz to report the clock stale")
+    restarted_at = time.monotonic()
+    stack.beat()
+    wait_for(lambda: stack.clock_state() == "ok", 60, "/readyz to report the clock ticking")
+    report("clock killed for a stage (restart → ticking)", time.monotonic() - restarted_at)
+    report("clock killed for a stage (kill → ticking)", time.monotonic() - killed_at)
+    check_request(stack, model_request, ROUNDS)
