@@ -29,7 +29,6 @@ from training.secagg.errors import AbortError
 
 from .ending import abort
 from .locking import lock_participants, lock_round, lock_round_row
-from .model_update import finish
 from .resending import ASKED_AT, resend_due
 
 SHARD_TASK = "training.tasks.aggregate_shard"
@@ -154,6 +153,10 @@ def aggregation_nudge(round_id: int, now: datetime) -> bool:
 
 def round_finalize(round_id: int, now: datetime | None = None) -> None:
     """The root: remove the masks from each shard sum, decode, update the model. Idempotent."""
+    # Only the root (on a worker) updates the model: web processes, which close stages and so
+    # import this module, do not load torch — a restarted web process answers seconds sooner.
+    from .model_update import finish
+
     now = now or timezone.now()
     with transaction.atomic():
         training_round, server = lock_round(round_id)

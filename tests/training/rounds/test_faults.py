@@ -410,3 +410,28 @@ def test_a_pod_retries_through_a_web_restart_as_long_as_the_stage_lasts() -> Non
     assert worker._call(restarting) == "stored"
     assert clock < worker.deadline
     assert max(waits) <= RETRY_MAX_DELAY  # back within the cap once the process answers
+
+
+def test_a_web_process_starts_without_loading_torch() -> None:
+    """A web process restarted by its supervisor keeps pods waiting until it answers; it used
+    to import torch through the aggregation module (the model update), ~4 s of CPU of its ~5 s
+    start. Only workers load it (before forking their pool: dataspace.celery)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.live import ROOT
+
+    code = (
+        "import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'dataspace.settings'); "
+        "import dataspace.asgi; print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=os.environ,
+    )
+    assert out.stdout.split()[-1] == "False"
