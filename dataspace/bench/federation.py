@@ -56,6 +56,27 @@ def _stage_seconds(training_round: Any) -> dict[str, float]:
     return stages
 
 
+def bench_setup(prefix: str, **env: str) -> Path:
+    """A fresh data directory (``DATASPACE_DATA_DIR``), ``env`` in the environment, Django set
+    up on it (or on DATABASE_URL when set), migrated and seeded. Returns the directory."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("DEBUG", "1")
+    os.environ["DATASPACE_DATA_DIR"] = str(data_dir)
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
+    if not os.environ.get("RECEIPT_SIGNING_KEY"):
+        # The server runs with DEBUG off, which (on PostgreSQL) wants the key given.
+        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_demo", quiet=True)
+    return data_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["round", "connections"], default="round")
@@ -71,28 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="dataspace-bench-"))
-    os.environ.setdefault("DEBUG", "1")
-    os.environ["DATASPACE_DATA_DIR"] = str(data_dir)
-    os.environ.update(
-        {"ROUND_STAGE_SECONDS": "120", "ROUNDS_TICK_SECONDS": "0.5", "POD_HEARTBEAT_TIMEOUT": "90"}
+    data_dir = bench_setup(
+        "dataspace-bench-",
+        ROUND_STAGE_SECONDS="120",
+        ROUNDS_TICK_SECONDS="0.5",
+        POD_HEARTBEAT_TIMEOUT="90",
     )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
-    if not os.environ.get("RECEIPT_SIGNING_KEY"):
-        # The server runs with DEBUG off, which (on PostgreSQL) wants the key given.
-        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    import django
-
-    from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
-
-    django.setup()
     from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", quiet=True)
 
     from consent.services import consent_grant
     from dataspace.demo import demo_request_spec, demo_weights
+    from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
     from pods.models import Pod
     from pods.presence import online_pods
     from training.models import Provider, TrainingRound

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dataspace.bench.federation import ROOT, _proc
+from dataspace.bench.federation import ROOT, _proc, bench_setup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,23 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("REDIS_URL"):
         raise SystemExit("the soak measures the Redis channel layer: set REDIS_URL")
 
-    data_dir = Path(tempfile.mkdtemp(prefix="dataspace-soak-"))
-    os.environ["DATASPACE_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("DEBUG", "1")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
-    if not os.environ.get("RECEIPT_SIGNING_KEY"):
-        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    import django
-
-    from dataspace.processes import free_port, server_command, stop, wait_answering
-
-    django.setup()
+    data_dir = bench_setup("dataspace-soak-")
     from django.core.management import call_command
 
+    from dataspace.processes import free_port, server_command, stop, wait_answering
     from pods.presence import online_pods
-
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", quiet=True)
 
     servers: list[subprocess.Popen[bytes]] = []
     urls = []

@@ -10,12 +10,10 @@ ends as every case does.
 
 from __future__ import annotations
 
-import os
 import time
 
-import pytest
-
 from tests.chaos.topology import (
+    MARKS,
     Stack,
     check_request,
     kill,
@@ -25,13 +23,7 @@ from tests.chaos.topology import (
 )
 from tests.live import wait_for
 
-pytestmark = [
-    pytest.mark.chaos,
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (broker, layer)"),
-    pytest.mark.timeout(600),
-]
+pytestmark = MARKS
 
 ROUNDS = 2
 

@@ -10,12 +10,10 @@ cohort still above its minimum: no retry). Prints kill → round completed.
 
 from __future__ import annotations
 
-import os
 import time
 
-import pytest
-
 from tests.chaos.topology import (
+    MARKS,
     Stack,
     check_request,
     kill,
@@ -26,13 +24,7 @@ from tests.chaos.topology import (
 )
 from training.models import TrainingRound
 
-pytestmark = [
-    pytest.mark.chaos,
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (broker, layer)"),
-    pytest.mark.timeout(600),
-]
+pytestmark = MARKS
 
 ROUNDS = 2
 

@@ -10,21 +10,20 @@ Prints kill → round completed.
 
 from __future__ import annotations
 
-import os
 import time
 
-import pytest
-
-from tests.chaos.topology import Stack, check_request, report, round_of, wait_finished, wait_status
+from tests.chaos.topology import (
+    MARKS,
+    Stack,
+    check_request,
+    report,
+    round_of,
+    wait_finished,
+    wait_status,
+)
 from training.models import TrainingRound
 
-pytestmark = [
-    pytest.mark.chaos,
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (broker, layer)"),
-    pytest.mark.timeout(600),
-]
+pytestmark = MARKS
 
 ROUNDS = 2
 

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.chaos.topology import (
+    MARKS,
     Stack,
     check_request,
     children,
@@ -31,13 +32,7 @@ from tests.chaos.topology import (
 from tests.live import wait_for
 from training.models import TrainingRound
 
-pytestmark = [
-    pytest.mark.chaos,
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (broker, layer)"),
-    pytest.mark.timeout(600),
-]
+pytestmark = MARKS
 
 ROUNDS = 2
 SHARD = "training.tasks.aggregate_shard"

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from django.core.management import call_command
 
 from consent.services import consent_grant
@@ -33,6 +34,14 @@ from tests.factories import open_request
 from tests.live import ROOT, LiveService, on_test_database, wait_for
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 
+# Every case: live processes on PostgreSQL and Redis (the fixture skips without PostgreSQL).
+MARKS = [
+    pytest.mark.chaos,
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (broker, layer)"),
+    pytest.mark.timeout(600),
+]
 # A stage is long (as in production): recovering at its deadline would show in the figures.
 STAGE_SECONDS = 60
 IN_SUM = ("masked_input", "consistency_check", "unmask")  # stages reached with an input sent
