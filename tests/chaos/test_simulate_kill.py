@@ -18,7 +18,6 @@ from tests.chaos.topology import (
     check_request,
     kill,
     report,
-    round_of,
     wait_finished,
     wait_status,
 )
@@ -31,7 +30,7 @@ ROUNDS = 2
 
 def test_a_pods_replica_killed_mid_collection_and_restarted(stack: Stack) -> None:
     model_request = stack.federation([(0, 2), (1, 2), (0, 2)], rounds=ROUNDS, min_participants=4)
-    first = round_of(model_request, 1)
+    first = stack.first_round(model_request)
     reached = wait_status(
         first, {"masked_input", "consistency_check", "unmask", "aggregating"}, 120
     )

@@ -17,7 +17,6 @@ from tests.chaos.topology import (
     Stack,
     check_request,
     report,
-    round_of,
     wait_finished,
     wait_status,
 )
@@ -30,12 +29,17 @@ ROUNDS = 2
 
 def test_a_web_process_killed_right_after_a_stage_close(stack: Stack) -> None:
     model_request = stack.federation([(0, 3), (1, 3)], rounds=ROUNDS, min_participants=5)
-    first = round_of(model_request, 1)
+    first = stack.first_round(model_request)
     closed = wait_status(first, {"masked_input", "consistency_check", "unmask", "aggregating"}, 120)
     assert closed == TrainingRound.Status.COLLECTING, "share_keys closed unseen"
 
     killed_at = stack.restart_web(0)
+    back = time.monotonic() - killed_at  # the restarted process answers /healthz
 
     wait_finished(model_request, 1, 120)
-    report("web process killed after share_keys closed", time.monotonic() - killed_at)
+    report(
+        "web process killed after share_keys closed",
+        time.monotonic() - killed_at,
+        f" (its restart answered after {back:.1f} s)",
+    )
     check_request(stack, model_request, ROUNDS)

@@ -26,7 +26,6 @@ from tests.chaos.topology import (
     queued,
     report,
     reserved_tasks,
-    round_of,
     wait_finished,
 )
 from tests.live import wait_for
@@ -44,7 +43,7 @@ def test_a_worker_killed_during_aggregation(stack: Stack) -> None:
     worker_b = stack.worker("worker-b")
     # The clock opens round 1, then pauses (no tick task in the way); worker A's only pool
     # child is stopped: the next task A takes (a shard of round 1) stays reserved, unacked.
-    first = round_of(model_request, 1)
+    first = stack.first_round(model_request)
     assert stack.beat_process is not None
     os.kill(stack.beat_process.pid, signal.SIGSTOP)
     wait_for(lambda: not reserved_tasks(), 30, "the workers to go idle")

@@ -181,7 +181,6 @@ class Stack:
         self.web("web0")
         self.web("web1")
         self.worker("worker-a")
-        self.beat()
         pods = sum(count for _, count in replicas)
         model_request = open_request(
             rounds=rounds, cohort_size=pods, min_participants=min_participants
@@ -191,7 +190,14 @@ class Stack:
         wait_for(lambda: online_pods().count() == pods, 180, "the pods to connect")
         for pod in Pod.objects.all():
             consent_grant(user=pod.owner, model_request=model_request, pod=pod)
+        self.beat()  # last: the clock starts the request with every pod consenting
         return model_request
+
+    def first_round(self, model_request: ModelRequest) -> TrainingRound:
+        """Round 1, once open; its cohort is every pod."""
+        first = round_of(model_request, 1)
+        assert first.participants.count() == Pod.objects.count()
+        return first
 
     def clock_state(self, web: int = 0) -> str:
         """The rounds clock as ``/readyz`` on web ``web`` reports it."""
@@ -260,9 +266,9 @@ def wait_finished(model_request: ModelRequest, number: int, timeout: float) -> T
     return wait_for(finished, timeout, f"round {number} to complete")  # type: ignore[no-any-return]
 
 
-def report(case: str, seconds: float) -> None:
+def report(case: str, seconds: float, detail: str = "") -> None:
     """The figure each case prints (pytest -s; CI logs): fault to recovery."""
-    print(f"\nchaos: {case}: recovered {seconds:.1f} s after the fault")
+    print(f"\nchaos: {case}: recovered {seconds:.1f} s after the fault{detail}")
 
 
 # -- the outcome every case asserts -----------------------------------------------------------
