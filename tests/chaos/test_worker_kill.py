@@ -23,13 +23,13 @@ from tests.chaos.topology import (
     check_request,
     children,
     kill,
-    queued,
     report,
     reserved_tasks,
     wait_finished,
 )
 from tests.live import wait_for
 from training.models import TrainingRound
+from training.rounds.aggregation import shards_of
 
 pytestmark = MARKS
 
@@ -53,10 +53,13 @@ def test_a_worker_killed_during_aggregation(stack: Stack) -> None:
         os.kill(child, signal.SIGSTOP)
 
     def a_holds_the_last_shard() -> bool:
-        # B has summed every other shard (nothing queued, nothing reserved but A's).
-        status = TrainingRound.objects.get(pk=first.pk).status
-        return status == TrainingRound.Status.AGGREGATING and (
-            queued() == 0 and reserved_tasks() == [SHARD]
+        # B has summed every other shard; A has the last one reserved.
+        aggregating = TrainingRound.objects.get(pk=first.pk)
+        done = aggregating.metrics.get("shards_done", [])
+        return (
+            aggregating.status == TrainingRound.Status.AGGREGATING
+            and len(done) == len(shards_of(aggregating)) - 1
+            and reserved_tasks() == [SHARD]
         )
 
     try:
