@@ -97,6 +97,12 @@ bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 100 --params 100000
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode connections --pods 1000
 
+.PHONY: bench-soak
+bench-soak: $(STAMP)  ## idle soak: 40 pods on the Redis channel layer, two web processes, 10 min; counts drops
+	env $(if $(SOAK_DATABASE_URL),DATABASE_URL=$(SOAK_DATABASE_URL),-u DATABASE_URL) DEBUG=1 \
+	  REDIS_URL=$${SOAK_REDIS_URL:-$(TEST_REDIS_URL)} \
+	  $(PY) -m dataspace.bench.soak --pods $${SOAK_PODS:-40} --duration $${SOAK_SECONDS:-600}
+
 .PHONY: bench-keylog
 bench-keylog: migrate  ## key log: proof generation/verification at 10,000 entries (core + database)
 	$(EMBEDDED_ENV) $(PY) -m pods.key_log_bench --entries 10000 --database

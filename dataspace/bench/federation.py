@@ -120,6 +120,27 @@ def stage_spans(training_round: Any) -> list[tuple[str, float, float]]:
     return spans
 
 
+def bench_setup(prefix: str, **env: str) -> Path:
+    """A fresh data directory (``DATASPACE_DATA_DIR``), ``env`` in the environment, Django set
+    up on it (or on DATABASE_URL when set), migrated and seeded. Returns the directory."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("DEBUG", "1")
+    os.environ["DATASPACE_DATA_DIR"] = str(data_dir)
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
+    if not os.environ.get("RECEIPT_SIGNING_KEY"):
+        # The server runs with DEBUG off, which (on PostgreSQL) wants the key given.
+        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("seed_demo", quiet=True)
+    return data_dir
+
+
 def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
     """CPU seconds spent between two Unix times, from (time, cumulative CPU seconds) samples
     (linear between samples, clamped to the first and last)."""
@@ -277,23 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     # Stopped (SIGTERM): still stop the server and the simulator on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    data_dir = Path(tempfile.mkdtemp(prefix="dataspace-bench-"))
-    os.environ.setdefault("DEBUG", "1")
-    os.environ["DATASPACE_DATA_DIR"] = str(data_dir)
-    os.environ.update(
-        {"ROUND_STAGE_SECONDS": "120", "ROUNDS_TICK_SECONDS": "0.5", "POD_HEARTBEAT_TIMEOUT": "90"}
+    data_dir = bench_setup(
+        "dataspace-bench-",
+        ROUND_STAGE_SECONDS="120",
+        ROUNDS_TICK_SECONDS="0.5",
+        POD_HEARTBEAT_TIMEOUT="90",
     )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
-    if not os.environ.get("RECEIPT_SIGNING_KEY"):
-        # The server runs with DEBUG off, which (on PostgreSQL) wants the key given.
-        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    import django
-
-    django.setup()
     from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", quiet=True)
 
     from consent.services import consent_grant
     from dataspace.demo import demo_weights

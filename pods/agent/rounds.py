@@ -62,9 +62,12 @@ class Transport(Protocol):
 
 # Retrying a failed HTTP call of a round (a web process restarting, a proxy's 502): capped
 # exponential back-off with jitter, at most RETRY_ATTEMPTS calls, never past the stage deadline.
-RETRY_ATTEMPTS = 8
+# The attempts outlast a default 60 s stage, so the deadline is what ends them: a web process
+# restarted by its supervisor on a loaded host took ~25 s to answer again (tests/chaos), longer
+# than 8 attempts lasted. The short cap keeps a pod at most 4 s behind a process that is back.
+RETRY_ATTEMPTS = 20
 RETRY_FIRST_DELAY = 0.5
-RETRY_MAX_DELAY = 8.0
+RETRY_MAX_DELAY = 4.0
 # Error codes that say "try again": the network failed, or the answer was no service's (a
 # gateway's HTML page). Every other code is the service's decision, and final.
 TRANSIENT_CODES = frozenset({"http_error"})

@@ -4,6 +4,11 @@ Leaves (:func:`shard_sum`, one Celery task per range) sum the committed masked i
 sum stays masked, since masks cancel only in the total. The root (:func:`round_finalize`)
 removes the remaining masks from each partial sum and hands the decoded total to the model
 update. Tasks are enqueued by name, so the engine never imports ``training.tasks``.
+
+Work lost with a killed worker is asked for again by the clock (:func:`aggregation_nudge`):
+when no shard has reported for ``ROUND_RESEND_SECONDS``, the missing shards (or the root) are
+enqueued again. Every task is idempotent and a shard's sum is written once, under the round's
+lock, by the first task to finish it; a duplicate computes and then writes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from celery import signature
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from training.models import ModelRequest, RoundStatus, TrainingRound
@@ -24,7 +29,7 @@ from training.secagg.errors import AbortError
 
 from .ending import abort
 from .locking import lock_participants, lock_round, lock_round_row
-from .model_update import finish
+from .resending import ASKED_AT, resend_due
 
 SHARD_TASK = "training.tasks.aggregate_shard"
 FINALIZE_TASK = "training.tasks.finalize_round"
@@ -88,23 +93,70 @@ def shard_sum(round_id: int, index: int) -> None:
     finally:
         for handle in handles:
             handle.close()
-    path = shard_path(round_id, index)
-    if default_storage.exists(path):
-        default_storage.delete(path)  # a retried task rewrites the same sum
-    default_storage.save(path, ContentFile(partial.astype("<u4").tobytes()))
     with transaction.atomic():
         locked = lock_round_row(round_id, "status", "metrics", "vector_length")
-        if locked is None or locked.status != RoundStatus.AGGREGATING:
-            return
+        if (
+            locked is None
+            or locked.status != RoundStatus.AGGREGATING
+            or index in locked.metrics.get("shards_done", [])
+        ):
+            return  # a duplicate (re-dispatched by the clock, redelivered) lost the race
+        # Written once, under the lock: a file here is a partial write of a killed task.
+        path = shard_path(round_id, index)
+        if default_storage.exists(path):
+            default_storage.delete(path)
+        default_storage.save(path, ContentFile(partial.astype("<u4").tobytes()))
         done = sorted({*locked.metrics.get("shards_done", []), index})
-        locked.metrics = {**locked.metrics, "shards_done": done}
+        # A shard reporting is progress: the clock asks again only after a silence.
+        locked.metrics = {
+            **locked.metrics,
+            "shards_done": done,
+            ASKED_AT: timezone.now().isoformat(),
+        }
         locked.save(update_fields=["metrics"])
         if shards_complete(locked):
             transaction.on_commit(lambda: signature(FINALIZE_TASK, args=(round_id,)).delay())
 
 
+def aggregation_nudge(round_id: int, now: datetime) -> bool:
+    """The clock, for an aggregating round where no shard has reported (and no work was
+    dispatched) for ``ROUND_RESEND_SECONDS``: enqueue the shards not done again, or the root
+    once they all are. A killed worker's task then costs that interval, not the broker's
+    visibility timeout nor the stage deadline. The round's row is taken with ``NOWAIT``: a
+    root holds it while it runs, so a locked row means a live process is finishing the
+    round (a killed one's connection, and its lock, are gone) and nothing is asked again.
+    Whether work was enqueued."""
+    try:
+        with transaction.atomic():
+            locked = (
+                TrainingRound.objects.select_for_update(nowait=True)
+                .only("status", "metrics", "vector_length", "stage_deadline", "started_at")
+                .filter(pk=round_id)
+                .first()
+            )
+            if (
+                locked is None
+                or locked.status != RoundStatus.AGGREGATING
+                or not resend_due(locked, now)
+            ):
+                return False
+            locked.metrics = {**locked.metrics, ASKED_AT: now.isoformat()}
+            locked.save(update_fields=["metrics"])
+            if shards_complete(locked):
+                transaction.on_commit(lambda: signature(FINALIZE_TASK, args=(round_id,)).delay())
+            else:
+                transaction.on_commit(lambda: dispatch_shards(round_id, only_missing=True))
+            return True
+    except DatabaseError:  # the row is locked: a root (or a shard's write) is running
+        return False
+
+
 def round_finalize(round_id: int, now: datetime | None = None) -> None:
     """The root: remove the masks from each shard sum, decode, update the model. Idempotent."""
+    # Only the root (on a worker) updates the model: web processes, which close stages and so
+    # import this module, do not load torch — a restarted web process answers seconds sooner.
+    from .model_update import finish
+
     now = now or timezone.now()
     with transaction.atomic():
         training_round, server = lock_round(round_id)

@@ -34,7 +34,8 @@ def rounds_tick(now: datetime | None = None) -> None:
     answered whose close was lost (a process killed between the last answer and the close);
     ask pods that have not answered the open stage again every ``ROUND_RESEND_SECONDS`` (its
     message may have been lost with the process that sent it);
-    re-dispatch aggregation shards that a killed worker never finished; open the next round of
+    enqueue again the aggregation work (shards, root) of a round where no shard has reported
+    for ``ROUND_RESEND_SECONDS`` (a killed worker's task, a lost enqueue); open the next round of
     a training request that has none running (e.g. after a retry found too few pods online);
     start requests that can; now and then, sweep files a killed process left behind."""
     now = now or timezone.now()
@@ -50,13 +51,11 @@ def rounds_tick(now: datetime | None = None) -> None:
             closing.round_advance(round_id, status, now)
         elif resending.resend_due(training_round, now):
             resending.stage_resend(round_id, status, now)
-    for training_round in TrainingRound.objects.filter(
-        status=RoundStatus.AGGREGATING, stage_deadline__lte=now
+    for training_round in TrainingRound.objects.filter(status=RoundStatus.AGGREGATING).only(
+        "pk", "stage_deadline", "metrics", "started_at"
     ):
-        if aggregation.shards_complete(training_round):
-            aggregation.round_finalize(training_round.pk, now)
-        else:
-            aggregation.dispatch_shards(training_round.pk, only_missing=True)
+        if resending.resend_due(training_round, now):
+            aggregation.aggregation_nudge(training_round.pk, now)
     active = TrainingRound.objects.exclude(status__in=list(FINISHED_STATUSES))
     for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.TRAINING).exclude(
         rounds_run__in=active

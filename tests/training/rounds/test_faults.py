@@ -285,3 +285,153 @@ def test_a_restarted_pod_asked_a_later_stage_declines_and_the_stage_closes_at_on
     assert answers.round_decline(pod_id=other.pod_id, round_id=training_round.pk, code="late")
     other.refresh_from_db()
     assert not other.dropped  # the finished round's history is left as it ended
+
+
+def _to_aggregation_with_lost_shards(monkeypatch: pytest.MonkeyPatch, size: int) -> TrainingRound:
+    """A round run up to aggregation whose shard tasks were lost (the worker that took them
+    was killed): collection and unmasking closed, no shard done."""
+    from training.rounds import aggregation
+
+    x, y = breast_data()
+    opened = open_round(monkeypatch, size)
+    pods = {
+        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
+    }
+    with monkeypatch.context() as lost:
+        lost.setattr(aggregation, "dispatch_shards", lambda *args, **kwargs: None)
+        while opened.outbox:
+            pod_id, message = opened.outbox.pop(0)
+            pods[pod_id].handle(message)
+    training_round = opened.round
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.AGGREGATING
+    assert training_round.metrics["shards_done"] == []
+    return training_round
+
+
+def test_the_clock_asks_again_for_shards_no_worker_reported_within_the_resend_interval(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """The worker holding a round's shard tasks was killed: the clock enqueues the missing
+    shards again once ``ROUND_RESEND_SECONDS`` pass without a report — well before the stage
+    deadline (it used to wait for it, or for the broker's visibility timeout) — and the
+    round completes with one model version."""
+    from training.models import ModelVersion
+
+    settings.ROUND_RESEND_SECONDS = 5
+    training_round = _to_aggregation_with_lost_shards(monkeypatch, 3)
+    entered = timezone.now()
+    assert training_round.stage_deadline is not None
+
+    rounds_clock.rounds_tick(entered + timezone.timedelta(seconds=2))
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.AGGREGATING  # not yet due
+
+    asked = entered + timezone.timedelta(seconds=6)
+    assert asked < training_round.stage_deadline
+    rounds_clock.rounds_tick(asked)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    assert (
+        ModelVersion.objects.filter(
+            model_request=training_round.model_request, round_number=1
+        ).count()
+        == 1
+    )
+
+
+def test_a_shard_task_finishing_after_its_duplicate_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Two tasks for one shard (the clock asked again while the first was slow): the first to
+    finish writes the sum and the root runs; the late one writes nothing — before, it saved its
+    sum after the root had deleted the shards, a file left behind."""
+    from django.core.files.storage import default_storage
+
+    from training.rounds import aggregation
+
+    settings.ROUND_AGGREGATION_SHARDS = 1
+    training_round = _to_aggregation_with_lost_shards(monkeypatch, 3)
+    sums = aggregation.sum_range
+    calls = 0
+
+    def slow_sum(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the slow task: its duplicate runs, and finishes the round, meanwhile
+            aggregation.shard_sum(training_round.pk, 0)
+        return sums(*args)
+
+    monkeypatch.setattr(aggregation, "sum_range", slow_sum)
+    aggregation.shard_sum(training_round.pk, 0)
+    assert calls == 2
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    folder = f"aggregates/round-{training_round.pk}"
+    assert not default_storage.exists(folder) or default_storage.listdir(folder)[1] == []
+
+
+def test_a_pod_retries_through_a_web_restart_as_long_as_the_stage_lasts() -> None:
+    """A web process restarted by its supervisor on a loaded host answered again only ~25 s
+    later (tests/chaos): the pod's upload must keep being retried until then — within the
+    stage's deadline — not give up after a fixed count of attempts (8: as little as 16 s)."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+
+    from pods.agent.rounds import RETRY_MAX_DELAY, RoundWorker
+
+    worker = RoundWorker(identity=None, transport=None, data=None, pinned_keys={})  # type: ignore[arg-type]
+    start = clock = datetime(2026, 1, 1, tzinfo=UTC)
+    worker.now = lambda: clock
+    worker.deadline = start + timedelta(seconds=60)
+
+    class Shortest(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a  # the shortest waits the jitter allows: the fewest seconds per attempt
+
+    worker.rng = Shortest()
+    waits: list[float] = []
+
+    def advance(seconds: float) -> None:
+        nonlocal clock
+        waits.append(seconds)
+        clock += timedelta(seconds=seconds)
+
+    worker.sleep = advance
+
+    def restarting() -> str:
+        if clock < start + timedelta(seconds=30):
+            raise httpx.ConnectError("connection refused")
+        return "stored"
+
+    assert worker._call(restarting) == "stored"
+    assert clock < worker.deadline
+    assert max(waits) <= RETRY_MAX_DELAY  # back within the cap once the process answers
+
+
+def test_a_web_process_starts_without_loading_torch() -> None:
+    """A web process restarted by its supervisor keeps pods waiting until it answers; it used
+    to import torch through the aggregation module (the model update), ~4 s of CPU of its ~5 s
+    start. Only workers load it (before forking their pool: dataspace.celery)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.live import ROOT
+
+    code = (
+        "import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'dataspace.settings'); "
+        "import dataspace.asgi; print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=os.environ,
+    )
+    assert out.stdout.split()[-1] == "False"
