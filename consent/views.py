@@ -20,7 +20,8 @@ from dataspace.errors import DomainError
 
 from . import receipts, selectors, services
 from .forms import DecisionForm, PauseForm, SignUpForm
-from .models import Consent
+from .models import Consent, ConsentRule
+from .rules import rule_of_event
 
 
 class AuthedRequest(HttpRequest):
@@ -118,7 +119,16 @@ def request_decide(request: AuthedRequest, request_id: uuid.UUID) -> HttpRespons
 @require_GET
 def consent_list(request: AuthedRequest) -> HttpResponse:
     consents = list(selectors.consents_of(request.user))
-    return render(request, "consent/consent_list.html", {"consents": consents})
+    rule_ids = set(ConsentRule.objects.filter(user=request.user).values_list("pk", flat=True))
+    rows = []
+    for consent in consents:
+        events = list(consent.events.all())
+        # The decision stands as a rule made it: shown with one click to change the rule.
+        rule = rule_of_event(events[-1]) if events else None
+        if rule is not None:
+            rule = {**rule, "exists": rule.get("id") in rule_ids}
+        rows.append((consent, rule))
+    return render(request, "consent/consent_list.html", {"consents": consents, "rows": rows})
 
 
 @login_required
