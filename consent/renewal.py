@@ -40,7 +40,7 @@ def consent_renew(
     """Extend a given (or expired) consent by ``CONSENT_TTL_DAYS`` from now, keeping its pod."""
     now = now or timezone.now()
     locked = (
-        Consent.objects.select_for_update()
+        Consent.objects.select_for_update(of=("self",))
         .select_related("model_request", "pod")
         .filter(pk=consent.pk, user=user)
         .first()
