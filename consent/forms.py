@@ -111,7 +111,7 @@ class RuleForm(forms.ModelForm[ConsentRule]):
         self.fields["cohort_below"].validators.append(MinValueValidator(2))
         if self.instance.pk is not None:
             value = self.instance.special_category
-            self.initial["special_category"] = {True: "yes", False: "no"}.get(value, ANY)  # type: ignore[call-overload]
+            self.initial["special_category"] = ANY if value is None else ("yes" if value else "no")
 
 
 class NotificationPreferenceForm(forms.ModelForm[NotificationPreference]):

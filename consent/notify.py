@@ -52,7 +52,7 @@ UNSUBSCRIBE_SALT = "consent.notifications.unsubscribe"
 
 
 def notification_title(n: Notification) -> str:
-    p = n.params
+    p: dict[str, object] = n.params
     if n.kind == Kind.NEW_REQUEST:
         return _("A new request may interest you: “%(title)s”") % p
     if n.kind == Kind.EXPIRING:
@@ -65,7 +65,7 @@ def notification_title(n: Notification) -> str:
 
 
 def notification_body(n: Notification) -> str:
-    p = n.params
+    p: dict[str, object] = n.params
     if n.kind == Kind.NEW_REQUEST:
         return (
             _(

@@ -166,9 +166,9 @@ def rules_apply_to_request(model_request: ModelRequest, now: datetime | None = N
         by_user.setdefault(rule.user_id, []).append(rule)
     declined = 0
     for user_rules in by_user.values():
-        action, rule = rule_decision(user_rules, model_request)
-        if action == RuleAction.DECLINE and rule is not None:
-            declined += _decline_by_rule(rule.user, model_request, rule, now)
+        action, deciding = rule_decision(user_rules, model_request)
+        if action == RuleAction.DECLINE and deciding is not None:
+            declined += _decline_by_rule(deciding.user, model_request, deciding, now)
     return declined
 
 
