@@ -20,7 +20,7 @@ from dataspace.errors import DomainError
 
 from . import receipts, selectors, services
 from .forms import DecisionForm, PauseForm, SignUpForm
-from .models import Consent, ConsentRule
+from .models import Consent, ConsentRule, Notification
 from .rules import rule_of_event
 
 
@@ -64,6 +64,7 @@ def home(request: AuthedRequest) -> HttpResponse:
         "active": active,
         "paused": selectors.training_paused(user),
         "has_pods": selectors.active_pods(user).exists(),
+        "inbox_unread": Notification.objects.filter(user=user, read_at__isnull=True).count(),
     }
     return render(request, "consent/home.html", context)
 
