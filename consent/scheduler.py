@@ -43,6 +43,7 @@ def notifications_tick(now: datetime | None = None) -> TickResult:
 
 
 _thread: threading.Thread | None = None
+_stop = threading.Event()
 _lock = threading.Lock()
 
 
@@ -64,8 +65,9 @@ def start_in_process() -> bool:
         return False
     with _lock:
         if _thread is None or not _thread.is_alive():
+            _stop.clear()
             _thread = threading.Thread(
-                target=_loop, args=(threading.Event(),), name="notifications", daemon=True
+                target=_loop, args=(_stop,), name="notifications", daemon=True
             )
             _thread.start()
             logger.info(
@@ -73,3 +75,13 @@ def start_in_process() -> bool:
                 settings.NOTIFICATIONS_TICK_SECONDS,
             )
     return True
+
+
+def stop_in_process(timeout: float = 30.0) -> None:
+    """Stop the in-process scheduler after its current tick (tests; a server simply exits)."""
+    global _thread
+    with _lock:
+        _stop.set()
+        if _thread is not None:
+            _thread.join(timeout)
+        _thread = None

@@ -222,3 +222,40 @@ def test_an_unreachable_mail_server_leaves_messages_pending(settings: Any) -> No
     with pytest.raises(ConnectionRefusedError):
         notifications_send()  # the connection fails before any message is claimed
     assert Notification.objects.get(user=user).email_state == "pending"
+
+
+def test_beat_schedules_the_notifications_tick_that_workers_run() -> None:
+    from celery.app.utils import find_app
+
+    from consent import tasks
+
+    app = find_app("dataspace")
+    scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert "consent.tasks.notifications_tick" in scheduled
+    assert tasks.notifications_tick.name == "consent.tasks.notifications_tick"
+    app.loader.import_default_modules()
+    assert "consent.tasks.notifications_tick" in app.tasks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_in_process_scheduler_sends_from_its_own_thread(smtp: Inbox, settings: Any) -> None:
+    from consent import scheduler
+
+    settings.NOTIFICATIONS_IN_PROCESS = True
+    settings.NOTIFICATIONS_TICK_SECONDS = 0.2
+    user = UserFactory()
+    Notification.objects.create(
+        user=user, kind="withdrawn", subject="z", params={"title": "T"}, link="/consents/"
+    )
+    assert scheduler.start_in_process()
+    try:
+        deadline = timezone.now() + timedelta(seconds=60)
+        while (
+            timezone.now() < deadline
+            and not Notification.objects.filter(user=user, email_state="sent").exists()
+        ):
+            threading.Event().wait(0.1)
+    finally:
+        scheduler.stop_in_process()
+    assert Notification.objects.get(user=user).email_state == "sent"
+    assert [str(m["To"]) for m in smtp.take()] == [user.email]
