@@ -92,6 +92,16 @@ def notification_body(n: Notification) -> str:
     )
 
 
+def notification_action(n: Notification) -> str:
+    """The words of the message's link."""
+    return {
+        Kind.NEW_REQUEST: _("Read the notice and decide"),
+        Kind.EXPIRING: _("Renew"),
+        Kind.COMPLETED: _("See the request"),
+        Kind.WITHDRAWN: _("My consents"),
+    }[Kind(n.kind)]
+
+
 # -- step 1: what deserves a message ------------------------------------------------------------
 
 

@@ -22,7 +22,12 @@ from dataspace.errors import DomainError
 from . import selectors, services
 from .forms import NotificationPreferenceForm, RenewForm, RuleForm
 from .models import ConsentRule, Notification, NotificationPreference
-from .notify import notification_body, notification_title, unsubscribe_read
+from .notify import (
+    notification_action,
+    notification_body,
+    notification_title,
+    unsubscribe_read,
+)
 from .renewal import consent_renew
 from .rules import rule_text, rules_apply_for_user, rules_of
 from .views import AuthedRequest
@@ -97,7 +102,9 @@ def rule_delete(request: AuthedRequest, rule_id: int) -> HttpResponseBase:
 @require_http_methods(["GET"])
 def inbox(request: AuthedRequest) -> HttpResponse:
     notes = list(Notification.objects.filter(user=request.user)[:100])
-    items = [(n, notification_title(n), notification_body(n)) for n in notes]
+    items = [
+        (n, notification_title(n), notification_body(n), notification_action(n)) for n in notes
+    ]
     unread = [n.pk for n in notes if n.read_at is None]
     if unread:
         Notification.objects.filter(pk__in=unread).update(read_at=timezone.now())
