@@ -21,7 +21,7 @@ from dataspace.errors import DomainError
 from . import receipts, selectors, services
 from .forms import DecisionForm, PauseForm, SignUpForm
 from .models import Consent, ConsentRule, Notification
-from .rules import rule_of_event
+from .rules import rule_of_event, rule_text, rules_of
 
 
 class AuthedRequest(HttpRequest):
@@ -172,6 +172,9 @@ def consent_export(request: AuthedRequest) -> HttpResponse:
         "exported_at": timezone.now().isoformat(),
         "training_paused": subject.training_paused,
         "consents": [receipts.receipt_signed(c) for c in selectors.consents_of(request.user)],
+        "rules": [
+            {"id": r.pk, "action": r.action, "text": rule_text(r)} for r in rules_of(request.user)
+        ],
         "participation": [r.as_dict() for r in selectors.participation_of(request.user)],
     }
     response = HttpResponse(

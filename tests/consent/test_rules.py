@@ -180,3 +180,33 @@ def test_no_rule_ever_agrees_to_special_category_data(
         assert consent.status == Consent.Status.REFUSED
         assert {e.method for e in consent.events.all()} == {"rule"}
     assert not Consent.objects.filter(user=user, status=Consent.Status.GIVEN).exists()
+
+
+def test_rules_are_in_the_persons_export_and_pages_are_theirs_only(client: Any) -> None:
+    user, other = UserFactory(), UserFactory()
+    rule = _rule(user, special_category=True, action=RuleAction.DECLINE)
+    client.force_login(user)
+    export = client.get("/consents/export.json").json()
+    text = "Decline requests on special-category (GDPR Art. 9) data automatically."
+    assert export["rules"] == [{"id": rule.pk, "action": "decline", "text": text}]
+    assert client.get("/rules/").status_code == 200
+    client.force_login(other)
+    assert client.get(f"/rules/{rule.pk}/").status_code == 404
+    assert client.post(f"/rules/{rule.pk}/delete/").status_code == 404
+    assert ConsentRule.objects.filter(pk=rule.pk).exists()
+
+
+def test_a_rule_saved_in_the_portal_applies_at_once(client: Any) -> None:
+    model_request = open_request()
+    user = UserFactory()
+    client.force_login(user)
+    response = client.post(
+        "/rules/", {"special_category": "yes", "action": "decline", "epsilon_above": "-1"}
+    )
+    assert response.status_code == 400  # a negative budget is refused; nothing saved
+    assert not ConsentRule.objects.filter(user=user).exists()
+    response = client.post("/rules/", {"special_category": "yes", "action": "decline"})
+    assert response.status_code == 302
+    consent = Consent.objects.get(user=user, model_request=model_request)
+    assert consent.status == Consent.Status.REFUSED
+    assert client.get("/consents/").content.count(b"Declined automatically by your rule") == 1
