@@ -3,10 +3,7 @@ each, with working links; the scheduler run twice sends nothing twice."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +11,6 @@ from email.message import Message
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
@@ -24,6 +20,7 @@ from consent.models import ConsentRule, DataSubject, Notification, NotificationP
 from consent.notify import notifications_send
 from consent.scheduler import notifications_tick
 from tests.factories import PodFactory, UserFactory, open_request
+from tests.smtp import Inbox, free_port, smtp_server
 from training.models import ModelRequest
 
 pytestmark = pytest.mark.django_db
@@ -31,34 +28,9 @@ pytestmark = pytest.mark.django_db
 SITE = "http://portal.test"
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-            self.messages.append(message)
-        return "250 Message accepted for delivery"
-
-    def take(self) -> list[Message]:
-        with self.lock:
-            taken, self.messages = self.messages, []
-        return taken
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp(settings: Any) -> Iterator[Inbox]:
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
-    controller.start()
+    inbox, controller = smtp_server()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = controller.port
@@ -212,7 +184,7 @@ def test_a_claimed_message_is_never_sent_again(smtp: Inbox) -> None:
 
 def test_an_unreachable_mail_server_leaves_messages_pending(settings: Any) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", _free_port()  # nobody listens
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nobody listens
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_TIMEOUT = 5
     user = UserFactory()
