@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import Consent, ConsentEvent, DataSubject, PrivacyNotice
+from .models import Consent, ConsentEvent, DataSubject, Notification, PrivacyNotice
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
@@ -51,3 +51,13 @@ class PrivacyNoticeAdmin(ReadOnlyAdmin):
 @admin.register(DataSubject)
 class DataSubjectAdmin(ReadOnlyAdmin):
     list_display = ("pseudonym", "training_paused", "paused_changed_at")
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """Delivery state for operators (a failed mail server shows here); who and what is in the
+    person's own inbox."""
+
+    list_display = ("pk", "kind", "email_state", "email_attempts", "created_at", "emailed_at")
+    list_filter = ("kind", "email_state")
+    fields = ("kind", "email_state", "email_attempts", "created_at", "emailed_at")

@@ -12,8 +12,15 @@ from pods.agent.protocol import canonical_json
 
 from .models import GENESIS_HASH, ConsentEvent
 
-# Event types that set a consent's status; the last one must agree with the consent row.
-STATUS_EVENTS = {"given", "refused", "withdrawn", "expired"}
+# Event types that set a consent's status, and the status each sets; the last one must agree
+# with the consent row. A renewal keeps (or makes) the consent given.
+STATUS_EVENTS = {
+    "given": "given",
+    "renewed": "given",
+    "refused": "refused",
+    "withdrawn": "withdrawn",
+    "expired": "expired",
+}
 
 
 def event_digest(
@@ -81,7 +88,7 @@ def verify_chain(consent_id: str, status: str, events: Iterable[ConsentEvent]) -
         if digest_of(event) != event.hash:
             breaks.append(ChainBreak(consent_id, event.seq, "content does not match its hash"))
         if event.event_type in STATUS_EVENTS:
-            last_status = event.event_type
+            last_status = STATUS_EVENTS[event.event_type]
         expected_prev = event.hash
         expected_seq = event.seq + 1
     if expected_seq == 1:

@@ -5,8 +5,13 @@ from typing import Any
 from django import forms
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 from django.contrib.auth.models import User
+from django.core.validators import MinValueValidator
+from django.utils.translation import gettext_lazy as _
 
 from pods.models import Pod
+from training.models import PurposeCategory
+
+from .models import ConsentRule, NotificationKind, NotificationPreference, RuleAction
 
 
 class SignUpForm(UserCreationForm[User]):
@@ -41,3 +46,80 @@ class PauseForm(forms.Form):
     paused = forms.TypedChoiceField(
         choices=[("1", "Pause"), ("0", "Resume")], coerce=lambda v: v == "1"
     )
+
+
+# -- standing preferences, notifications and renewal (issue 15) ---------------------------------
+
+ANY = ""
+
+
+class RuleForm(forms.ModelForm[ConsentRule]):
+    special_category = forms.TypedChoiceField(
+        label=_("Special-category data (GDPR Art. 9, e.g. health)"),
+        choices=[
+            (ANY, _("Any data")),
+            ("yes", _("Only special-category data")),
+            ("no", _("Only data that is not special-category")),
+        ],
+        coerce=lambda v: {"yes": True, "no": False}.get(v),
+        empty_value=None,
+        required=False,
+    )
+    purpose_category = forms.ChoiceField(
+        label=_("Purpose"),
+        choices=[(ANY, _("Any purpose")), *PurposeCategory.choices],
+        required=False,
+    )
+    action = forms.ChoiceField(
+        label=_("What to do"),
+        choices=RuleAction.choices,
+        initial=RuleAction.ASK,
+        widget=forms.RadioSelect,
+        help_text=_("A rule never agrees for you: agreeing is always your own act."),
+    )
+
+    class Meta:
+        model = ConsentRule
+        fields = (
+            "provider",
+            "purpose_category",
+            "data_category",
+            "special_category",
+            "without_dp",
+            "epsilon_above",
+            "cohort_below",
+            "action",
+        )
+        labels = {
+            "provider": _("Provider"),
+            "data_category": _("Data category"),
+            "without_dp": _("Only requests without differential privacy"),
+            "epsilon_above": _("Only requests whose privacy budget ε is above"),
+            "cohort_below": _("Only requests that may train in groups smaller than"),
+        }
+        help_texts = {
+            "epsilon_above": _("Requests without differential privacy count as above any budget."),
+            "cohort_below": _("people (the request's smallest allowed group)"),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["provider"].empty_label = _("Any provider")  # type: ignore[attr-defined]
+        self.fields["data_category"].empty_label = _("Any data category")  # type: ignore[attr-defined]
+        self.fields["epsilon_above"].min_value = 0  # type: ignore[attr-defined]
+        self.fields["epsilon_above"].validators.append(MinValueValidator(0))
+        self.fields["cohort_below"].validators.append(MinValueValidator(2))
+        if self.instance.pk is not None:
+            value = self.instance.special_category
+            self.initial["special_category"] = ANY if value is None else ("yes" if value else "no")
+
+
+class NotificationPreferenceForm(forms.ModelForm[NotificationPreference]):
+    class Meta:
+        model = NotificationPreference
+        fields = ("new_request", "expiring", "completed", "withdrawn")
+        labels = {kind: label for kind, label in NotificationKind.choices}
+
+
+class RenewForm(forms.Form):
+    notice_hash = forms.RegexField(regex=r"^[0-9a-f]{64}$", widget=forms.HiddenInput)

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 GENESIS_HASH = "0" * 64
 
@@ -121,6 +122,7 @@ class EventType(models.TextChoices):
     WITHDRAWN = "withdrawn", "Consent withdrawn"
     EXPIRED = "expired", "Consent expired"
     POD_ASSIGNED = "pod_assigned", "Pod assigned"
+    RENEWED = "renewed", _("Consent renewed")
 
 
 class EventMethod(models.TextChoices):
@@ -128,6 +130,8 @@ class EventMethod(models.TextChoices):
     API = "api", "API"
     DEVICE = "device", "Device"
     SYSTEM = "system", "System"
+    # A standing rule the person wrote decided for them (it only ever declines).
+    RULE = "rule", _("Your standing rule")
 
 
 class AppendOnlyQuerySet(models.QuerySet["ConsentEvent"]):
@@ -185,3 +189,129 @@ class ConsentEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("Consent events are append-only; they cannot be deleted.")
+
+
+# -- standing preferences (issue 15) ----------------------------------------------------------
+
+
+class RuleAction(models.TextChoices):
+    """What a standing rule does with a matching request. There is deliberately no "agree":
+    consent, and above all explicit consent to special-category data (GDPR Art. 9(2)(a)),
+    is always the person's own act."""
+
+    DECLINE = "decline", _("Decline automatically")
+    NOTIFY = "notify", _("Notify me")
+    ASK = "ask", _("Ask me")
+
+
+class ConsentRule(models.Model):
+    """A person's standing preference: every condition given must hold for a request to match
+    (an empty condition matches any request)."""
+
+    Action = RuleAction
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consent_rules"
+    )
+    provider = models.ForeignKey(
+        "training.Provider", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    purpose_category = models.CharField(max_length=64, blank=True)
+    data_category = models.ForeignKey(
+        "dataspace.DataCategory", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    # None: any data; True: only special-category (Art. 9) data; False: only other data.
+    special_category = models.BooleanField(null=True, blank=True)
+    without_dp = models.BooleanField(default=False)
+    epsilon_above = models.FloatField(null=True, blank=True)
+    cohort_below = models.PositiveIntegerField(null=True, blank=True)
+    action = models.CharField(max_length=16, choices=RuleAction.choices, default=RuleAction.ASK)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user_id", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=RuleAction.values), name="consent_rule_action_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(epsilon_above__isnull=True) | Q(epsilon_above__gte=0),
+                name="consent_rule_epsilon_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rule {self.pk} ({self.action})"
+
+
+# -- notifications (issue 15) -------------------------------------------------------------------
+
+
+class NotificationKind(models.TextChoices):
+    NEW_REQUEST = "new_request", _("New requests that match your data")
+    EXPIRING = "expiring", _("Consents about to expire")
+    COMPLETED = "completed", _("Requests you took part in are completed")
+    WITHDRAWN = "withdrawn", _("Confirmation of a withdrawal")
+
+
+class EmailState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"  # claimed; never sent again, even if the sender died
+    SENT = "sent", "Sent"
+    SKIPPED = "skipped", "Not sent (no address or switched off)"
+    FAILED = "failed", "Failed"
+
+
+class Notification(models.Model):
+    """One message to one person, in the portal inbox and (maybe) by e-mail. At most one per
+    (person, kind, subject): the row is claimed before anything is sent, so a retried or
+    doubled scheduler run never sends twice."""
+
+    Kind = NotificationKind
+    EmailState = EmailState
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    subject = models.CharField(max_length=200, help_text="What it is about (request, consent).")
+    params = models.JSONField(default=dict, blank=True)
+    link = models.CharField(max_length=500, help_text="Portal path the message points to.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    email_state = models.CharField(
+        max_length=16, choices=EmailState.choices, default=EmailState.PENDING
+    )
+    email_attempts = models.PositiveSmallIntegerField(default=0)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "kind", "subject"], name="notification_once_per_subject"
+            )
+        ]
+        indexes = [models.Index(fields=["email_state"], name="notification_email_state")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} notification {self.pk}"
+
+
+class NotificationPreference(models.Model):
+    """Which kinds of notification a person also gets by e-mail (the inbox always has them)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preference"
+    )
+    new_request = models.BooleanField(default=True)
+    expiring = models.BooleanField(default=True)
+    completed = models.BooleanField(default=True)
+    withdrawn = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"notification preference of user {self.user_id}"
+
+    def emails(self, kind: str) -> bool:
+        return bool(getattr(self, kind))

@@ -180,6 +180,8 @@ def receipt_build(consent: Consent) -> dict[str, Any]:
                 "notice_hash": e.notice_hash,
                 "prev_hash": e.prev_hash,
                 "hash": e.hash,
+                # A decision made by the person's standing rule names the rule (id and text).
+                **({"rule": e.detail["rule"]} if "rule" in e.detail else {}),
             }
             for e in events
         ],

@@ -69,7 +69,7 @@ def notice_current(model_request: ModelRequest, language: str = "en") -> Privacy
     return notice
 
 
-def _append_event(
+def append_event(
     consent: Consent,
     *,
     event_type: str,
@@ -108,7 +108,7 @@ def _append_event(
     )
 
 
-def _require_open(model_request: ModelRequest) -> None:
+def require_open(model_request: ModelRequest) -> None:
     if not model_request.is_open:
         raise DomainError(
             f"This request is {model_request.get_status_display().lower()}; "
@@ -134,7 +134,7 @@ def _usable_pod(user: User, pod: Pod | None) -> Pod | None:
     return pod
 
 
-def _check_seen(notice: PrivacyNotice, seen_notice_hash: str | None) -> None:
+def check_seen(notice: PrivacyNotice, seen_notice_hash: str | None) -> None:
     if seen_notice_hash is not None and seen_notice_hash != notice.content_hash:
         raise Conflict(
             "The notice changed since you opened it. Please read the current version.",
@@ -189,10 +189,13 @@ def consent_grant(
     now: datetime | None = None,
 ) -> Consent:
     """Give consent to the request's current notice. Granting again is idempotent."""
+    if method == Method.RULE:
+        # Consent is the person's own act; a standing rule may decline, never agree.
+        raise DomainError("A standing rule cannot give consent.", code="rule_cannot_agree")
     now = now or timezone.now()
-    _require_open(model_request)
+    require_open(model_request)
     notice = notice_current(model_request)
-    _check_seen(notice, seen_notice_hash)
+    check_seen(notice, seen_notice_hash)
     pod = _usable_pod(user, pod)
     actor = actor_for(user)
     consent = _decide(
@@ -214,7 +217,7 @@ def consent_grant(
             if pod is not None and consent.pod_id != pod.pk:
                 consent.pod = pod
                 consent.save(update_fields=["pod", "updated_at"])
-                _append_event(
+                append_event(
                     consent,
                     event_type=ConsentEvent.Type.POD_ASSIGNED,
                     at=now,
@@ -234,7 +237,7 @@ def consent_grant(
             consent.pod = pod
         consent.save()
     detail = {"pod": pod.fingerprint} if pod is not None else {}
-    _append_event(
+    append_event(
         consent,
         event_type=ConsentEvent.Type.GIVEN,
         at=now,
@@ -253,12 +256,13 @@ def consent_refuse(
     seen_notice_hash: str | None = None,
     method: str = Method.PORTAL,
     now: datetime | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> Consent:
     """Decline a request. Declining again is idempotent; a given consent is withdrawn instead."""
     now = now or timezone.now()
-    _require_open(model_request)
+    require_open(model_request)
     notice = notice_current(model_request)
-    _check_seen(notice, seen_notice_hash)
+    check_seen(notice, seen_notice_hash)
     consent = _decide(
         user=user,
         model_request=model_request,
@@ -281,8 +285,13 @@ def consent_refuse(
         consent.plan_hash = model_request.plan_hash
         consent.decided_at = now
         consent.save()
-    _append_event(
-        consent, event_type=ConsentEvent.Type.REFUSED, at=now, actor=actor_for(user), method=method
+    append_event(
+        consent,
+        event_type=ConsentEvent.Type.REFUSED,
+        at=now,
+        actor=actor_for(user),
+        method=method,
+        detail=detail,
     )
     return consent
 
@@ -314,7 +323,7 @@ def consent_withdraw(
     locked.status = Consent.Status.WITHDRAWN
     locked.withdrawn_at = locked.decided_at = now
     locked.save()
-    _append_event(
+    append_event(
         locked,
         event_type=ConsentEvent.Type.WITHDRAWN,
         at=now,
@@ -339,7 +348,7 @@ def consent_expire_due(*, now: datetime | None = None) -> int:
         consent.status = Consent.Status.EXPIRED
         consent.decided_at = now
         consent.save()
-        _append_event(
+        append_event(
             consent,
             event_type=ConsentEvent.Type.EXPIRED,
             at=now,

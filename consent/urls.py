@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_prefs
 
 app_name = "portal"
 
@@ -14,4 +14,15 @@ urlpatterns = [
     path("consents/<uuid:consent_id>/receipt.json", views.consent_receipt, name="receipt"),
     path("participation/", views.participation, name="participation"),
     path("settings/pause/", views.training_pause, name="pause"),
+    path("consents/<uuid:consent_id>/renew/", views_prefs.consent_renew_view, name="renew"),
+    path("rules/", views_prefs.rule_list, name="rules"),
+    path("rules/<int:rule_id>/", views_prefs.rule_edit, name="rule_edit"),
+    path("rules/<int:rule_id>/delete/", views_prefs.rule_delete, name="rule_delete"),
+    path("inbox/", views_prefs.inbox, name="inbox"),
+    path(
+        "settings/notifications/",
+        views_prefs.notification_settings,
+        name="notification_settings",
+    ),
+    path("unsubscribe/<str:token>/", views_prefs.unsubscribe, name="unsubscribe"),
 ]

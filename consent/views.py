@@ -20,7 +20,8 @@ from dataspace.errors import DomainError
 
 from . import receipts, selectors, services
 from .forms import DecisionForm, PauseForm, SignUpForm
-from .models import Consent
+from .models import Consent, ConsentRule, Notification
+from .rules import rule_of_event, rule_text, rules_of
 
 
 class AuthedRequest(HttpRequest):
@@ -63,6 +64,7 @@ def home(request: AuthedRequest) -> HttpResponse:
         "active": active,
         "paused": selectors.training_paused(user),
         "has_pods": selectors.active_pods(user).exists(),
+        "inbox_unread": Notification.objects.filter(user=user, read_at__isnull=True).count(),
     }
     return render(request, "consent/home.html", context)
 
@@ -118,7 +120,16 @@ def request_decide(request: AuthedRequest, request_id: uuid.UUID) -> HttpRespons
 @require_GET
 def consent_list(request: AuthedRequest) -> HttpResponse:
     consents = list(selectors.consents_of(request.user))
-    return render(request, "consent/consent_list.html", {"consents": consents})
+    rule_ids = set(ConsentRule.objects.filter(user=request.user).values_list("pk", flat=True))
+    rows = []
+    for consent in consents:
+        events = list(consent.events.all())
+        # The decision stands as a rule made it: shown with one click to change the rule.
+        rule = rule_of_event(events[-1]) if events else None
+        if rule is not None:
+            rule = {**rule, "exists": rule.get("id") in rule_ids}
+        rows.append((consent, rule))
+    return render(request, "consent/consent_list.html", {"consents": consents, "rows": rows})
 
 
 @login_required
@@ -161,6 +172,9 @@ def consent_export(request: AuthedRequest) -> HttpResponse:
         "exported_at": timezone.now().isoformat(),
         "training_paused": subject.training_paused,
         "consents": [receipts.receipt_signed(c) for c in selectors.consents_of(request.user)],
+        "rules": [
+            {"id": r.pk, "action": r.action, "text": rule_text(r)} for r in rules_of(request.user)
+        ],
         "participation": [r.as_dict() for r in selectors.participation_of(request.user)],
     }
     response = HttpResponse(

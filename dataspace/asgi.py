@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from consent.scheduler import start_in_process  # noqa: E402
 from dataspace.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -23,3 +24,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# The embedded default sends notifications from this process (production: Celery beat).
+start_in_process()

@@ -462,8 +462,23 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": 2,
     "unacked_restore_throttle": 1,
 }
+# Notifications (consent.scheduler): expire consents, apply standing rules, fill the portal
+# inbox and send e-mails every NOTIFICATIONS_TICK_SECONDS — on Celery beat in production, in a
+# thread of the web process in the embedded default (NOTIFICATIONS_IN_PROCESS).
+NOTIFICATIONS_TICK_SECONDS = float(os.environ.get("NOTIFICATIONS_TICK_SECONDS", "60"))
+NOTIFICATIONS_IN_PROCESS = env_bool("NOTIFICATIONS_IN_PROCESS", not REDIS_URL)
+# Days before a consent expires when the person is told (with a one-click renewal link).
+CONSENT_EXPIRY_NOTICE_DAYS = env_int("CONSENT_EXPIRY_NOTICE_DAYS", 14)
+# Completed requests and withdrawals older than this many days are not notified any more.
+NOTIFICATIONS_LOOKBACK_DAYS = env_int("NOTIFICATIONS_LOOKBACK_DAYS", 7)
+NOTIFICATIONS_EMAIL_BATCH = env_int("NOTIFICATIONS_EMAIL_BATCH", 200)
+NOTIFICATIONS_MAX_ATTEMPTS = env_int("NOTIFICATIONS_MAX_ATTEMPTS", 3)
 CELERY_BEAT_SCHEDULE = {
-    "rounds-tick": {"task": "training.tasks.rounds_tick", "schedule": ROUNDS_TICK_SECONDS}
+    "rounds-tick": {"task": "training.tasks.rounds_tick", "schedule": ROUNDS_TICK_SECONDS},
+    "notifications-tick": {
+        "task": "consent.tasks.notifications_tick",
+        "schedule": NOTIFICATIONS_TICK_SECONDS,
+    },
 }
 # Seconds a provider has to send its token on the progress socket (/ws/requests/<id>/).
 PROGRESS_AUTH_TIMEOUT = env_int("PROGRESS_AUTH_TIMEOUT", 5)

@@ -18,6 +18,7 @@ from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import Application
 
+from consent.rules import rules_apply_to_request
 from consent.services import notice_publish
 from dataspace.errors import Conflict, DomainError
 from dataspace.models import DataCategory
@@ -106,6 +107,9 @@ def model_request_create(
     except BaseException:
         model_request.weights.storage.delete(model_request.weights.name)
         raise
+    # People's standing rules decide now that it recruits (each decision is its own
+    # transaction; the notification tick applies any a crash left out).
+    rules_apply_to_request(model_request, now)
     return model_request
 
 
