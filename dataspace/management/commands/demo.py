@@ -180,6 +180,7 @@ class Command(BaseCommand):
                 stdout=open(os.devnull, "w"),  # noqa: SIM115
             )
 
+            pods_jsonl = out / "pods.jsonl"
             simulator = subprocess.Popen(  # noqa: S603
                 [
                     sys.executable,
@@ -202,7 +203,9 @@ class Command(BaseCommand):
                     "3600",
                 ],
                 cwd=ROOT,
-                stdout=subprocess.PIPE,
+                # To a file, not a pipe: the pods report an event per pod and round, and a pipe
+                # read only at the end fills up and stalls them all mid-federation.
+                stdout=pods_jsonl.open("w"),
                 stderr=(out / "pods.log").open("w"),
                 text=True,
             )
@@ -227,9 +230,7 @@ class Command(BaseCommand):
             )
             client.close()
             stop(simulator)
-            assert simulator.stdout is not None
-            output = simulator.stdout.read()
-            (out / "pods.jsonl").write_text(output)
+            output = pods_jsonl.read_text()
             lines = [json.loads(x) for x in output.splitlines() if x.strip()]
             summary: dict[str, Any] = next((x for x in reversed(lines) if x.get("simulated")), {})
         finally:
