@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 GENESIS_HASH = "0" * 64
 
@@ -27,6 +28,13 @@ class DataSubject(models.Model):
         default=False, help_text="Pause all training: no pod of this person takes part in rounds."
     )
     paused_changed_at = models.DateTimeField(null=True, blank=True)
+    language = models.CharField(
+        max_length=8,
+        blank=True,
+        default="",
+        choices=settings.LANGUAGES,
+        help_text="The portal's and notices' language for this person; empty: the browser's.",
+    )
 
     def __str__(self) -> str:
         return f"subject {self.pseudonym}"
@@ -59,10 +67,10 @@ class PrivacyNotice(models.Model):
 
 
 class ConsentStatus(models.TextChoices):
-    GIVEN = "given", "Given"
-    REFUSED = "refused", "Refused"
-    WITHDRAWN = "withdrawn", "Withdrawn"
-    EXPIRED = "expired", "Expired"
+    GIVEN = "given", _("Given")
+    REFUSED = "refused", _("Refused")
+    WITHDRAWN = "withdrawn", _("Withdrawn")
+    EXPIRED = "expired", _("Expired")
 
 
 class Consent(models.Model):
@@ -116,18 +124,18 @@ class Consent(models.Model):
 
 
 class EventType(models.TextChoices):
-    GIVEN = "given", "Consent given"
-    REFUSED = "refused", "Consent refused"
-    WITHDRAWN = "withdrawn", "Consent withdrawn"
-    EXPIRED = "expired", "Consent expired"
-    POD_ASSIGNED = "pod_assigned", "Pod assigned"
+    GIVEN = "given", _("Consent given")
+    REFUSED = "refused", _("Consent refused")
+    WITHDRAWN = "withdrawn", _("Consent withdrawn")
+    EXPIRED = "expired", _("Consent expired")
+    POD_ASSIGNED = "pod_assigned", _("Pod assigned")
 
 
 class EventMethod(models.TextChoices):
-    PORTAL = "portal", "Web portal"
-    API = "api", "API"
-    DEVICE = "device", "Device"
-    SYSTEM = "system", "System"
+    PORTAL = "portal", _("Web portal")
+    API = "api", _("API")
+    DEVICE = "device", _("Device")
+    SYSTEM = "system", _("System")
 
 
 class AppendOnlyQuerySet(models.QuerySet["ConsentEvent"]):

@@ -15,12 +15,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from dataspace.errors import Conflict, DomainError, NotFound
+from pods.agent.protocol import plan_hash
 from pods.models import Pod
 from training.models import ModelRequest
 
 from .chain import event_digest
 from .models import GENESIS_HASH, Consent, ConsentEvent, DataSubject, PrivacyNotice
-from .notices import notice_hash, notice_sections, notice_text
+from .notices import notice_hash, notice_languages, notice_sections, notice_text
 from .signals import consent_withdrawn, training_pause_changed
 
 Method = ConsentEvent.Method
@@ -37,8 +38,9 @@ def actor_for(user: User) -> str:
 
 @transaction.atomic
 def notice_publish(*, model_request: ModelRequest, language: str = "en") -> PrivacyNotice:
-    """Render the request's notice and store it as a new version (unless unchanged)."""
-    sections = notice_sections(model_request)
+    """Render the request's notice in ``language`` and store it as a new version (unless
+    unchanged)."""
+    sections = notice_sections(model_request, language)
     content_hash = notice_hash(sections, language)
     latest = (
         PrivacyNotice.objects.select_for_update()
@@ -59,14 +61,37 @@ def notice_publish(*, model_request: ModelRequest, language: str = "en") -> Priv
 
 
 def notice_current(model_request: ModelRequest, language: str = "en") -> PrivacyNotice:
+    """The request's current notice in ``language``.
+
+    The notice in the default language is rendered when the request opens (its hash is in the
+    request's plan hash); another language's is rendered the first time someone reads the
+    request in it, and then kept like any notice version.
+    """
     notice = (
         PrivacyNotice.objects.filter(model_request=model_request, language=language)
         .order_by("-version")
         .first()
     )
-    if notice is None:
+    if notice is not None:
+        return notice
+    if language == settings.LANGUAGE_CODE or language not in notice_languages():
         raise DomainError("This request has no privacy notice yet.", code="no_notice")
-    return notice
+    notice_current(model_request, settings.LANGUAGE_CODE)  # never before the request opened
+    try:
+        with transaction.atomic():
+            return notice_publish(model_request=model_request, language=language)
+    except IntegrityError:  # another reader rendered it first: theirs is the same notice
+        return PrivacyNotice.objects.filter(model_request=model_request, language=language).latest(
+            "version"
+        )
+
+
+def notice_plan_hash(model_request: ModelRequest, notice: PrivacyNotice) -> str:
+    """The plan a person agrees to by reading ``notice``: spec, initial weights and that
+    notice's hash (:func:`pods.agent.protocol.plan_hash`), so their pod recomputes it from the
+    receipt whatever language they read. With the default-language notice it is the
+    request's own ``plan_hash``."""
+    return plan_hash(model_request.spec, model_request.weights_sha256, notice.content_hash)
 
 
 def _append_event(
@@ -163,7 +188,7 @@ def _decide(
                 status=status,
                 notice=notice,
                 notice_hash=notice.content_hash,
-                plan_hash=model_request.plan_hash,
+                plan_hash=notice_plan_hash(model_request, notice),
                 pod=pod,
                 decided_at=now,
                 given_at=now if status == Consent.Status.GIVEN else None,
@@ -185,13 +210,15 @@ def consent_grant(
     model_request: ModelRequest,
     pod: Pod | None = None,
     seen_notice_hash: str | None = None,
+    language: str = "en",
     method: str = Method.PORTAL,
     now: datetime | None = None,
 ) -> Consent:
-    """Give consent to the request's current notice. Granting again is idempotent."""
+    """Give consent to the request's current notice in ``language`` (the one the person read).
+    Granting again is idempotent."""
     now = now or timezone.now()
     _require_open(model_request)
-    notice = notice_current(model_request)
+    notice = notice_current(model_request, language)
     _check_seen(notice, seen_notice_hash)
     pod = _usable_pod(user, pod)
     actor = actor_for(user)
@@ -226,7 +253,7 @@ def consent_grant(
         consent.status = Consent.Status.GIVEN
         consent.notice = notice
         consent.notice_hash = notice.content_hash
-        consent.plan_hash = model_request.plan_hash
+        consent.plan_hash = notice_plan_hash(model_request, notice)
         consent.given_at = consent.decided_at = now
         consent.withdrawn_at = None
         consent.expires_at = now + timedelta(days=settings.CONSENT_TTL_DAYS)
@@ -251,13 +278,15 @@ def consent_refuse(
     user: User,
     model_request: ModelRequest,
     seen_notice_hash: str | None = None,
+    language: str = "en",
     method: str = Method.PORTAL,
     now: datetime | None = None,
 ) -> Consent:
-    """Decline a request. Declining again is idempotent; a given consent is withdrawn instead."""
+    """Decline a request (having read its notice in ``language``). Declining again is
+    idempotent; a given consent is withdrawn instead."""
     now = now or timezone.now()
     _require_open(model_request)
-    notice = notice_current(model_request)
+    notice = notice_current(model_request, language)
     _check_seen(notice, seen_notice_hash)
     consent = _decide(
         user=user,
@@ -278,7 +307,7 @@ def consent_refuse(
         consent.status = Consent.Status.REFUSED
         consent.notice = notice
         consent.notice_hash = notice.content_hash
-        consent.plan_hash = model_request.plan_hash
+        consent.plan_hash = notice_plan_hash(model_request, notice)
         consent.decided_at = now
         consent.save()
     _append_event(

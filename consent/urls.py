@@ -14,4 +14,5 @@ urlpatterns = [
     path("consents/<uuid:consent_id>/receipt.json", views.consent_receipt, name="receipt"),
     path("participation/", views.participation, name="participation"),
     path("settings/pause/", views.training_pause, name="pause"),
+    path("settings/language/", views.language_switch, name="language"),
 ]

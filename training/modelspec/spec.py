@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SpecError
+from .texts import ProviderTexts, validate_texts
 
 Shape = tuple[int, ...]
 
@@ -90,7 +91,7 @@ class PrivacySpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    title: str
+    title: str  # in the spec's own language (``texts`` has every language given)
     purpose: str
     data: DataSpec
     layers: tuple[LayerSpec, ...]
@@ -98,6 +99,7 @@ class ModelSpec:
     privacy: PrivacySpec
     parameter_count: int
     output_shape: Shape
+    texts: ProviderTexts
 
     @property
     def input_shape(self) -> Shape:
@@ -706,11 +708,19 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     raw = _obj(
         obj,
         "",
-        ["title", "purpose", "purpose_category", "data", "model", "training", "privacy"],
+        [
+            "title",
+            "purpose",
+            "language",
+            "purpose_category",
+            "data",
+            "model",
+            "training",
+            "privacy",
+        ],
         ["title", "purpose", "data", "model", "training", "privacy"],
     )
-    _str(raw["title"], "title", 200)
-    _str(raw["purpose"], "purpose", 5000)
+    texts = validate_texts(raw)
     if "purpose_category" in raw:
         _str(raw["purpose_category"], "purpose_category", PURPOSE_CATEGORIES_MAX)
     data = _data(raw["data"], limits)
@@ -750,12 +760,13 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             "training.algorithm.type",
         )
     return ModelSpec(
-        title=raw["title"],
-        purpose=raw["purpose"],
+        title=texts.title,
+        purpose=texts.purpose,
         data=data,
         layers=layers,
         training=training,
         privacy=privacy,
         parameter_count=parameters,
         output_shape=shape,
+        texts=texts,
     )
