@@ -13,6 +13,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
 
 from dataspace.errors import Conflict, DomainError, NotFound
 from pods.agent.protocol import plan_hash
@@ -28,7 +30,7 @@ Method = ConsentEvent.Method
 
 
 def data_subject_for(user: User) -> DataSubject:
-    subject, _ = DataSubject.objects.get_or_create(user=user)
+    subject, _created = DataSubject.objects.get_or_create(user=user)
     return subject
 
 
@@ -75,7 +77,7 @@ def notice_current(model_request: ModelRequest, language: str = "en") -> Privacy
     if notice is not None:
         return notice
     if language == settings.LANGUAGE_CODE or language not in notice_languages():
-        raise DomainError("This request has no privacy notice yet.", code="no_notice")
+        raise DomainError(_("This request has no privacy notice yet."), code="no_notice")
     notice_current(model_request, settings.LANGUAGE_CODE)  # never before the request opened
     try:
         with transaction.atomic():
@@ -136,8 +138,8 @@ def _append_event(
 def _require_open(model_request: ModelRequest) -> None:
     if not model_request.is_open:
         raise DomainError(
-            f"This request is {model_request.get_status_display().lower()}; "
-            "it no longer takes decisions.",
+            _("This request is %(status)s; it no longer takes decisions.")
+            % {"status": model_request.get_status_display().lower()},
             code="request_not_open",
             status_code=409,
         )
@@ -153,16 +155,16 @@ def _usable_pod(user: User, pod: Pod | None) -> Pod | None:
     if pod is None:
         return None
     if pod.owner_id != user.pk:
-        raise NotFound("No such pod.", code="pod_not_found")
+        raise NotFound(_("No such pod."), code="pod_not_found")
     if not pod.is_active:
-        raise DomainError("This pod is revoked and cannot take part.", code="pod_revoked")
+        raise DomainError(_("This pod is revoked and cannot take part."), code="pod_revoked")
     return pod
 
 
 def _check_seen(notice: PrivacyNotice, seen_notice_hash: str | None) -> None:
     if seen_notice_hash is not None and seen_notice_hash != notice.content_hash:
         raise Conflict(
-            "The notice changed since you opened it. Please read the current version.",
+            _("The notice changed since you opened it. Please read the current version."),
             code="notice_changed",
         )
 
@@ -301,7 +303,7 @@ def consent_refuse(
             return consent
         if consent.status == Consent.Status.GIVEN:
             raise Conflict(
-                "You agreed to this request. To stop taking part, withdraw your consent.",
+                _("You agreed to this request. To stop taking part, withdraw your consent."),
                 code="consent_given",
             )
         consent.status = Consent.Status.REFUSED
@@ -328,16 +330,18 @@ def consent_withdraw(
     now = now or timezone.now()
     locked = Consent.objects.select_for_update().filter(pk=consent.pk, user=user).first()
     if locked is None:
-        raise NotFound("No such consent.", code="consent_not_found")
+        raise NotFound(_("No such consent."), code="consent_not_found")
     if locked.status == Consent.Status.WITHDRAWN:
         assert locked.withdrawn_at is not None
         raise Conflict(
-            f"You already withdrew this consent on {locked.withdrawn_at:%d %B %Y at %H:%M} UTC.",
+            _("You already withdrew this consent on %(date)s UTC.")
+            % {"date": date_format(locked.withdrawn_at, "j F Y, H:i")},
             code="already_withdrawn",
         )
     if locked.status != Consent.Status.GIVEN:
         raise Conflict(
-            f"This consent is {locked.get_status_display().lower()}; there is nothing to withdraw.",
+            _("This consent is %(status)s; there is nothing to withdraw.")
+            % {"status": locked.get_status_display().lower()},
             code="not_given",
         )
     locked.status = Consent.Status.WITHDRAWN
