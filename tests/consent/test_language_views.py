@@ -51,6 +51,7 @@ def test_accept_language_de_shows_german(client: Client, model_request: ModelReq
     notice = services.notice_current(model_request, "de")
     assert notice.content_hash in body
     assert 'name="language" value="de"' in body  # the form says which notice was read
+    assert ">English</button>" in body  # each language named in itself in the switcher
 
 
 def test_unsupported_accept_language_falls_back_to_english(client: Client) -> None:
