@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -55,6 +56,10 @@ def signup(request: HttpRequest) -> HttpResponse:
         user = form.save()
         services.data_subject_for(user)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        chosen = languages.supported(request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME))
+        if chosen:  # picked on the switcher before signing up: keep it as theirs
+            languages.language_set(user=user, language=chosen)
+            languages.remember_in_session(request, chosen)
         messages.success(request, _("Welcome to Dataspace. Your account is ready."))
         return redirect("portal:home")
     return render(

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from consent.services import notice_plan_hash
 from pods.models import Pod
 
 from .models import ModelRequest, ModelVersion, Provider, RoundParticipant, TrainingRound
@@ -45,6 +46,17 @@ def model_card(model_request: ModelRequest) -> dict[str, Any]:
         "provider": model_request.provider.name,
         "status": model_request.status,
         "plan_hash": model_request.plan_hash,
+        # Every notice version people could read, per language: a receipt names one of these
+        # hashes, and its plan hash is this notice's (the request's own for English).
+        "notices": [
+            {
+                "language": notice.language,
+                "version": notice.version,
+                "hash": notice.content_hash,
+                "plan_hash": notice_plan_hash(model_request, notice),
+            }
+            for notice in model_request.notices.order_by("language", "version")
+        ],
         "spec": model_request.spec,
         "initial_weights_sha256": model_request.weights_sha256,
         "model": {"round": latest.round_number, "sha256": latest.sha256},

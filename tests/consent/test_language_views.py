@@ -125,3 +125,19 @@ def test_decision_in_french_records_the_french_notice(
     receipt = client.get(reverse("portal:receipt", args=[consent.pk])).json()
     assert receipt["receipt"]["notice"]["language"] == "fr"
     assert receipt["receipt"]["notice"]["hash"] == notice.content_hash
+
+
+def test_a_language_picked_before_signing_up_becomes_the_persons_own(client: Client) -> None:
+    client.post(reverse("portal:language"), {"language": "fr", "next": reverse("signup")})
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "lea",
+            "email": "lea@example.org",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        },
+        follow=True,
+    )
+    assert "Bonjour, lea" in response.content.decode()
+    assert DataSubject.objects.get(user__username="lea").language == "fr"

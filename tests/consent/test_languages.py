@@ -172,6 +172,20 @@ def test_regranting_after_reading_another_language_records_that_notice(person: U
     pod_accepts(consent)
 
 
+def test_model_card_lists_each_notice_read_with_its_plan_hash(person: User) -> None:
+    from training.selectors import model_card
+
+    model_request = open_request()
+    consent = services.consent_grant(user=person, model_request=model_request, language="fr")
+    notices = {n["language"]: n for n in model_card(model_request)["notices"]}
+    assert set(notices) == {"en", "fr"}  # German was never read, so never rendered
+    assert notices["en"]["plan_hash"] == model_request.plan_hash
+    assert (notices["fr"]["hash"], notices["fr"]["plan_hash"]) == (
+        consent.notice_hash,
+        consent.plan_hash,
+    )
+
+
 @pytest.fixture
 def person() -> User:
     return UserFactory()
