@@ -102,6 +102,19 @@ def _privacy(model_request: ModelRequest) -> list[str]:
     return paragraphs
 
 
+def _purpose_section(model_request: ModelRequest, language: str) -> Section:
+    """The provider's purpose, in the reader's language where it gave one; otherwise as written,
+    marked with its language (for screen readers) and said to be in it."""
+    written_in = model_request.texts.purpose_in(language)[1]
+    section: Section = {
+        "heading": _("What it is for"),
+        "paragraphs": _purpose(model_request, language),
+    }
+    if written_in != language:
+        section["first_paragraph_language"] = written_in
+    return section
+
+
 def _purpose(model_request: ModelRequest, language: str) -> list[str]:
     texts = model_request.texts
     purpose, written_in = texts.purpose_in(language)
@@ -174,7 +187,7 @@ def _sections(model_request: ModelRequest, language: str) -> list[Section]:
                 },
             ],
         },
-        {"heading": _("What it is for"), "paragraphs": _purpose(model_request, language)},
+        _purpose_section(model_request, language),
         {"heading": _("Which of your data is used"), "paragraphs": data, "bullets": fields},
         {
             "heading": _("What happens on your device"),

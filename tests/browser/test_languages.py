@@ -38,6 +38,7 @@ def test_switch_to_french_agree_to_the_french_notice_and_the_receipt_says_so(
     page.get_by_role("link", name=model_request.title).click()
     expect(page.get_by_role("heading", name="Ce qui quitte votre appareil")).to_be_visible()
     expect(page.get_by_text("uniquement en anglais", exact=False)).to_be_visible()
+    expect(page.get_by_text(model_request.purpose)).to_have_attribute("lang", "en")
     shown_hash = page.locator("#notice-hash").inner_text()
     french = services.notice_current(model_request, "fr")
     assert shown_hash == french.content_hash

@@ -78,10 +78,12 @@ def test_notice_names_the_language_of_untranslated_provider_text() -> None:
     purpose = fr.sections[1]["paragraphs"]
     assert purpose[0] == model_request.purpose
     assert "uniquement en anglais" in purpose[1]
+    assert fr.sections[1]["first_paragraph_language"] == "en"  # <p lang="en"> on the page
     de = services.notice_current(model_request, "de")
     assert "nur auf Englisch verfasst" in de.sections[1]["paragraphs"][1]
     en = services.notice_current(model_request, "en")
     assert not any("wrote this purpose" in p for p in en.sections[1]["paragraphs"])
+    assert "first_paragraph_language" not in en.sections[1]
 
 
 def test_provider_text_in_the_readers_language_where_the_spec_gives_it() -> None:
