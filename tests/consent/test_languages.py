@@ -192,3 +192,23 @@ def test_model_card_lists_each_notice_read_with_its_plan_hash(person: User) -> N
 @pytest.fixture
 def person() -> User:
     return UserFactory()
+
+
+def test_each_notice_states_intended_and_out_of_scope_uses_and_field_kinds_in_its_language() -> None:
+    model_request = open_request()
+    spec = model_request.spec
+    en, fr, de = (services.notice_current(model_request, code) for code in ("en", "fr", "de"))
+    assert f"Intended use: {spec['intended_use']}" in en.text
+    assert f"Usage prévu\u00a0: {spec['intended_use']}" in fr.text
+    assert f"Vorgesehene Verwendung: {spec['intended_use']}" in de.text
+    for use in spec["out_of_scope_uses"]:  # the provider's own words, introduced in each language
+        assert f"- Not to be used for: {use}" in en.text
+        assert f"- À ne pas utiliser pour\u00a0: {use}" in fr.text
+        assert f"- Nicht zu verwenden für: {use}" in de.text
+    assert "signed model card" in en.text
+    assert "fiche signée du modèle" in fr.text
+    assert "signierten Modellkarte" in de.text
+    # the typed field's kind (issue 14) is in the reader's language too
+    assert "(a number" in en.text
+    assert "(un nombre" in fr.text
+    assert "(eine Zahl" in de.text
