@@ -194,7 +194,7 @@ def person() -> User:
     return UserFactory()
 
 
-def test_each_notice_states_intended_and_out_of_scope_uses_and_field_kinds_in_its_language() -> None:
+def test_each_notice_states_intended_and_excluded_uses_and_field_kinds_in_its_language() -> None:
     model_request = open_request()
     spec = model_request.spec
     en, fr, de = (services.notice_current(model_request, code) for code in ("en", "fr", "de"))
