@@ -76,6 +76,12 @@ test: $(STAMP) chromium services lint test-pod  ## set up and run every test (Po
 migrate: $(STAMP)
 	$(EMBEDDED_ENV) $(PY) manage.py migrate --no-input -v 0
 
+.PHONY: messages
+messages: $(STAMP)  ## refresh the fr/de catalogs from the code (needs GNU gettext) and compile them
+	$(EMBEDDED_ENV) $(PY) manage.py makemessages -l fr -l de --add-location file --no-wrap \
+	  -i '.venv/*' -i 'tests/*' -i 'docker/*' -i 'build/*' -i 'demo-output*'
+	$(EMBEDDED_ENV) $(PY) manage.py compile_catalogs
+
 .PHONY: seed
 seed: migrate  ## catalog, demo accounts, a demo provider and request (idempotent)
 	$(EMBEDDED_ENV) $(PY) manage.py seed_demo

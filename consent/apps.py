@@ -11,3 +11,9 @@ class ConsentConfig(AppConfig):
         from dataspace.celery import app as celery_app
 
         celery_app.autodiscover_tasks(["consent"], force=True)
+
+        from django.contrib.auth.signals import user_logged_in
+
+        from .languages import on_login
+
+        user_logged_in.connect(on_login, dispatch_uid="consent.languages.on_login")

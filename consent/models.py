@@ -28,6 +28,13 @@ class DataSubject(models.Model):
         default=False, help_text="Pause all training: no pod of this person takes part in rounds."
     )
     paused_changed_at = models.DateTimeField(null=True, blank=True)
+    language = models.CharField(
+        max_length=8,
+        blank=True,
+        default="",
+        choices=settings.LANGUAGES,
+        help_text="The portal's and notices' language for this person; empty: the browser's.",
+    )
 
     def __str__(self) -> str:
         return f"subject {self.pseudonym}"
@@ -60,10 +67,10 @@ class PrivacyNotice(models.Model):
 
 
 class ConsentStatus(models.TextChoices):
-    GIVEN = "given", "Given"
-    REFUSED = "refused", "Refused"
-    WITHDRAWN = "withdrawn", "Withdrawn"
-    EXPIRED = "expired", "Expired"
+    GIVEN = "given", _("Given")
+    REFUSED = "refused", _("Refused")
+    WITHDRAWN = "withdrawn", _("Withdrawn")
+    EXPIRED = "expired", _("Expired")
 
 
 class Consent(models.Model):
@@ -117,19 +124,19 @@ class Consent(models.Model):
 
 
 class EventType(models.TextChoices):
-    GIVEN = "given", "Consent given"
-    REFUSED = "refused", "Consent refused"
-    WITHDRAWN = "withdrawn", "Consent withdrawn"
-    EXPIRED = "expired", "Consent expired"
-    POD_ASSIGNED = "pod_assigned", "Pod assigned"
+    GIVEN = "given", _("Consent given")
+    REFUSED = "refused", _("Consent refused")
+    WITHDRAWN = "withdrawn", _("Consent withdrawn")
+    EXPIRED = "expired", _("Consent expired")
+    POD_ASSIGNED = "pod_assigned", _("Pod assigned")
     RENEWED = "renewed", _("Consent renewed")
 
 
 class EventMethod(models.TextChoices):
-    PORTAL = "portal", "Web portal"
-    API = "api", "API"
-    DEVICE = "device", "Device"
-    SYSTEM = "system", "System"
+    PORTAL = "portal", _("Web portal")
+    API = "api", _("API")
+    DEVICE = "device", _("Device")
+    SYSTEM = "system", _("System")
     # A standing rule the person wrote decided for them (it only ever declines).
     RULE = "rule", _("Your standing rule")
 

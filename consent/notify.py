@@ -29,7 +29,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.db.models import F
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
@@ -37,9 +37,16 @@ from django.utils.translation import gettext as _
 from pods.models import Pod
 from training.models import ModelRequest
 
-from .models import Consent, ConsentRule, Notification, NotificationPreference, RuleAction
+from .models import (
+    Consent,
+    ConsentRule,
+    DataSubject,
+    Notification,
+    NotificationPreference,
+    RuleAction,
+)
+from .renewal import notice_changed
 from .rules import rule_decision
-from .services import notice_current
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +190,7 @@ def _expiring(now: datetime) -> int:
     horizon = now + timedelta(days=settings.CONSENT_EXPIRY_NOTICE_DAYS)
     due = Consent.objects.filter(
         status=Consent.Status.GIVEN, expires_at__gt=now, expires_at__lte=horizon
-    ).select_related("user", "model_request")
+    ).select_related("user", "model_request", "notice")
     prefs = _preferences(c.user_id for c in due)
     created = 0
     for consent in due:
@@ -191,8 +198,7 @@ def _expiring(now: datetime) -> int:
         params = {
             "title": consent.model_request.title,
             "expires_at": consent.expires_at.isoformat(),
-            "notice_changed": notice_current(consent.model_request).content_hash
-            != consent.notice_hash,
+            "notice_changed": notice_changed(consent),
         }
         subject = f"{consent.pk}:{int(consent.expires_at.timestamp())}"
         link = reverse("portal:renew", args=[consent.pk])
@@ -258,7 +264,19 @@ def unsubscribe_read(token: str) -> tuple[int, str] | None:
     return (user_id, data["k"]) if isinstance(user_id, int) else None
 
 
+def _language_of(user: User) -> str:
+    """The person's own language setting, else the portal's default (an e-mail has no browser)."""
+    language = DataSubject.objects.filter(user_id=user.pk).values_list("language", flat=True)
+    return language.first() or settings.LANGUAGE_CODE
+
+
 def email_message(n: Notification) -> EmailMessage:
+    """The notification's e-mail, in the person's language."""
+    with translation.override(_language_of(n.user)):
+        return _email_message(n)
+
+
+def _email_message(n: Notification) -> EmailMessage:
     user = n.user
     unsubscribe = settings.SITE_URL + reverse(
         "portal:unsubscribe", args=[unsubscribe_token(user, n.kind)]

@@ -116,6 +116,9 @@ def receipt_build(consent: Consent) -> dict[str, Any]:
     subject = DataSubject.objects.get_or_create(user_id=consent.user_id)[0]
     fields = [*model_request.features, *([model_request.label] if model_request.label else [])]
     events = ConsentEvent.objects.filter(consent=consent).order_by("seq")
+    # The provider's words in the language of the notice the person read, where it gave them.
+    texts = model_request.texts
+    language = consent.notice.language
     return {
         "version": RECEIPT_VERSION,
         "schema": "ISO/IEC TS 27560:2023 consent record; Kantara Consent Receipt v1.1 fields",
@@ -138,11 +141,11 @@ def receipt_build(consent: Consent) -> dict[str, Any]:
             },
         ],
         "purpose": {
-            "description": model_request.purpose,
+            "description": texts.purpose_in(language)[0],
             "category": model_request.purpose_category,
             "model_request": {
                 "id": str(model_request.id),
-                "title": model_request.title,
+                "title": texts.title_in(language)[0],
                 "plan_hash": consent.plan_hash,
             },
         },
@@ -160,7 +163,7 @@ def receipt_build(consent: Consent) -> dict[str, Any]:
         ],
         "notice": {
             "version": consent.notice.version,
-            "language": consent.notice.language,
+            "language": language,
             "hash": consent.notice_hash,
             "url": settings.SITE_URL + reverse("portal:request", args=[model_request.id]),
         },

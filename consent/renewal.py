@@ -18,14 +18,29 @@ from django.utils.translation import gettext as _
 from dataspace.errors import Conflict, NotFound
 
 from .models import Consent, ConsentEvent
-from .services import Method, actor_for, append_event, check_seen, notice_current, require_open
+from .services import (
+    Method,
+    actor_for,
+    append_event,
+    check_seen,
+    notice_current,
+    notice_plan_hash,
+    require_open,
+)
 
 RENEWABLE = (Consent.Status.GIVEN, Consent.Status.EXPIRED)
 
 
+def consent_language(consent: Consent) -> str:
+    """The language of the notice the person last agreed to."""
+    return consent.notice.language
+
+
 def notice_changed(consent: Consent) -> bool:
-    """Whether the request's current notice differs from the one the person agreed to."""
-    return notice_current(consent.model_request).content_hash != consent.notice_hash
+    """Whether the request's current notice, in the language the person read it in, differs
+    from the one they agreed to."""
+    current = notice_current(consent.model_request, consent_language(consent))
+    return current.content_hash != consent.notice_hash
 
 
 @transaction.atomic
@@ -34,14 +49,17 @@ def consent_renew(
     user: User,
     consent: Consent,
     seen_notice_hash: str | None = None,
+    language: str | None = None,
     method: str = Method.PORTAL,
     now: datetime | None = None,
 ) -> Consent:
-    """Extend a given (or expired) consent by ``CONSENT_TTL_DAYS`` from now, keeping its pod."""
+    """Extend a given (or expired) consent by ``CONSENT_TTL_DAYS`` from now, keeping its pod.
+    ``language`` is the one the person reads the notice in now (by default the one they agreed
+    in); a notice in another language counts as changed and must have been shown."""
     now = now or timezone.now()
     locked = (
         Consent.objects.select_for_update(of=("self",))
-        .select_related("model_request", "pod")
+        .select_related("model_request", "pod", "notice")
         .filter(pk=consent.pk, user=user)
         .first()
     )
@@ -54,7 +72,7 @@ def consent_renew(
             code="not_renewable",
         )
     require_open(locked.model_request)
-    notice = notice_current(locked.model_request)
+    notice = notice_current(locked.model_request, language or consent_language(locked))
     changed = notice.content_hash != locked.notice_hash
     if changed and seen_notice_hash is None:
         raise Conflict(
@@ -66,7 +84,7 @@ def consent_renew(
     locked.status = Consent.Status.GIVEN
     locked.notice = notice
     locked.notice_hash = notice.content_hash
-    locked.plan_hash = locked.model_request.plan_hash
+    locked.plan_hash = notice_plan_hash(locked.model_request, notice)
     locked.decided_at = now
     locked.given_at = locked.given_at or now
     locked.expires_at = now + timedelta(days=settings.CONSENT_TTL_DAYS)

@@ -11,6 +11,9 @@ from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from django.http import Http404
 from django.utils import timezone
+from django.utils.functional import Promise as StrPromise
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from pods.models import Pod
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
@@ -129,61 +132,61 @@ def consent_log_verify() -> list[ChainBreak]:
 # -- participation history (DESIGN.md section 3: RoundParticipant is the person's history) ------
 
 # Plain words for what the protocol records; codes stay in the export for machines.
-ROUND_STATUS_WORDS: dict[str, str] = {
-    TrainingRound.Status.ADVERTISING: "In progress: pods are exchanging keys",
-    TrainingRound.Status.SHARING: "In progress: pods are sharing key pieces",
-    TrainingRound.Status.COLLECTING: "In progress: collecting masked updates",
-    TrainingRound.Status.CHECKING: "In progress: pods are confirming who took part",
-    TrainingRound.Status.UNMASKING: "In progress: revealing the group’s sum",
-    TrainingRound.Status.AGGREGATING: "In progress: combining the updates",
-    TrainingRound.Status.COMPLETED: "Completed",
-    TrainingRound.Status.ABORTED: "Stopped before anything was revealed",
+ROUND_STATUS_WORDS: dict[str, StrPromise] = {
+    TrainingRound.Status.ADVERTISING: _("In progress: pods are exchanging keys"),
+    TrainingRound.Status.SHARING: _("In progress: pods are sharing key pieces"),
+    TrainingRound.Status.COLLECTING: _("In progress: collecting masked updates"),
+    TrainingRound.Status.CHECKING: _("In progress: pods are confirming who took part"),
+    TrainingRound.Status.UNMASKING: _("In progress: revealing the group’s sum"),
+    TrainingRound.Status.AGGREGATING: _("In progress: combining the updates"),
+    TrainingRound.Status.COMPLETED: _("Completed"),
+    TrainingRound.Status.ABORTED: _("Stopped before anything was revealed"),
 }
 
-STAGE_REACHED_WORDS: dict[str, str] = {
-    RoundParticipant.Stage.SELECTED: "Chosen for the group",
-    RoundParticipant.Stage.ADVERTISED: "Sent its public keys",
-    RoundParticipant.Stage.SHARED: "Shared key pieces with its neighbours",
-    RoundParticipant.Stage.MASKED: "Sent its masked update",
-    RoundParticipant.Stage.CHECKED: "Confirmed who took part",
-    RoundParticipant.Stage.UNMASKED: "Helped reveal the group’s sum",
+STAGE_REACHED_WORDS: dict[str, StrPromise] = {
+    RoundParticipant.Stage.SELECTED: _("Chosen for the group"),
+    RoundParticipant.Stage.ADVERTISED: _("Sent its public keys"),
+    RoundParticipant.Stage.SHARED: _("Shared key pieces with its neighbours"),
+    RoundParticipant.Stage.MASKED: _("Sent its masked update"),
+    RoundParticipant.Stage.CHECKED: _("Confirmed who took part"),
+    RoundParticipant.Stage.UNMASKED: _("Helped reveal the group’s sum"),
 }
 
-DROPPED_AT_WORDS: dict[str, str] = {
-    "selected": "before the round began",
-    "advertise_keys": "while pods exchanged keys",
-    "share_keys": "while pods shared key pieces",
-    "masked_input": "while masked updates were collected",
-    "consistency_check": "while pods confirmed who took part",
-    "unmask": "while the group’s sum was revealed",
-    "aggregating": "while the updates were combined",
+DROPPED_AT_WORDS: dict[str, StrPromise] = {
+    "selected": _("before the round began"),
+    "advertise_keys": _("while pods exchanged keys"),
+    "share_keys": _("while pods shared key pieces"),
+    "masked_input": _("while masked updates were collected"),
+    "consistency_check": _("while pods confirmed who took part"),
+    "unmask": _("while the group’s sum was revealed"),
+    "aggregating": _("while the updates were combined"),
 }
 
-DROP_REASON_WORDS: dict[str, str] = {
-    "silent": "Your pod did not answer in time (it may have been offline).",
-    "consent_withdrawn": "You withdrew your consent.",
-    "training_paused": "You paused all training.",
-    "consent_withdrawn_or_paused": "Your consent was no longer active, or training was paused.",
-    "out_of_order": "Your pod answered at the wrong step of the round.",
+DROP_REASON_WORDS: dict[str, StrPromise] = {
+    "silent": _("Your pod did not answer in time (it may have been offline)."),
+    "consent_withdrawn": _("You withdrew your consent."),
+    "training_paused": _("You paused all training."),
+    "consent_withdrawn_or_paused": _("Your consent was no longer active, or training was paused."),
+    "out_of_order": _("Your pod answered at the wrong step of the round."),
 }
 
-DECLINE_WORDS: dict[str, str] = {
-    "plan_mismatch": "the task was not the plan you agreed to",
-    "weights_mismatch": "the model it was sent did not match the plan you agreed to",
-    "no_consent": "it found no consent from you for this request",
-    "consent_expired": "your consent had expired",
-    "wrong_request": "the consent receipt was for another request",
-    "fields_not_consented": "the task asked for data you did not agree to share",
-    "no_data": "it holds no data for this request",
-    "no_label": "its data lacks what the model learns to predict",
-    "neighbourhood_below_plan": "the service offered a smaller group than you agreed to",
-    "threshold_below_plan": "the service asked for less protection than you agreed to",
-    "survivors_below_threshold": "too few others were left to keep your update hidden",
-    "survivors_inconsistent": "the service told different pods different stories",
-    "consistency_unconfirmed": "too few others confirmed who took part",
-    "privacy_budget_exhausted": "another round would exceed the privacy budget you agreed to",
-    "origin_not_pinned": "the service pointed it to another web address",
-    "training_failed": "your data did not fit the model this request trains",
+DECLINE_WORDS: dict[str, StrPromise] = {
+    "plan_mismatch": _("the task was not the plan you agreed to"),
+    "weights_mismatch": _("the model it was sent did not match the plan you agreed to"),
+    "no_consent": _("it found no consent from you for this request"),
+    "consent_expired": _("your consent had expired"),
+    "wrong_request": _("the consent receipt was for another request"),
+    "fields_not_consented": _("the task asked for data you did not agree to share"),
+    "no_data": _("it holds no data for this request"),
+    "no_label": _("its data lacks what the model learns to predict"),
+    "neighbourhood_below_plan": _("the service offered a smaller group than you agreed to"),
+    "threshold_below_plan": _("the service asked for less protection than you agreed to"),
+    "survivors_below_threshold": _("too few others were left to keep your update hidden"),
+    "survivors_inconsistent": _("the service told different pods different stories"),
+    "consistency_unconfirmed": _("too few others confirmed who took part"),
+    "privacy_budget_exhausted": _("another round would exceed the privacy budget you agreed to"),
+    "origin_not_pinned": _("the service pointed it to another web address"),
+    "training_failed": _("your data did not fit the model this request trains"),
 }
 
 
@@ -192,11 +195,17 @@ def drop_reason_words(code: str, declined_because: str | None = None) -> str:
     if not code:
         return ""
     if code in DROP_REASON_WORDS:
-        return DROP_REASON_WORDS[code]
+        return str(DROP_REASON_WORDS[code])
     if declined_because is not None:
-        why = DECLINE_WORDS.get(declined_because, f"the task could not be run ({declined_because})")
-        return f"Your pod declined the task: {why}."
-    return f"Your pod’s reply did not pass the protocol’s checks ({code})."
+        why = (
+            str(DECLINE_WORDS[declined_because])
+            if declined_because in DECLINE_WORDS
+            else gettext("the task could not be run (%(code)s)") % {"code": declined_because}
+        )
+        return gettext("Your pod declined the task: %(why)s.") % {"why": why}
+    return gettext("Your pod’s reply did not pass the protocol’s checks (%(code)s).") % {
+        "code": code
+    }
 
 
 @dataclass(frozen=True)
@@ -221,15 +230,15 @@ class RoundTaken:
 
     @property
     def status_words(self) -> str:
-        return ROUND_STATUS_WORDS.get(self.status, self.status)
+        return str(ROUND_STATUS_WORDS.get(self.status, self.status))
 
     @property
     def stage_reached_words(self) -> str:
-        return STAGE_REACHED_WORDS.get(self.stage_reached, self.stage_reached)
+        return str(STAGE_REACHED_WORDS.get(self.stage_reached, self.stage_reached))
 
     @property
     def dropped_at_words(self) -> str:
-        return DROPPED_AT_WORDS.get(self.dropped_at_stage, self.dropped_at_stage)
+        return str(DROPPED_AT_WORDS.get(self.dropped_at_stage, self.dropped_at_stage))
 
     @property
     def drop_reason_words(self) -> str:

@@ -13,21 +13,24 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
 
 from dataspace.errors import Conflict, DomainError, NotFound
+from pods.agent.protocol import plan_hash
 from pods.models import Pod
 from training.models import ModelRequest
 
 from .chain import event_digest
 from .models import GENESIS_HASH, Consent, ConsentEvent, DataSubject, PrivacyNotice
-from .notices import notice_hash, notice_sections, notice_text
+from .notices import notice_hash, notice_languages, notice_sections, notice_text
 from .signals import consent_withdrawn, training_pause_changed
 
 Method = ConsentEvent.Method
 
 
 def data_subject_for(user: User) -> DataSubject:
-    subject, _ = DataSubject.objects.get_or_create(user=user)
+    subject, _created = DataSubject.objects.get_or_create(user=user)
     return subject
 
 
@@ -37,8 +40,9 @@ def actor_for(user: User) -> str:
 
 @transaction.atomic
 def notice_publish(*, model_request: ModelRequest, language: str = "en") -> PrivacyNotice:
-    """Render the request's notice and store it as a new version (unless unchanged)."""
-    sections = notice_sections(model_request)
+    """Render the request's notice in ``language`` and store it as a new version (unless
+    unchanged)."""
+    sections = notice_sections(model_request, language)
     content_hash = notice_hash(sections, language)
     latest = (
         PrivacyNotice.objects.select_for_update()
@@ -59,14 +63,37 @@ def notice_publish(*, model_request: ModelRequest, language: str = "en") -> Priv
 
 
 def notice_current(model_request: ModelRequest, language: str = "en") -> PrivacyNotice:
+    """The request's current notice in ``language``.
+
+    The notice in the default language is rendered when the request opens (its hash is in the
+    request's plan hash); another language's is rendered the first time someone reads the
+    request in it, and then kept like any notice version.
+    """
     notice = (
         PrivacyNotice.objects.filter(model_request=model_request, language=language)
         .order_by("-version")
         .first()
     )
-    if notice is None:
-        raise DomainError("This request has no privacy notice yet.", code="no_notice")
-    return notice
+    if notice is not None:
+        return notice
+    if language == settings.LANGUAGE_CODE or language not in notice_languages():
+        raise DomainError(_("This request has no privacy notice yet."), code="no_notice")
+    notice_current(model_request, settings.LANGUAGE_CODE)  # never before the request opened
+    try:
+        with transaction.atomic():
+            return notice_publish(model_request=model_request, language=language)
+    except IntegrityError:  # another reader rendered it first: theirs is the same notice
+        return PrivacyNotice.objects.filter(model_request=model_request, language=language).latest(
+            "version"
+        )
+
+
+def notice_plan_hash(model_request: ModelRequest, notice: PrivacyNotice) -> str:
+    """The plan a person agrees to by reading ``notice``: spec, initial weights and that
+    notice's hash (:func:`pods.agent.protocol.plan_hash`), so their pod recomputes it from the
+    receipt whatever language they read. With the default-language notice it is the
+    request's own ``plan_hash``."""
+    return plan_hash(model_request.spec, model_request.weights_sha256, notice.content_hash)
 
 
 def append_event(
@@ -111,8 +138,8 @@ def append_event(
 def require_open(model_request: ModelRequest) -> None:
     if not model_request.is_open:
         raise DomainError(
-            f"This request is {model_request.get_status_display().lower()}; "
-            "it no longer takes decisions.",
+            _("This request is %(status)s; it no longer takes decisions.")
+            % {"status": model_request.get_status_display().lower()},
             code="request_not_open",
             status_code=409,
         )
@@ -128,16 +155,16 @@ def _usable_pod(user: User, pod: Pod | None) -> Pod | None:
     if pod is None:
         return None
     if pod.owner_id != user.pk:
-        raise NotFound("No such pod.", code="pod_not_found")
+        raise NotFound(_("No such pod."), code="pod_not_found")
     if not pod.is_active:
-        raise DomainError("This pod is revoked and cannot take part.", code="pod_revoked")
+        raise DomainError(_("This pod is revoked and cannot take part."), code="pod_revoked")
     return pod
 
 
 def check_seen(notice: PrivacyNotice, seen_notice_hash: str | None) -> None:
     if seen_notice_hash is not None and seen_notice_hash != notice.content_hash:
         raise Conflict(
-            "The notice changed since you opened it. Please read the current version.",
+            _("The notice changed since you opened it. Please read the current version."),
             code="notice_changed",
         )
 
@@ -163,7 +190,7 @@ def _decide(
                 status=status,
                 notice=notice,
                 notice_hash=notice.content_hash,
-                plan_hash=model_request.plan_hash,
+                plan_hash=notice_plan_hash(model_request, notice),
                 pod=pod,
                 decided_at=now,
                 given_at=now if status == Consent.Status.GIVEN else None,
@@ -185,16 +212,18 @@ def consent_grant(
     model_request: ModelRequest,
     pod: Pod | None = None,
     seen_notice_hash: str | None = None,
+    language: str = "en",
     method: str = Method.PORTAL,
     now: datetime | None = None,
 ) -> Consent:
-    """Give consent to the request's current notice. Granting again is idempotent."""
+    """Give consent to the request's current notice in ``language`` (the one the person read).
+    Granting again is idempotent."""
     if method == Method.RULE:
         # Consent is the person's own act; a standing rule may decline, never agree.
-        raise DomainError("A standing rule cannot give consent.", code="rule_cannot_agree")
+        raise DomainError(_("A standing rule cannot give consent."), code="rule_cannot_agree")
     now = now or timezone.now()
     require_open(model_request)
-    notice = notice_current(model_request)
+    notice = notice_current(model_request, language)
     check_seen(notice, seen_notice_hash)
     pod = _usable_pod(user, pod)
     actor = actor_for(user)
@@ -229,7 +258,7 @@ def consent_grant(
         consent.status = Consent.Status.GIVEN
         consent.notice = notice
         consent.notice_hash = notice.content_hash
-        consent.plan_hash = model_request.plan_hash
+        consent.plan_hash = notice_plan_hash(model_request, notice)
         consent.given_at = consent.decided_at = now
         consent.withdrawn_at = None
         consent.expires_at = now + timedelta(days=settings.CONSENT_TTL_DAYS)
@@ -254,14 +283,16 @@ def consent_refuse(
     user: User,
     model_request: ModelRequest,
     seen_notice_hash: str | None = None,
+    language: str = "en",
     method: str = Method.PORTAL,
     now: datetime | None = None,
     detail: dict[str, Any] | None = None,
 ) -> Consent:
-    """Decline a request. Declining again is idempotent; a given consent is withdrawn instead."""
+    """Decline a request (having read its notice in ``language``). Declining again is
+    idempotent; a given consent is withdrawn instead."""
     now = now or timezone.now()
     require_open(model_request)
-    notice = notice_current(model_request)
+    notice = notice_current(model_request, language)
     check_seen(notice, seen_notice_hash)
     consent = _decide(
         user=user,
@@ -276,13 +307,13 @@ def consent_refuse(
             return consent
         if consent.status == Consent.Status.GIVEN:
             raise Conflict(
-                "You agreed to this request. To stop taking part, withdraw your consent.",
+                _("You agreed to this request. To stop taking part, withdraw your consent."),
                 code="consent_given",
             )
         consent.status = Consent.Status.REFUSED
         consent.notice = notice
         consent.notice_hash = notice.content_hash
-        consent.plan_hash = model_request.plan_hash
+        consent.plan_hash = notice_plan_hash(model_request, notice)
         consent.decided_at = now
         consent.save()
     append_event(
@@ -308,16 +339,18 @@ def consent_withdraw(
     now = now or timezone.now()
     locked = Consent.objects.select_for_update().filter(pk=consent.pk, user=user).first()
     if locked is None:
-        raise NotFound("No such consent.", code="consent_not_found")
+        raise NotFound(_("No such consent."), code="consent_not_found")
     if locked.status == Consent.Status.WITHDRAWN:
         assert locked.withdrawn_at is not None
         raise Conflict(
-            f"You already withdrew this consent on {locked.withdrawn_at:%d %B %Y at %H:%M} UTC.",
+            _("You already withdrew this consent on %(date)s UTC.")
+            % {"date": date_format(locked.withdrawn_at, "j F Y, H:i")},
             code="already_withdrawn",
         )
     if locked.status != Consent.Status.GIVEN:
         raise Conflict(
-            f"This consent is {locked.get_status_display().lower()}; there is nothing to withdraw.",
+            _("This consent is %(status)s; there is nothing to withdraw.")
+            % {"status": locked.get_status_display().lower()},
             code="not_given",
         )
     locked.status = Consent.Status.WITHDRAWN

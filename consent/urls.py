@@ -25,4 +25,5 @@ urlpatterns = [
         name="notification_settings",
     ),
     path("unsubscribe/<str:token>/", views_prefs.unsubscribe, name="unsubscribe"),
+    path("settings/language/", views.language_switch, name="language"),
 ]

@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -13,15 +14,32 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views import i18n
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dataspace.errors import DomainError
+from training.models import ModelRequest, TrainingRound
 
-from . import receipts, selectors, services
+from . import languages, receipts, selectors, services
 from .forms import DecisionForm, PauseForm, SignUpForm
 from .models import Consent, ConsentRule, Notification
 from .rules import rule_of_event, rule_text, rules_of
+
+
+def _progress_words() -> dict[str, Any]:
+    """The live progress line's words in the page's language (read by progress.js)."""
+    return {
+        "status": {value: str(label).lower() for value, label in ModelRequest.Status.choices},
+        "stage": {value: str(label).lower() for value, label in TrainingRound.Status.choices},
+        "line": {
+            "status": _("Status: %(status)s"),
+            "round": _("round %(number)s of %(rounds)s"),
+            "round_only": _("round %(number)s"),
+            "accuracy": _("accuracy"),
+        },
+    }
 
 
 class AuthedRequest(HttpRequest):
@@ -39,7 +57,11 @@ def signup(request: HttpRequest) -> HttpResponse:
         user = form.save()
         services.data_subject_for(user)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, "Welcome to Dataspace. Your account is ready.")
+        chosen = languages.supported(request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME))
+        if chosen:  # picked on the switcher before signing up: keep it as theirs
+            languages.language_set(user=user, language=chosen)
+            languages.remember_in_session(request, chosen)
+        messages.success(request, _("Welcome to Dataspace. Your account is ready."))
         return redirect("portal:home")
     return render(
         request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200
@@ -73,14 +95,18 @@ def home(request: AuthedRequest) -> HttpResponse:
 @require_GET
 def request_detail(request: AuthedRequest, request_id: uuid.UUID) -> HttpResponse:
     model_request = selectors.open_request(request_id)
-    notice = services.notice_current(model_request)
+    notice = services.notice_current(model_request, languages.current_language())
     consent = Consent.objects.filter(user=request.user, model_request=model_request).first()
-    form = DecisionForm(user=request.user, initial={"notice_hash": notice.content_hash})
+    form = DecisionForm(
+        user=request.user,
+        initial={"notice_hash": notice.content_hash, "language": notice.language},
+    )
     context = {
         "model_request": model_request,
         "notice": notice,
         "consent": consent,
         "form": form,
+        "progress_words": _progress_words(),
         "can_decide": model_request.is_open
         and (consent is None or consent.status != Consent.Status.GIVEN),
     }
@@ -93,9 +119,11 @@ def request_decide(request: AuthedRequest, request_id: uuid.UUID) -> HttpRespons
     model_request = selectors.open_request(request_id)
     form = DecisionForm(request.POST, user=request.user)
     if not form.is_valid():
-        messages.error(request, "Your decision could not be read; nothing was recorded.")
+        messages.error(request, _("Your decision could not be read; nothing was recorded."))
         return redirect("portal:request", request_id=model_request.pk)
     data = form.cleaned_data
+    language = data["language"] or languages.current_language()
+    title = {"title": model_request.texts.title_in(languages.current_language())[0]}
     try:
         if data["decision"] == "agree":
             services.consent_grant(
@@ -103,13 +131,17 @@ def request_decide(request: AuthedRequest, request_id: uuid.UUID) -> HttpRespons
                 model_request=model_request,
                 pod=data["pod"],
                 seen_notice_hash=data["notice_hash"],
+                language=language,
             )
-            messages.success(request, f"You agreed to “{model_request.title}”.")
+            messages.success(request, _("You agreed to “%(title)s”.") % title)
         else:
             services.consent_refuse(
-                user=request.user, model_request=model_request, seen_notice_hash=data["notice_hash"]
+                user=request.user,
+                model_request=model_request,
+                seen_notice_hash=data["notice_hash"],
+                language=language,
             )
-            messages.success(request, f"You declined “{model_request.title}”.")
+            messages.success(request, _("You declined “%(title)s”.") % title)
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect("portal:request", request_id=model_request.pk)
@@ -141,10 +173,11 @@ def consent_withdraw(request: AuthedRequest, consent_id: uuid.UUID) -> HttpRespo
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
+        title = consent.model_request.texts.title_in(languages.current_language())[0]
         messages.success(
             request,
-            f"You withdrew your consent to “{consent.model_request.title}”. "
-            "Your pod takes part in no further round.",
+            _("You withdrew your consent to “%(title)s”. Your pod takes part in no further round.")
+            % {"title": title},
         )
     return redirect("portal:consents")
 
@@ -198,15 +231,31 @@ def participation(request: AuthedRequest) -> HttpResponse:
 def training_pause(request: AuthedRequest) -> HttpResponseBase:
     form = PauseForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "That switch position is not valid; nothing changed.")
+        messages.error(request, _("That switch position is not valid; nothing changed."))
         return redirect("portal:home")
     paused = form.cleaned_data["paused"]
     services.training_pause_set(user=request.user, paused=paused)
     if paused:
-        messages.success(request, "All training is paused. None of your pods takes part in rounds.")
+        messages.success(
+            request, _("All training is paused. None of your pods takes part in rounds.")
+        )
     else:
-        messages.success(request, "Training resumed for the requests you agreed to.")
+        messages.success(request, _("Training resumed for the requests you agreed to."))
     return redirect("portal:home")
+
+
+@require_POST
+def language_switch(request: HttpRequest) -> HttpResponseBase:
+    """The portal's language switcher: stored on a signed-in person's profile (and so honoured
+    at their next login anywhere), and in the language cookie; then back to the page."""
+    language = languages.supported(request.POST.get("language"))
+    if language is None:
+        messages.error(request, _("That language is not available; nothing changed."))
+        return redirect("portal:home")
+    if request.user.is_authenticated:
+        languages.language_set(user=request.user, language=language)
+        languages.remember_in_session(request, language)
+    return i18n.set_language(request)
 
 
 @require_GET

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from dataspace.errors import DomainError
 
-from . import selectors, services
+from . import languages, selectors, services
 from .forms import NotificationPreferenceForm, RenewForm, RuleForm
 from .models import ConsentRule, Notification, NotificationPreference
 from .notify import (
@@ -144,7 +144,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def consent_renew_view(request: AuthedRequest, consent_id: uuid.UUID) -> HttpResponse:
     consent = selectors.consent_of(request.user, consent_id)
-    notice = services.notice_current(consent.model_request)
+    notice = services.notice_current(consent.model_request, languages.current_language())
     changed = notice.content_hash != consent.notice_hash
     if request.method == "POST":
         form = RenewForm(request.POST)
@@ -154,6 +154,7 @@ def consent_renew_view(request: AuthedRequest, consent_id: uuid.UUID) -> HttpRes
                     user=request.user,
                     consent=consent,
                     seen_notice_hash=form.cleaned_data["notice_hash"],
+                    language=notice.language,
                 )
             except DomainError as exc:
                 messages.error(request, exc.message)

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils.translation import gettext
 
 from training.modelspec.fields import FieldError, parse_field, parse_fields
 
@@ -30,7 +31,7 @@ def describe_field(field: dict[str, Any]) -> str:
     """A field's kind and unit in plain words (e.g. "a whole number from 18 to 110, in
     years"), for notices; just the unit for a field the typed reader cannot take."""
     try:
-        return parse_field(field).describe()
+        return parse_field(field).describe(gettext)
     except FieldError:
         return str(field.get("unit") or "")
 

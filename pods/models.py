@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from pods.agent.keylog import LogEntry
 from pods.agent.protocol import key_fingerprint
@@ -25,8 +26,8 @@ __all__ = [
 
 
 class PodStatus(models.TextChoices):
-    ACTIVE = "active", "Active"
-    REVOKED = "revoked", "Revoked"
+    ACTIVE = "active", _("Active")
+    REVOKED = "revoked", _("Revoked")
 
 
 class Pod(models.Model):

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from oauth2_provider.models import (
     AccessToken,
     Application,
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def pod_application() -> Application:
     """The public OAuth2 client pods pair with (created by a migration; recreated if flushed)."""
-    application, _ = Application.objects.get_or_create(
+    application, _created = Application.objects.get_or_create(
         client_id=settings.POD_CLIENT_ID,
         defaults={
             "name": "Dataspace pod",
@@ -61,7 +62,7 @@ def pairing_intent_create(
     """A pod asks to be paired: bind its name and identity key to its pending device grant."""
     name = name.strip()
     if not name or len(name) > 100:
-        raise DomainError("A pod name is 1 to 100 characters.", code="invalid_name")
+        raise DomainError(_("A pod name is 1 to 100 characters."), code="invalid_name")
     if len(public_key) != 32 or not verify_signature(
         public_key, signature, pairing_message(device_code, public_key)
     ):
@@ -97,15 +98,16 @@ def pairing_pending(*, user_code: str) -> PairingIntent:
     )
     if intent is None:
         raise NotFound(
-            "No pod is waiting with this code. Check the code on your device.", code="unknown_code"
+            _("No pod is waiting with this code. Check the code on your device."),
+            code="unknown_code",
         )
     grant = intent.device_grant
     if grant.is_expired():
         raise DomainError(
-            "This code has expired. Start pairing again on your device.", code="code_expired"
+            _("This code has expired. Start pairing again on your device."), code="code_expired"
         )
     if grant.status != grant.AUTHORIZATION_PENDING:
-        raise Conflict("This code was already used.", code="code_used")
+        raise Conflict(_("This code was already used."), code="code_used")
     return intent
 
 
@@ -118,7 +120,7 @@ def pairing_approve(*, user: User, user_code: str) -> Pod:
     intent = pairing_pending(user_code=user_code)
     grant = DeviceGrant.objects.select_for_update().get(pk=intent.device_grant_id)
     if grant.status != grant.AUTHORIZATION_PENDING:
-        raise Conflict("This code was already used.", code="code_used")
+        raise Conflict(_("This code was already used."), code="code_used")
     pod = Pod.objects.create(
         owner=user,
         name=intent.name,
@@ -175,9 +177,9 @@ def pod_revoke(*, user: User, pod: Pod) -> Pod:
     """Revoke a pod: its tokens end and its live connection is closed, at once."""
     locked = Pod.objects.select_for_update().filter(pk=pod.pk, owner=user).first()
     if locked is None:
-        raise NotFound("No such pod.", code="pod_not_found")
+        raise NotFound(_("No such pod."), code="pod_not_found")
     if locked.status == Pod.Status.REVOKED:
-        raise Conflict("This pod is already revoked.", code="already_revoked")
+        raise Conflict(_("This pod is already revoked."), code="already_revoked")
     locked.status = Pod.Status.REVOKED
     locked.revoked_at = timezone.now()
     locked.save(update_fields=["status", "revoked_at"])
@@ -194,10 +196,10 @@ def pod_revoke(*, user: User, pod: Pod) -> Pod:
 def pod_rename(*, user: User, pod: Pod, name: str) -> Pod:
     name = name.strip()
     if not name or len(name) > 100:
-        raise DomainError("A pod name is 1 to 100 characters.", code="invalid_name")
+        raise DomainError(_("A pod name is 1 to 100 characters."), code="invalid_name")
     locked = Pod.objects.select_for_update().filter(pk=pod.pk, owner=user).first()
     if locked is None:
-        raise NotFound("No such pod.", code="pod_not_found")
+        raise NotFound(_("No such pod."), code="pod_not_found")
     locked.name = name
     locked.save(update_fields=["name"])
     return locked

@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dataspace import lockout
@@ -83,7 +84,7 @@ def pair_decide(request: AuthedRequest) -> HttpResponseBase:
     """Step 2: approve or deny the pod shown with its name and key fingerprint."""
     form = PairCodeForm(request.POST)
     if not form.is_valid():  # e.g. a NUL character, which PostgreSQL would refuse with a 500
-        messages.error(request, "That is not a pairing code.")
+        messages.error(request, _("That is not a pairing code."))
         return redirect("pods:pair")
     code = form.cleaned_data["code"]
     if lockout.is_locked(request, _pairing_key(request)):
@@ -91,10 +92,13 @@ def pair_decide(request: AuthedRequest) -> HttpResponseBase:
     try:
         if request.POST.get("decision") == "approve":
             pod = services.pairing_approve(user=request.user, user_code=code)
-            messages.success(request, f"“{pod.name}” is paired. It finishes setting up by itself.")
+            messages.success(
+                request,
+                _("“%(name)s” is paired. It finishes setting up by itself.") % {"name": pod.name},
+            )
         else:
             services.pairing_deny(user=request.user, user_code=code)
-            messages.success(request, "Pairing denied. That device got no access.")
+            messages.success(request, _("Pairing denied. That device got no access."))
     except DomainError as exc:
         _count_guess(request, exc)
         messages.error(request, exc.message)
@@ -108,14 +112,16 @@ def rename(request: AuthedRequest, pod_id: uuid.UUID) -> HttpResponseBase:
     pod = _my_pod(request, pod_id)
     form = RenameForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Please give a name of 1 to 100 characters.")
+        messages.error(request, _("Please give a name of 1 to 100 characters."))
         return redirect("pods:list")
     try:
         services.pod_rename(user=request.user, pod=pod, name=form.cleaned_data["name"])
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Renamed to “{form.cleaned_data['name'].strip()}”.")
+        messages.success(
+            request, _("Renamed to “%(name)s”.") % {"name": form.cleaned_data["name"].strip()}
+        )
     return redirect("pods:list")
 
 
@@ -129,6 +135,8 @@ def revoke(request: AuthedRequest, pod_id: uuid.UUID) -> HttpResponseBase:
         messages.error(request, exc.message)
     else:
         messages.success(
-            request, f"“{pod.name}” is revoked: its access ended and it is disconnected."
+            request,
+            _("“%(name)s” is revoked: its access ended and it is disconnected.")
+            % {"name": pod.name},
         )
     return redirect("pods:list")

@@ -23,7 +23,7 @@ from training.modelspec.explain import METHOD, ranking
 from training.rounds.model_update import COUNT_GRANULARITY
 
 from .models import ModelRequest, TrainingRound
-from .selectors import model_version_latest
+from .selectors import model_version_latest, notice_versions
 from .serializers import consent_counts
 
 CARD_VERSION = "dataspace-model-card/1"
@@ -123,6 +123,7 @@ def card_build(model_request: ModelRequest) -> dict[str, Any]:
             "provider": {"name": provider.name, "contact": provider.contact_email},
             "status": model_request.status,
             "plan_hash": model_request.plan_hash,
+            "notices": notice_versions(model_request),
             "initial_weights_sha256": model_request.weights_sha256,
             "model": {"round": latest.round_number, "sha256": latest.sha256},
             "layers": [layer["type"] for layer in raw["model"]["layers"]],

@@ -10,6 +10,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from training.modelspec.texts import ProviderTexts, provider_texts
 
 
 class Provider(models.Model):
@@ -32,20 +35,20 @@ class Provider(models.Model):
 class PurposeCategory(models.TextChoices):
     """Purposes in plain words; values follow the W3C DPV purpose taxonomy."""
 
-    SCIENTIFIC_RESEARCH = "dpv:ScientificResearch", "Scientific research"
-    HEALTH_RESEARCH = "dpv:HealthResearch", "Health research"
-    SERVICE_IMPROVEMENT = "dpv:ServiceOptimisation", "Improving a service"
-    RESEARCH_AND_DEVELOPMENT = "dpv:ResearchAndDevelopment", "Product research and development"
-    PUBLIC_BENEFIT = "dpv:PublicBenefit", "Public benefit"
+    SCIENTIFIC_RESEARCH = "dpv:ScientificResearch", _("Scientific research")
+    HEALTH_RESEARCH = "dpv:HealthResearch", _("Health research")
+    SERVICE_IMPROVEMENT = "dpv:ServiceOptimisation", _("Improving a service")
+    RESEARCH_AND_DEVELOPMENT = "dpv:ResearchAndDevelopment", _("Product research and development")
+    PUBLIC_BENEFIT = "dpv:PublicBenefit", _("Public benefit")
 
 
 class ModelRequestStatus(models.TextChoices):
-    DRAFT = "draft", "Draft"
-    RECRUITING = "recruiting", "Recruiting"
-    TRAINING = "training", "Training"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+    DRAFT = "draft", _("Draft")
+    RECRUITING = "recruiting", _("Recruiting")
+    TRAINING = "training", _("Training")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
 
 
 def weights_upload_to(instance: ModelRequest, filename: str) -> str:
@@ -150,6 +153,11 @@ class ModelRequest(models.Model):
             self._refuse_plan_change()
         super().save(*args, **kwargs)
 
+    @property
+    def texts(self) -> ProviderTexts:
+        """The provider's title and purpose in each language its spec gives them in."""
+        return provider_texts(self.spec)
+
     # draft → recruiting → training → completed | failed | cancelled (DESIGN.md section 3)
     TRANSITIONS: ClassVar[dict[str, tuple[str, ...]]] = {
         Status.DRAFT: (Status.RECRUITING, Status.CANCELLED),
@@ -230,14 +238,14 @@ class ProviderClient(models.Model):
 
 
 class RoundStatus(models.TextChoices):
-    ADVERTISING = "advertise_keys", "Advertising keys"
-    SHARING = "share_keys", "Sharing keys"
-    COLLECTING = "masked_input", "Collecting masked inputs"
-    CHECKING = "consistency_check", "Confirming the survivors"
-    UNMASKING = "unmask", "Unmasking"
-    AGGREGATING = "aggregating", "Aggregating"
-    COMPLETED = "completed", "Completed"
-    ABORTED = "aborted", "Aborted"
+    ADVERTISING = "advertise_keys", _("Advertising keys")
+    SHARING = "share_keys", _("Sharing keys")
+    COLLECTING = "masked_input", _("Collecting masked inputs")
+    CHECKING = "consistency_check", _("Confirming the survivors")
+    UNMASKING = "unmask", _("Unmasking")
+    AGGREGATING = "aggregating", _("Aggregating")
+    COMPLETED = "completed", _("Completed")
+    ABORTED = "aborted", _("Aborted")
 
 
 class TrainingRound(models.Model):
@@ -331,12 +339,12 @@ class ModelVersion(models.Model):
 
 
 class ParticipantStage(models.TextChoices):
-    SELECTED = "selected", "Selected"
-    ADVERTISED = "advertise_keys", "Advertised keys"
-    SHARED = "share_keys", "Shared keys"
-    MASKED = "masked_input", "Sent masked input"
-    CHECKED = "consistency_check", "Signed the survivors"
-    UNMASKED = "unmask", "Helped unmask"
+    SELECTED = "selected", _("Selected")
+    ADVERTISED = "advertise_keys", _("Advertised keys")
+    SHARED = "share_keys", _("Shared keys")
+    MASKED = "masked_input", _("Sent masked input")
+    CHECKED = "consistency_check", _("Signed the survivors")
+    UNMASKED = "unmask", _("Helped unmask")
 
 
 class RoundParticipant(models.Model):

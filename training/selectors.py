@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
+from consent.services import notice_plan_hash
 from pods.models import Pod
 
 from .models import ModelRequest, ModelVersion, Provider, RoundParticipant
@@ -27,3 +30,17 @@ def model_version_latest(model_request: ModelRequest) -> ModelVersion:
     version = model_request.versions.order_by("-round_number").first()
     assert version is not None, "every request has version 0, its initial weights"
     return version
+
+
+def notice_versions(model_request: ModelRequest) -> list[dict[str, Any]]:
+    """Every notice version people could read, per language: a receipt names one of these
+    hashes, and its plan hash is this notice's (the request's own for the default language)."""
+    return [
+        {
+            "language": notice.language,
+            "version": notice.version,
+            "hash": notice.content_hash,
+            "plan_hash": notice_plan_hash(model_request, notice),
+        }
+        for notice in model_request.notices.order_by("language", "version")
+    ]

@@ -75,8 +75,8 @@ def model_request_create(
     digest = hashlib.sha256(weights).hexdigest()
     model_request = ModelRequest(
         provider=provider,
-        title=spec["title"],
-        purpose=spec["purpose"],
+        title=parsed.title,
+        purpose=parsed.purpose,
         data_category=category,
         features=list(parsed.data.features),
         label=parsed.data.label or "",

@@ -185,6 +185,8 @@ def request_spec(dataset: str, pods: int, params: int, rounds: int) -> dict[str,
     return {
         "title": "Benchmark: handwritten digits",
         "purpose": "Measure the service's cost per pod in a round of a thousand pods.",
+        "intended_use": "Measuring the service's cost per pod; a benchmark, not a product.",
+        "out_of_scope_uses": ["Any decision about a person"],
         "data": {"category": category, "features": features, "label": label},
         "model": {
             "layers": [

@@ -231,3 +231,29 @@ def test_the_in_process_scheduler_sends_from_its_own_thread(smtp: Inbox, setting
         scheduler.stop_in_process()
     assert Notification.objects.get(user=user).email_state == "sent"
     assert [str(m["To"]) for m in smtp.take()] == [user.email]
+
+
+def test_each_email_is_in_its_readers_own_language(smtp: Inbox) -> None:
+    # given: Zoé reads the portal in French, Udo in German, Ann set nothing
+    zoe, udo, ann = (UserFactory(username=n) for n in ("zoe", "udo", "ann"))
+    DataSubject.objects.create(user=zoe, language="fr")
+    DataSubject.objects.create(user=udo, language="de")
+    for user in (zoe, udo, ann):
+        Notification.objects.create(
+            user=user, kind="withdrawn", subject="w", params={"title": "T"}, link="/consents/"
+        )
+
+    # when the pending messages are sent
+    assert notifications_send() == 3
+
+    # then each e-mail is in its reader's language, the others' in English
+    mails = {to: m[0] for to, m in _by_recipient(smtp.take()).items()}
+    zoe_mail, udo_mail = mails["zoe@example.org"], mails["udo@example.org"]
+    # (_subject unfolds whitespace, the French no-break spaces included)
+    assert _subject(zoe_mail) == "Votre retrait de « T » est confirmé"
+    assert "Bonjour zoe," in _body(zoe_mail)
+    assert "Arrêter ces e-mails en un clic" in _body(zoe_mail)
+    assert _subject(udo_mail) == "Ihr Widerruf der Einwilligung zu „T“ ist bestätigt"
+    assert "Hallo udo," in _body(udo_mail)
+    assert _subject(mails["ann@example.org"]) == "Your withdrawal from “T” is confirmed"
+    _assert_only_own_name(mails["ann@example.org"], ann)

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from consent import receipts, services
 from consent.models import Consent, PrivacyNotice
-from consent.renewal import consent_renew
+from consent.renewal import consent_renew, notice_changed
 from consent.selectors import consent_log_verify
 from dataspace.errors import DomainError
 from tests.factories import PodFactory, UserFactory, open_request
@@ -109,3 +109,29 @@ def test_another_persons_consent_cannot_be_renewed() -> None:
     response = client.post(f"/consents/{consent.pk}/renew/", {"notice_hash": "0" * 64})
     assert response.status_code == 404
     assert consent.events.count() == 1
+
+
+def test_a_consent_given_in_french_renews_against_the_french_notice() -> None:
+    model_request = open_request()
+    user = UserFactory()
+    consent = services.consent_grant(
+        user=user, model_request=model_request, pod=PodFactory(owner=user), language="fr"
+    )
+    assert not notice_changed(consent)  # the English notice is another text, not a change
+
+    renewed = consent_renew(user=user, consent=consent)
+
+    french = services.notice_current(model_request, "fr")
+    assert (renewed.notice_id, renewed.notice_hash) == (french.pk, french.content_hash)
+    assert renewed.plan_hash == services.notice_plan_hash(model_request, french)
+    assert renewed.events.order_by("seq").last().detail["notice_changed"] is False
+
+    # read in German now: another text than the one agreed to, so it must have been shown
+    with pytest.raises(DomainError):
+        consent_renew(user=user, consent=renewed, language="de")
+    german = services.notice_current(model_request, "de")
+    again = consent_renew(
+        user=user, consent=renewed, language="de", seen_notice_hash=german.content_hash
+    )
+    assert again.notice_hash == german.content_hash
+    assert again.plan_hash == services.notice_plan_hash(model_request, german)

@@ -315,3 +315,46 @@ def test_fedprox_term_changes_the_update() -> None:
     a = train_local(plain, state, x, y, seed=1).update
     b = train_local(prox, state, x, y, seed=1).update
     assert np.linalg.norm(b) < np.linalg.norm(a)
+
+
+# -- provider texts per language ---------------------------------------------------------------
+
+
+def test_title_and_purpose_may_be_given_per_language() -> None:
+    spec = demo_request_spec()
+    spec["title"] = {"en": "Screening", "fr": "Dépistage", "de": "Früherkennung"}
+    spec["purpose"] = {"en": "Why.", "de": "Warum."}
+    parsed = validate_spec(spec)
+    assert parsed.title == "Screening"
+    assert parsed.texts.language == "en"
+    assert parsed.texts.purpose_in("fr") == ("Why.", "en")
+    assert parsed.texts.purpose_in("de") == ("Warum.", "de")
+
+
+def test_a_plain_string_is_in_the_specs_declared_language() -> None:
+    spec = demo_request_spec()
+    spec["language"] = "de"
+    spec["title"] = "Früherkennung"
+    parsed = validate_spec(spec)
+    assert parsed.texts.titles == {"de": "Früherkennung"}
+    assert parsed.texts.title_in("en") == ("Früherkennung", "de")
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "field"),
+    [
+        ({"language": "es"}, "unknown_language", "language"),
+        ({"title": {"en": "A", "es": "B"}}, "unknown_language", "title.es"),
+        ({"title": {"fr": "Seulement en français"}}, "invalid_value", "title.en"),
+        ({"purpose": {"en": ""}}, "invalid_value", "purpose.en"),
+        ({"purpose": {}}, "invalid_value", "purpose"),
+        ({"title": ["en", "A"]}, "invalid_value", "title"),
+        ({"language": "fr", "title": {"en": "Only English"}}, "invalid_value", "title.fr"),
+    ],
+)
+def test_bad_provider_texts_are_refused(changes: dict, code: str, field: str) -> None:  # type: ignore[type-arg]
+    spec = demo_request_spec()
+    spec.update(changes)
+    with pytest.raises(SpecError) as excinfo:
+        validate_spec(spec)
+    assert (excinfo.value.code, excinfo.value.field) == (code, field)

@@ -21,6 +21,7 @@ from .spec import (
     TrainingSpec,
     validate_spec,
 )
+from .texts import LANGUAGES, ProviderTexts, provider_texts
 
 if TYPE_CHECKING:
     from .build import build_module, count_parameters, expected_tensors, spec_from_sequential
@@ -51,12 +52,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "LANGUAGES",
     "DPSpec",
     "DataSpec",
     "LayerSpec",
     "ModelSpec",
     "OptimizerSpec",
     "PrivacySpec",
+    "ProviderTexts",
     "SpecError",
     "SpecLimits",
     "TrainingSpec",
@@ -66,6 +69,7 @@ __all__ = [
     "expected_tensors",
     "flatten_state",
     "load_weights",
+    "provider_texts",
     "sha256_hex",
     "spec_from_sequential",
     "unflatten_state",

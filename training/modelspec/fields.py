@@ -107,24 +107,27 @@ class Field:
             out["missing"] = {"fill": self.fill}
         return out
 
-    def describe(self) -> str:
-        """The field's kind in plain words, for notices and summaries."""
+    def describe(self, _: Callable[[str], str] = str) -> str:
+        """The field's kind in plain words, for notices and summaries. ``_`` translates each
+        phrase (the portal passes Django's ``gettext``; this module stays free of Django)."""
         kinds = {
-            "float": "a number",
-            "int": "a whole number",
-            "bool": "yes or no",
-            "date": "a date",
-            "string": "free text",
+            "float": _("a number"),
+            "int": _("a whole number"),
+            "bool": _("yes or no"),
+            "date": _("a date"),
+            "string": _("free text"),
         }
         if self.type == "categorical":
             shown = ", ".join(self.values[:8]) + (", …" if len(self.values) > 8 else "")
-            kind = f"one of {shown}"
+            kind = _("one of %(values)s") % {"values": shown}
         else:
             kind = kinds[self.type]
         if self.range is not None:
             lo, hi = (f"{v:g}" if isinstance(v, float) else str(v) for v in self.range)
-            kind += f" from {lo} to {hi}"
-        return kind + (f", in {self.unit}" if self.unit else "")
+            kind = _("%(kind)s from %(low)s to %(high)s") % {"kind": kind, "low": lo, "high": hi}
+        if self.unit:
+            kind = _("%(kind)s, in %(unit)s") % {"kind": kind, "unit": self.unit}
+        return kind
 
 
 # --- reading declarations ---------------------------------------------------------------------

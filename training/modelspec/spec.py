@@ -15,6 +15,7 @@ from .card_fields import CardFields, card_fields
 from .datafit import check_schema_fit, data_schema, encoded_widths
 from .errors import SpecError
 from .fields import Field
+from .texts import ProviderTexts, validate_texts
 
 Shape = tuple[int, ...]
 
@@ -104,7 +105,7 @@ class PrivacySpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    title: str
+    title: str  # in the spec's own language (``texts`` has every language given)
     purpose: str
     data: DataSpec
     layers: tuple[LayerSpec, ...]
@@ -113,6 +114,7 @@ class ModelSpec:
     parameter_count: int
     output_shape: Shape
     card: CardFields
+    texts: ProviderTexts
 
     @property
     def input_width(self) -> int:
@@ -728,11 +730,10 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     raw = _obj(
         obj,
         "",
-        [*REQUIRED_TOP, "purpose_category"],
+        [*REQUIRED_TOP, "language", "purpose_category"],
         REQUIRED_TOP,
     )
-    _str(raw["title"], "title", 200)
-    _str(raw["purpose"], "purpose", 5000)
+    texts = validate_texts(raw)
     if "purpose_category" in raw:
         _str(raw["purpose_category"], "purpose_category", PURPOSE_CATEGORIES_MAX)
     card = card_fields(raw)
@@ -781,8 +782,8 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
             "training.algorithm.type",
         )
     return ModelSpec(
-        title=raw["title"],
-        purpose=raw["purpose"],
+        title=texts.title,
+        purpose=texts.purpose,
         data=data,
         layers=layers,
         training=training,
@@ -790,4 +791,5 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
         parameter_count=parameters,
         output_shape=shape,
         card=card,
+        texts=texts,
     )

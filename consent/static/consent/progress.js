@@ -16,6 +16,19 @@
     unmask: "unmasking",
     aggregating: "aggregating", completed: "completed", aborted: "aborted"
   };
+  // The page's language: words and phrases rendered by the server (json_script), if present.
+  var WORDS = {};
+  var words = document.getElementById("progress-words");
+  if (words) { try { WORDS = JSON.parse(words.textContent) || {}; } catch (e) { WORDS = {}; } }
+  if (WORDS.status) STATUS = WORDS.status;
+  if (WORDS.stage) STAGE = WORDS.stage;
+  var LINE = WORDS.line || {
+    status: "Status: %(status)s", round: "round %(number)s of %(rounds)s",
+    round_only: "round %(number)s", accuracy: "accuracy"
+  };
+  function fill(template, values) {
+    return template.replace(/%\((\w+)\)s/g, function (whole, key) { return values[key]; });
+  }
   var FINAL = { completed: true, failed: true, cancelled: true };
   // Closed by the server on purpose (not signed in, forbidden, not found): do not retry.
   var NO_RETRY = { 4400: true, 4401: true, 4403: true, 4404: true };
@@ -25,12 +38,13 @@
   var delay = 1000;
 
   function describe(event) {
-    var parts = ["Status: " + (STATUS[event.status] || event.status)];
+    var parts = [fill(LINE.status, { status: STATUS[event.status] || event.status })];
     if (event.round) {
-      parts.push("round " + event.round + (rounds ? " of " + rounds : ""));
+      parts.push(rounds ? fill(LINE.round, { number: event.round, rounds: rounds })
+                        : fill(LINE.round_only, { number: event.round }));
       if (event.stage) parts.push(STAGE[event.stage] || event.stage);
       var accuracy = event.metrics && event.metrics.eval_accuracy;
-      if (typeof accuracy === "number") parts.push("accuracy " + Math.round(accuracy * 100) + "%");
+      if (typeof accuracy === "number") parts.push(LINE.accuracy + " " + Math.round(accuracy * 100) + "%");
     }
     return parts.join(" · ");
   }

@@ -13,6 +13,13 @@ from training.services import model_request_create
 DEMO_PASSWORD = "dataspace-demo"  # noqa: S105  (printed demo credentials, embedded default only)
 DEMO_PEOPLE = ("alice", "bob", "carol")
 DEMO_PROVIDER = "Northbridge Health Research"
+DEMO_TITLE_FR = "Dépistage du cancer du sein : un modèle de risque partagé"
+DEMO_TITLE_DE = "Brustkrebs-Früherkennung: ein gemeinsames Risikomodell"
+DEMO_PURPOSE_FR = (
+    "Entraîner un modèle qui aide les radiologues à distinguer les masses mammaires bénignes des "
+    "masses malignes à partir des mesures d’une cytoponction, afin que moins de personnes aient "
+    "besoin d’une seconde biopsie."
+)
 
 
 class Command(BaseCommand):
@@ -52,7 +59,12 @@ class Command(BaseCommand):
             },
         )
         spec = demo_request_spec()
-        if not ModelRequest.objects.filter(provider=provider, title=spec["title"]).exists():
+        title = spec["title"]
+        # The provider gives its title in three languages and its purpose in two: a German
+        # reader sees the English purpose, and the notice says it is in English.
+        spec["title"] = {"en": title, "fr": DEMO_TITLE_FR, "de": DEMO_TITLE_DE}
+        spec["purpose"] = {"en": spec["purpose"], "fr": DEMO_PURPOSE_FR}
+        if not ModelRequest.objects.filter(provider=provider, title=title).exists():
             model_request_create(provider=provider, spec=spec, weights=demo_weights(spec))
         if not options["quiet"]:
             self.stdout.write(
