@@ -302,6 +302,7 @@ def _replica_data(stack: Stack) -> dict[Any, Any]:
 
 def check_fedavg(stack: Stack, model_request: ModelRequest) -> None:
     """Each round's model = its base + the plain FedAvg of the contributions in its sum."""
+    from pods.agent.data import encode_for
     from pods.agent.plan import PlanPrivacy, contribution
     from training.modelspec import load_weights, validate_spec
     from training.modelspec.trainer import train_local
@@ -319,9 +320,10 @@ def check_fedavg(stack: Stack, model_request: ModelRequest) -> None:
         assert in_sum.count() == done.survivors
         parts = []
         for participant in in_sum:
-            x, y = data[participant.pod_id].arrays(
-                spec.data.category, spec.data.features, spec.data.label
-            )
+            source = data[participant.pod_id]
+            category = spec.data.category
+            encoded = encode_for(spec, source.records(category), source.fields(category))
+            x, y = encoded.x, encoded.y
             result = train_local(spec, base, x, y, seed=int(done.metrics["seed"]))
             parts.append(contribution(result, plan, spec))
         expected = sum(p["update"] for p in parts) / sum(float(p["weight"][0]) for p in parts)
