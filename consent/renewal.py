@@ -23,8 +23,8 @@ from .services import (
     actor_for,
     append_event,
     check_seen,
+    decided_on,
     notice_current,
-    notice_plan_hash,
     require_open,
 )
 
@@ -81,11 +81,7 @@ def consent_renew(
         )
     check_seen(notice, seen_notice_hash)
     previous_expiry = locked.expires_at
-    locked.status = Consent.Status.GIVEN
-    locked.notice = notice
-    locked.notice_hash = notice.content_hash
-    locked.plan_hash = notice_plan_hash(locked.model_request, notice)
-    locked.decided_at = now
+    decided_on(locked, notice, Consent.Status.GIVEN, now)
     locked.given_at = locked.given_at or now
     locked.expires_at = now + timedelta(days=settings.CONSENT_TTL_DAYS)
     locked.save()

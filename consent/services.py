@@ -169,6 +169,16 @@ def check_seen(notice: PrivacyNotice, seen_notice_hash: str | None) -> None:
         )
 
 
+def decided_on(consent: Consent, notice: PrivacyNotice, status: str, now: datetime) -> None:
+    """The person decided on ``notice`` at ``now``: the consent takes that status, notice, its
+    hash and the plan hash a pod checks (not saved)."""
+    consent.status = status
+    consent.notice = notice
+    consent.notice_hash = notice.content_hash
+    consent.plan_hash = notice_plan_hash(consent.model_request, notice)
+    consent.decided_at = now
+
+
 def _decide(
     *,
     user: User,
@@ -255,11 +265,8 @@ def consent_grant(
                     detail={"pod": pod.fingerprint},
                 )
             return consent
-        consent.status = Consent.Status.GIVEN
-        consent.notice = notice
-        consent.notice_hash = notice.content_hash
-        consent.plan_hash = notice_plan_hash(model_request, notice)
-        consent.given_at = consent.decided_at = now
+        decided_on(consent, notice, Consent.Status.GIVEN, now)
+        consent.given_at = now
         consent.withdrawn_at = None
         consent.expires_at = now + timedelta(days=settings.CONSENT_TTL_DAYS)
         if pod is not None:
@@ -310,11 +317,7 @@ def consent_refuse(
                 _("You agreed to this request. To stop taking part, withdraw your consent."),
                 code="consent_given",
             )
-        consent.status = Consent.Status.REFUSED
-        consent.notice = notice
-        consent.notice_hash = notice.content_hash
-        consent.plan_hash = notice_plan_hash(model_request, notice)
-        consent.decided_at = now
+        decided_on(consent, notice, Consent.Status.REFUSED, now)
         consent.save()
     append_event(
         consent,

@@ -295,6 +295,29 @@ def _time_round(
     }
 
 
+def bench_server(data_dir: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
+    """A server process on a free port, its rounds clock in-process, logging to
+    ``data_dir/server.log``: (port, process, log path). It runs as in production (DEBUG off: no
+    per-query bookkeeping)."""
+    port = free_port()
+    log = data_dir / "server.log"
+    process = subprocess.Popen(  # noqa: S603
+        server_command(port, "--log-level", "warning"),
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ROUNDS_TICK_IN_PROCESS": "1",
+            "SITE_URL": f"http://127.0.0.1:{port}",
+            "DEBUG": "0",
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return port, process, log
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Stopped (SIGTERM): still stop the server and the simulator on the way out.
@@ -316,28 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.modelspec import validate_spec
     from training.services import model_request_create
 
-    port = free_port()
+    port, process, server_log = bench_server(data_dir)
     url = f"http://127.0.0.1:{port}"
-    server_log = data_dir / "server.log"
-    server = Child(
-        "server",
-        subprocess.Popen(  # noqa: S603
-            server_command(port, "--log-level", "warning"),
-            cwd=ROOT,
-            # The server runs as in production (DEBUG off: no per-query bookkeeping).
-            env={
-                **os.environ,
-                "ROUNDS_TICK_IN_PROCESS": "1",
-                "SITE_URL": url,
-                "DEBUG": "0",
-                "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
-                "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            },
-            stdout=server_log.open("wb"),
-            stderr=subprocess.STDOUT,
-        ),
-        server_log,
-    )
+    server = Child("server", process, server_log)
     children = [server]
     profiler = None
     if args.profile is not None:

@@ -17,18 +17,16 @@ round (the bench seeds each pod), and the masks' stochastic rounding differs. Ex
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dataspace.bench.federation import bench_server, bench_setup
 from dataspace.bench.learning import (
     STRATEGIES,
     TASKS,
@@ -61,30 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="dataspace-live-learning-"))
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)  # the embedded runtime in a fresh data directory
-    os.environ.update(
-        {
-            "DEBUG": "1",
-            "DATASPACE_DATA_DIR": str(data_dir),
-            "ROUND_STAGE_SECONDS": "120",
-            "ROUNDS_TICK_SECONDS": "0.5",
-            "DJANGO_SETTINGS_MODULE": "dataspace.settings",
-            "RECEIPT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
-        }
+    data_dir = bench_setup(
+        "dataspace-live-learning-", DEBUG="1", ROUND_STAGE_SECONDS="120", ROUNDS_TICK_SECONDS="0.5"
     )
-    import django
     import torch
 
-    from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
+    from dataspace.processes import stop, wait_answering, wait_until
 
-    django.setup()
     torch.set_num_threads(1)
     from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", quiet=True)
 
     from consent.services import consent_grant
     from dataspace.models import DataCategory
@@ -118,22 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         weights=dump_weights(bench["initial"]),  # the bench's initial model
     )
 
-    port = free_port()
+    port, server, _log = bench_server(data_dir)
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(  # noqa: S603
-        server_command(port, "--log-level", "warning"),
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "ROUNDS_TICK_IN_PROCESS": "1",
-            "SITE_URL": url,
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(32),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        },
-        stdout=(data_dir / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
     simulator: subprocess.Popen[bytes] | None = None
     live_started = time.monotonic()
     try:
