@@ -33,6 +33,38 @@ class Floors:
     min_neighbours: int = 2
     threshold_fraction: float = 0.5
     min_threshold: int = 2
+    # The plan's minimum participants: no sum the pod's input is in may cover fewer pods.
+    min_survivors: int = 2
+    # Whether the plan values groups (issue 16): only then may a round split its cohort.
+    grouped: bool = False
+
+    def check_group(self, me: int, neighbours: list[int], group: list[int] | None) -> None:
+        """A grouped round: the plan allows groups, my group holds me and every neighbour (so
+        my masks stay inside the group whose sum is revealed), and it is not below the plan's
+        minimum."""
+        if group is None:
+            return
+        if not self.grouped:
+            raise FloorError(
+                "The plan does not split cohorts into groups.", code="groups_not_in_plan"
+            )
+        if me not in group or not set(neighbours) <= set(group):
+            raise FloorError("A neighbour outside my group.", code="neighbour_outside_group")
+        if len(set(group)) < self.min_survivors:
+            raise FloorError(
+                f"A group of {len(set(group))} is below the plan's {self.min_survivors}.",
+                code="group_below_plan",
+            )
+
+    def check_survivors(self, survivors: list[int], group: list[int] | None) -> None:
+        """The sum my input is in (my group's, or the cohort's) covers at least the plan's
+        minimum number of pods."""
+        covered = set(survivors) & set(group) if group is not None else set(survivors)
+        if len(covered) < self.min_survivors:
+            raise FloorError(
+                f"The sum would cover {len(covered)} pods; the plan needs {self.min_survivors}.",
+                code="group_survivors_below_plan" if group is not None else "survivors_below_plan",
+            )
 
     def check_neighbourhood(self, neighbours: int, threshold: int) -> None:
         if neighbours < self.min_neighbours:
@@ -80,6 +112,7 @@ class ClientRound:
         self._maskers: list[int] = []  # neighbours we masked with (finished ShareKeys)
         self._identities: dict[int, bytes] = {}  # v -> v's identity key (from its advert)
         self._survivors: list[int] = []  # the survivor set this pod signed
+        self.group: list[int] | None = None  # my valued group's members (grouped rounds)
 
     def __repr__(self) -> str:
         return f"ClientRound(index={self.index}, stage={self.stage.value})"
@@ -112,6 +145,9 @@ class ClientRound:
                 "The threshold must be a majority of the neighbourhood.", code="malformed_message"
             )
         self.floors.check_neighbourhood(len(neighbours), threshold)
+        group = index_list(m["group"], "group") if m.get("group") is not None else None
+        self.floors.check_group(me, neighbours, group)
+        self.group = sorted(set(group)) if group is not None else None
         layout = m.get("layout")
         if not isinstance(layout, dict):
             raise ProtocolError("layout is required.", code="malformed_message")
@@ -224,6 +260,11 @@ class ClientRound:
         )
         if self.index not in survivors:
             raise self._abort("My masked input is not in the survivor set.")
+        try:
+            self.floors.check_survivors(survivors, self.group)
+        except FloorError:
+            self.stage = Stage.ABORTED
+            raise
         if len(set(self._maskers) & set(survivors)) < self.threshold:
             self.stage = Stage.ABORTED
             raise SurvivorsBelowFloor("Too few neighbours survived to unmask safely.")

@@ -40,3 +40,27 @@ def neighbours(indices: list[int], k: int, seed: bytes) -> dict[int, list[int]]:
         i = position[u]
         out[u] = sorted({ring[(i + d) % n] for d in range(-(k // 2), k // 2 + 1) if d})
     return out
+
+
+def grouped_neighbours(
+    groups: list[list[int]], fraction: float, seed: bytes, k: int | None = None
+) -> tuple[dict[int, list[int]], list[tuple[int, int]]]:
+    """One Harary graph per group, disjoint: every pairwise mask stays inside its group, so
+    once the usual masks are removed the sum of a group's inputs is that group's plain sum —
+    one SecAgg+ instance reveals G separate sums and nothing finer (issue 16, group value).
+
+    Returns the neighbours and each group's (k, t); each group's ring order is drawn from
+    ``seed`` and the group's position."""
+    out: dict[int, list[int]] = {}
+    sizes: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for position, members in enumerate(groups):
+        if len(members) < 2 or seen & set(members):
+            raise ValueError("groups are disjoint and have at least two pods each")
+        seen |= set(members)
+        k_g = min(k, len(members) - 1) if k is not None else choose_k(len(members))
+        if k_g % 2 and len(members) > k_g + 1:
+            k_g -= 1
+        out.update(neighbours(sorted(members), k_g, seed + position.to_bytes(2, "big")))
+        sizes.append((k_g, choose_t(k_g, fraction)))
+    return out, sizes

@@ -32,6 +32,27 @@ class UnmaskPlan:
     dropped_keys: dict[int, bytes] = field(repr=False)
     # (alive u, dropped v, u's masking public key): pairwise masks u applied and v never will
     pairs: list[tuple[int, int, bytes]] = field(repr=False)
+    # Valued groups: each group's survivors, whose sum is revealed on its own (one group of
+    # all survivors when the round is not grouped).
+    groups: list[list[int]] = field(default_factory=list)
+    # Each of those groups' position in the round's groups (its label), in the same order.
+    positions: list[int] = field(default_factory=list)
+
+    def restricted(self, members: list[int]) -> UnmaskPlan:
+        """The plan for one group's sum: its survivors' self masks and its own pairwise masks
+        (a grouped graph has no edge between groups, so no other mask is in that sum)."""
+        inside = set(members)
+        pairs = [(u, v, pk) for u, v, pk in self.pairs if u in inside]
+        needed = {v for _, v, _ in pairs}
+        return UnmaskPlan(
+            round_id=self.round_id,
+            survivors=[u for u in self.survivors if u in inside],
+            b_seeds={u: b for u, b in self.b_seeds.items() if u in inside},
+            dropped_keys={v: s for v, s in self.dropped_keys.items() if v in needed},
+            pairs=pairs,
+            groups=[sorted(inside & set(self.survivors))],
+            positions=[],
+        )
 
 
 class ServerRound:
@@ -45,6 +66,7 @@ class ServerRound:
         layout: Layout,
         seed: bytes | None = None,
         k: int | None = None,
+        groups: list[list[int]] | None = None,
     ) -> None:
         indices = sorted(identity_keys)
         if len(indices) < 2:
@@ -53,10 +75,27 @@ class ServerRound:
         self.identity_keys = dict(identity_keys)
         self.min_survivors = max(2, min_survivors)
         self.layout = layout
-        self.k = min(k, len(indices) - 1) if k is not None else graph.choose_k(len(indices))
-        self.t = graph.choose_t(self.k, threshold_fraction)
         self.graph_seed = seed if seed is not None else os.urandom(16)
-        self.neighbours = graph.neighbours(indices, self.k, self.graph_seed)
+        # Valued groups (issue 16): a disjoint Harary graph per group, each with its own k and t.
+        self.groups: list[list[int]] = []
+        self.group_kt: list[tuple[int, int]] = []
+        if groups is not None and len(groups) > 1:
+            self.groups = [sorted(g) for g in groups]  # in the caller's order (its labels)
+            if sorted(u for g in self.groups for u in g) != indices:
+                raise ValueError("the groups must partition the cohort")
+            if min(len(g) for g in self.groups) < self.min_survivors:
+                raise AbortError("A group is smaller than the plan's minimum.")
+            self.neighbours, self.group_kt = graph.grouped_neighbours(
+                self.groups, threshold_fraction, self.graph_seed, k
+            )
+            self.k = min(k_g for k_g, _ in self.group_kt)
+            self.t = min(t_g for _, t_g in self.group_kt)
+        else:
+            self.k = min(k, len(indices) - 1) if k is not None else graph.choose_k(len(indices))
+            self.t = graph.choose_t(self.k, threshold_fraction)
+            self.neighbours = graph.neighbours(indices, self.k, self.graph_seed)
+        self.group_dropped: list[int] = []  # pods of groups that fell below the minimum
+        self._position: dict[int, int] = {}
         self.stage = Stage.ADVERTISE_KEYS
         self.adverts: dict[int, dict[str, str]] = {}
         self.routed: dict[int, dict[int, str]] = {}  # receiver -> sender -> envelope (base64)
@@ -78,6 +117,9 @@ class ServerRound:
             "t": self.t,
             "graph_seed": b64(self.graph_seed),
             "neighbours": {str(k): v for k, v in self.neighbours.items()},
+            "groups": self.groups,
+            "group_kt": [list(kt) for kt in self.group_kt],
+            "group_dropped": self.group_dropped,
             "stage": self.stage.value,
             "adverts": {str(k): v for k, v in self.adverts.items()},
             "routed": {str(r): {str(s): e for s, e in m.items()} for r, m in self.routed.items()},
@@ -103,6 +145,10 @@ class ServerRound:
         self.k, self.t = int(data["k"]), int(data["t"])
         self.graph_seed = unb64(data["graph_seed"], "graph_seed")
         self.neighbours = {int(k): [int(x) for x in v] for k, v in data["neighbours"].items()}
+        self.groups = [[int(u) for u in g] for g in data.get("groups", [])]
+        self.group_kt = [(int(k_g), int(t_g)) for k_g, t_g in data.get("group_kt", [])]
+        self.group_dropped = [int(u) for u in data.get("group_dropped", [])]
+        self._position = {}
         self.stage = Stage(data["stage"])
         self.adverts = {int(k): dict(v) for k, v in data["adverts"].items()}
         self.routed = {int(r): {int(s): e for s, e in m.items()} for r, m in data["routed"].items()}
@@ -132,6 +178,24 @@ class ServerRound:
         self.stage = Stage.ABORTED
         return AbortError(message)
 
+    def group_of(self, u: int) -> int | None:
+        """The position of u's group (None: the round is not grouped)."""
+        if len(self._position) != sum(len(g) for g in self.groups):
+            self._position = {v: p for p, g in enumerate(self.groups) for v in g}
+        return self._position.get(u)
+
+    def threshold_of(self, u: int) -> int:
+        position = self.group_of(u)
+        return self.t if position is None else self.group_kt[position][1]
+
+    def survivor_groups(self, survivors: list[int]) -> list[tuple[int, list[int]]]:
+        """Each group's position and survivors, for groups with any (one group of all of them
+        when the round is not grouped)."""
+        if not self.groups:
+            return [(0, sorted(survivors))]
+        alive = set(survivors)
+        return [(p, sorted(alive & set(g))) for p, g in enumerate(self.groups) if alive & set(g)]
+
     def _check_survivors(self, survivors: list[int], what: str) -> None:
         if len(survivors) < self.min_survivors:
             raise self._abort(
@@ -146,8 +210,9 @@ class ServerRound:
             "round_id": self.round_id,
             "index": u,
             "neighbours": self.neighbours[u],
-            "threshold": self.t,
+            "threshold": self.threshold_of(u),
             "layout": self.layout.to_dict(),
+            **({"group": self.groups[p]} if (p := self.group_of(u)) is not None else {}),
         }
 
     def receive_advert(self, u: int, reply: Mapping[str, Any]) -> None:
@@ -225,6 +290,13 @@ class ServerRound:
     def close_masked(self) -> list[int]:
         self._require(Stage.MASKED_INPUT)
         self.masked.sort()
+        if self.groups:
+            # A group whose inputs fell below the plan's minimum is left out whole: its inputs
+            # are not summed (their masks, all inside the group, never need removing) and the
+            # other groups go on. Its pods are never asked to unmask.
+            small = [g for _, g in self.survivor_groups(self.masked) if len(g) < self.min_survivors]
+            self.group_dropped = sorted(u for g in small for u in g)
+            self.masked = [u for u in self.masked if u not in set(self.group_dropped)]
         self._check_survivors(self.masked, "sent masked inputs")
         masked = set(self.masked)
         for v in self.shared:
@@ -303,15 +375,23 @@ class ServerRound:
         b_seeds: dict[int, bytes] = {}
         dropped_keys: dict[int, bytes] = {}
         pairs: list[tuple[int, int, bytes]] = []
+        failed: set[int] = set()  # positions of groups that cannot be unmasked
         for v in self.shared:
+            if v in self.group_dropped:
+                continue  # its whole group was left out: none of its masks is in a sum
             kind = self.requested[v]
             points = collected.get((kind, v), {})
             involved = kind == "b" or any(u in masked for u in self.neighbours[v])
             if not involved:
                 continue
-            if len(points) < self.t:
-                raise self._abort(f"Too few shares to unmask ({len(points)} of {self.t} needed).")
-            subset = dict(sorted(points.items())[: self.t])
+            t = self.threshold_of(v)
+            if len(points) < t:
+                position = self.group_of(v)
+                if position is None:
+                    raise self._abort(f"Too few shares to unmask ({len(points)} of {t} needed).")
+                failed.add(position)
+                continue
+            subset = dict(sorted(points.items())[:t])
             secret = shamir.combine(subset)
             if kind == "b":
                 b_seeds[v] = secret
@@ -320,11 +400,18 @@ class ServerRound:
                 for u in self.neighbours[v]:
                     if u in masked:
                         pairs.append((u, v, unb64(self.adverts[u]["s_pk"], "s_pk", size=32)))
+        # A group that cannot be unmasked is left out of the sum (grouped rounds only).
+        out = {u for position in failed for u in self.groups[position]}
+        survivors = [u for u in self.masked if u not in out]
+        if out:
+            self._check_survivors(survivors, "can be unmasked")
         self.stage = Stage.DONE
         return UnmaskPlan(
             round_id=self.round_id.encode(),
-            survivors=list(self.masked),
-            b_seeds=b_seeds,
-            dropped_keys=dropped_keys,
-            pairs=pairs,
+            survivors=survivors,
+            b_seeds={u: b for u, b in b_seeds.items() if u not in out},
+            dropped_keys={v: s for v, s in dropped_keys.items() if v not in out},
+            pairs=[(u, v, pk) for u, v, pk in pairs if u not in out],
+            groups=[g for _, g in self.survivor_groups(survivors)],
+            positions=[p for p, _ in self.survivor_groups(survivors)],
         )

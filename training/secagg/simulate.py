@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .aggregate import remove_masks, sum_range
-from .client import ClientRound
+from .client import ClientRound, Floors
 from .encoding import Layout
 from .server import ServerRound
 from .wire import Stage
@@ -24,6 +24,9 @@ from .wire import Stage
 class RoundResult:
     total: npt.NDArray[np.uint32]
     survivors: list[int]
+    # Grouped rounds: each group's survivors and its own unmasked sum (one group otherwise).
+    groups: list[list[int]] = field(default_factory=list)
+    group_totals: list[npt.NDArray[np.uint32]] = field(default_factory=list)
 
 
 def simulate_round(
@@ -34,6 +37,8 @@ def simulate_round(
     threshold_fraction: float = 0.6,
     min_survivors: int = 2,
     seed: int = 0,
+    groups: list[list[int]] | None = None,
+    floors: Floors | None = None,
 ) -> RoundResult:
     drop = drop or {}
     identities = {u: Ed25519PrivateKey.generate() for u in inputs}
@@ -44,9 +49,11 @@ def simulate_round(
         min_survivors=min_survivors,
         layout=layout,
         seed=seed.to_bytes(8, "big"),
+        groups=groups,
     )
     clients = {
-        u: ClientRound(k, rng=np.random.default_rng(seed * 1000 + u)) for u, k in identities.items()
+        u: ClientRound(k, rng=np.random.default_rng(seed * 1000 + u), floors=floors)
+        for u, k in identities.items()
     }
 
     for u, client in clients.items():
@@ -74,8 +81,19 @@ def simulate_round(
         if _alive(drop, u, Stage.UNMASK):
             server.receive_unmask(u, clients[u].unmask(server.unmask_request(u)))
     plan = server.close_unmask()
-    masked_sum = sum_range([io.BytesIO(stored[u]) for u in plan.survivors], 0, layout.length)
-    return RoundResult(total=remove_masks(masked_sum, plan), survivors=plan.survivors)
+    group_totals = [
+        remove_masks(
+            sum_range([io.BytesIO(stored[u]) for u in members], 0, layout.length),
+            plan.restricted(members),
+        )
+        for members in plan.groups
+    ]
+    total = np.zeros(layout.length, dtype=np.uint32)
+    for part in group_totals:
+        total += part  # wraps mod 2^32 like the masks
+    return RoundResult(
+        total=total, survivors=plan.survivors, groups=plan.groups, group_totals=group_totals
+    )
 
 
 def _alive(drop: Mapping[int, Stage], u: int, stage: Stage) -> bool:
