@@ -11,7 +11,7 @@ import binascii
 import uuid
 from typing import Any
 
-from django.http import HttpResponseBase
+from django.http import HttpResponse, HttpResponseBase
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -39,6 +39,7 @@ from dataspace.parsers import StrictJSONParser
 from training import selectors as training_selectors
 from training.downloads import control_response, weights_response
 from training.rounds.answers import masked_input_store
+from training.rounds.valuation import candidate_blob
 from training.serializers import CategoryOutput, ErrorOutput
 
 from . import key_log, live_tokens, services
@@ -320,6 +321,28 @@ class RoundControlApi(PodApi):
         if not version.control:
             raise NotFound("This round has no control variate.", code="no_control")
         return control_response(request, version)
+
+
+class RoundCandidateApi(PodApi):
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            **ERRORS,
+        },
+        summary="Group value: the last round's model without one group (safetensors, ETag)",
+    )
+    def get(self, request: Request, round_id: int, index: int) -> HttpResponseBase:
+        version = training_selectors.round_weights_for(pod=self.pod_of(request), round_id=round_id)
+        if version is None:
+            raise NotFound("This pod is not in that round.", code="not_in_round")
+        found = candidate_blob(version, index)
+        if found is None:
+            raise NotFound("No such candidate model.", code="no_candidate")
+        blob, sha256 = found
+        etag = f'"{sha256}"'
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        return HttpResponse(blob, content_type="application/octet-stream", headers={"ETag": etag})
 
 
 class UnreadStreamParser(BaseParser):

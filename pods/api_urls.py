@@ -19,5 +19,10 @@ urlpatterns = [
     path("key-log/mine/", api.KeyLogMineApi.as_view(), name="key-log-mine"),
     path("rounds/<id:round_id>/weights", api.RoundWeightsApi.as_view(), name="round-weights"),
     path("rounds/<id:round_id>/control", api.RoundControlApi.as_view(), name="round-control"),
+    path(
+        "rounds/<id:round_id>/candidates/<int:index>",
+        api.RoundCandidateApi.as_view(),
+        name="round-candidate",
+    ),
     path("rounds/<id:round_id>/masked-input", api.MaskedInputApi.as_view(), name="masked-input"),
 ]

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from training.modelspec.federated import federated_parts
 from training.modelspec.spec import DPSpec, ModelSpec
 from training.modelspec.trainer import LocalResult
+from training.modelspec.valuation import value_parts
 from training.secagg.client import Floors
 from training.secagg.dp import epsilon, privatize
 from training.secagg.encoding import clip_l2
@@ -45,10 +46,13 @@ class PlanPrivacy:
     dp: DPSpec | None
     update_clip: float
     max_examples: int
+    # Valued groups the plan states (0: none): only then may a round split its cohort.
+    groups: int = 0
 
     @classmethod
     def of(cls, spec: ModelSpec) -> PlanPrivacy:
         return cls(
+            groups=spec.valuation.groups if spec.valuation else 0,
             min_participants=spec.training.min_participants,
             cohort_size=spec.training.cohort_size,
             threshold_fraction=spec.privacy.secagg_threshold,
@@ -75,6 +79,9 @@ class PlanPrivacy:
             min_neighbours=max(MIN_THRESHOLD, choose_k(smallest)),
             threshold_fraction=self.threshold_fraction,
             min_threshold=MIN_THRESHOLD,
+            # No sum this pod's input is in (a group's, or the cohort's) may cover fewer.
+            min_survivors=max(2, self.min_participants),
+            grouped=self.groups > 0,
         )
 
     def epsilon_after(self, rounds: int) -> float:
@@ -163,4 +170,6 @@ def _evaluation(result: LocalResult) -> dict[str, npt.NDArray[np.floating[Any]]]
         "eval_correct": np.array([float(result.evaluation.correct)]),
         "eval_examples": np.array([float(result.evaluation.examples)]),
         **result.explanation,
+        # Group value: the candidates (last round's model without one group) on the same split.
+        **value_parts([(e.loss_sum, e.correct) for e in result.candidates]),
     }

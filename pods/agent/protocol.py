@@ -78,6 +78,9 @@ class Task(TypedDict):
     # served like the weights) and its SHA-256. Whether c is used is the verified spec's call.
     control_url: NotRequired[str]
     control_sha256: NotRequired[str]
+    # Group value (the verified spec's ``valuation``): the last round's models without one
+    # group each — label, URL, SHA-256 — which the pod evaluates on its held-out split.
+    candidates: NotRequired[list[dict[str, str]]]
 
 
 # The round metrics a progress event and the provider client carry; never a per-pod figure.

@@ -36,6 +36,7 @@ from training.modelspec.trainer import train_local
 from training.secagg.client import ClientRound
 from training.secagg.errors import FloorError, SecAggError
 
+from .candidates import CandidateError, load_candidates
 from .consent import ConsentRefused, check_task, verify_receipt
 from .controls import ControlError, ControlVariates, scaffold_inputs
 from .data import DataSource, encode_for
@@ -406,6 +407,10 @@ class RoundWorker:
         if encoded.used == 0:
             raise Declined("no_data")
         x, y = encoded.x, encoded.y
+        try:  # group value: the last round's models without one group each
+            candidates = load_candidates(task, spec, plan, self._download)
+        except CandidateError as refused:
+            raise Declined(refused.code) from None
         try:  # SCAFFOLD's c and c_i, when the verified spec asks for it
             c, c_i = scaffold_inputs(spec, task, self.controls, self._download)
         except ControlError as refused:
@@ -427,6 +432,7 @@ class RoundWorker:
                 max_steps=max_steps,
                 server_control=c,
                 client_control=c_i,
+                candidates=candidates,
             )
             if result.control is not None:
                 self.controls.stage(request_id, result.control)

@@ -12,7 +12,7 @@ reads back from the decoded totals. Pure: the pod agent and the rounds engine bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,3 +83,29 @@ def max_local_steps(spec: ModelSpec, max_examples: int) -> float:
     by_epochs = training.local_epochs * -(-max_examples // training.batch_size)
     steps = by_epochs if training.local_steps is None else min(by_epochs, training.local_steps)
     return fednova_norm(steps, training.optimizer.momentum)
+
+
+def candidate_vectors(
+    spec: ModelSpec,
+    base: npt.NDArray[np.float32],
+    optimizer_state: Mapping[str, npt.NDArray[np.float32]] | None,
+    totals: Mapping[str, npt.NDArray[np.floating[Any]]],
+    group_totals: Sequence[Mapping[str, npt.NDArray[np.floating[Any]]]],
+) -> list[npt.NDArray[np.float32]]:
+    """Group value (``training.modelspec.valuation``): for each group, the model the round would
+    have published without it — the same server step from ``base`` on the sums of the other
+    groups (Σ − S_g, decoded; the sums are linear). The optimizer state is the base's, copied."""
+    from .server_optim import server_step
+    from .valuation import totals_without
+
+    out = []
+    for group in group_totals:
+        rest = totals_without(totals, group)
+        state = (
+            None if optimizer_state is None else {k: v.copy() for k, v in optimizer_state.items()}
+        )
+        vector, _ = server_step(
+            spec.training.server_optimizer, base.copy(), average_update(spec, rest), state
+        )
+        out.append(vector.astype(np.float32))
+    return out

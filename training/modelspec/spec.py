@@ -16,6 +16,7 @@ from .datafit import check_schema_fit, data_schema, encoded_widths
 from .errors import SpecError
 from .fields import Field
 from .texts import ProviderTexts, validate_texts
+from .valuation import ValuationSpec, read_valuation
 
 Shape = tuple[int, ...]
 
@@ -115,6 +116,8 @@ class ModelSpec:
     output_shape: Shape
     card: CardFields
     texts: ProviderTexts
+    # Group-level value (optional): the cohort split into groups, each valued (valuation.py).
+    valuation: ValuationSpec | None = None
 
     @property
     def input_width(self) -> int:
@@ -730,7 +733,7 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
     raw = _obj(
         obj,
         "",
-        [*REQUIRED_TOP, "language", "purpose_category"],
+        [*REQUIRED_TOP, "language", "purpose_category", "valuation"],
         REQUIRED_TOP,
     )
     texts = validate_texts(raw)
@@ -792,4 +795,9 @@ def validate_spec(obj: object, limits: SpecLimits | None = None) -> ModelSpec:
         output_shape=shape,
         card=card,
         texts=texts,
+        valuation=read_valuation(
+            raw.get("valuation"),
+            cohort_size=training.cohort_size,
+            min_participants=training.min_participants,
+        ),
     )

@@ -14,7 +14,7 @@ by option II of their Algorithm 1.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,9 @@ class LocalResult:
     control: npt.NDArray[np.float32] | None = None
     # The global model's explanation sums on the held-out split (``training.modelspec.explain``).
     explanation: Mapping[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    # Group value: each candidate model (the last round's model without one group) evaluated
+    # on the same held-out split as the global model (``training.modelspec.valuation``).
+    candidates: tuple[EvalResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ def train_local(
     clock: Callable[[], float] = time.monotonic,
     server_control: npt.NDArray[np.floating[Any]] | None = None,
     client_control: npt.NDArray[np.floating[Any]] | None = None,
+    candidates: Sequence[Mapping[str, torch.Tensor]] = (),
 ) -> LocalResult:
     """Train up to ``local_epochs`` on the pod's data within the local-work budget (the spec's,
     and the device's own ``max_steps`` / ``max_seconds``); return the update, the evaluation sums
@@ -281,6 +285,10 @@ def train_local(
             correction=_correction(spec, module, c, c_i) if scaffold else None,
         )
     new_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    with torch.random.fork_rng():  # building modules draws from torch's RNG: leave it as it was
+        candidate_results = tuple(
+            evaluate(spec, candidate, x[eval_idx], y[eval_idx]) for candidate in candidates
+        )
     update = (flatten_state(new_state, spec) - flatten_state(global_state, spec)).astype(np.float32)
     control_delta = control = None
     if scaffold:
@@ -301,6 +309,7 @@ def train_local(
         control_delta=control_delta,
         control=control,
         explanation=explanation,
+        candidates=candidate_results,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 from celery import signature
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -87,12 +88,18 @@ def shard_sum(round_id: int, index: int) -> None:
     if len(inputs) != len(committed) or not all(p.masked_input for p in inputs):
         _abort_missing_input(round_id)
         return
-    handles = [p.masked_input.open("rb") for p in inputs]
-    try:
-        partial = sum_range(handles, start, stop)
-    finally:
-        for handle in handles:
-            handle.close()
+    # Valued groups: one masked partial sum per group, one after the other (each group's
+    # masks cancel inside its own sum); one block when the round is not split.
+    blocks = [set(g) for g in training_round.secagg_state.get("groups", [])] or [committed]
+    pieces = []
+    for block in blocks:
+        handles = [p.masked_input.open("rb") for p in inputs if p.index in block]
+        try:
+            pieces.append(sum_range(handles, start, stop))
+        finally:
+            for handle in handles:
+                handle.close()
+    partial = np.concatenate(pieces)
     with transaction.atomic():
         locked = lock_round_row(round_id, "status", "metrics", "vector_length")
         if (
@@ -175,9 +182,26 @@ def round_finalize(round_id: int, now: datetime | None = None) -> None:
         except AbortError as exc:  # cannot happen after a successful close; never half-apply
             abort(training_round, participants, "aggregating", exc.message, now)
             return
-        pieces = []
+        blocks = max(1, len(server.groups))
+        by_group: list[list[npt.NDArray[np.uint32]]] = [[] for _ in plan.groups]
         for index, (start, _stop) in enumerate(shards):
             with default_storage.open(shard_path(round_id, index), "rb") as handle:
                 partial = np.frombuffer(handle.read(), dtype="<u4").astype(np.uint32)
-            pieces.append(remove_masks(partial, plan, start))
-        finish(training_round, server.layout, np.concatenate(pieces), participants, plan, now)
+            parts = np.split(partial, blocks)
+            for i, (position, members) in enumerate(zip(plan.positions, plan.groups, strict=True)):
+                by_group[i].append(remove_masks(parts[position], plan.restricted(members), start))
+        group_totals = [
+            (p, np.concatenate(g)) for p, g in zip(plan.positions, by_group, strict=True)
+        ]
+        total = np.zeros(int(training_round.vector_length), dtype=np.uint32)
+        for _position, part in group_totals:
+            total += part  # wraps mod 2^32, like the masks
+        finish(
+            training_round,
+            server.layout,
+            total,
+            participants,
+            plan,
+            now,
+            group_totals=group_totals if server.groups else None,
+        )

@@ -16,19 +16,22 @@ from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
 from training.modelspec.explain import explanation_segments
 from training.modelspec.spec import ModelSpec
+from training.modelspec.valuation import value_segments
 from training.secagg.encoding import Layout
 from training.secagg.server import ServerRound
 from training.secagg.wire import Stage
 
 from .transitions import OPEN_STATUSES, StageStep, step_of
+from .valuation import candidates_of
 
 Message = dict[str, object]
 Payload = dict[str, Any]
 
 
-def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
+def layout_for(model_request: ModelRequest, cohort: int, candidates: int = 0) -> Layout:
     """The masked vector's layout: the model's coordinates plus weight and evaluation sums,
-    then the explanation parts (per-class counts, attribution sums)."""
+    then the explanation parts (per-class counts, attribution sums), then — group value —
+    the evaluation sums of each of the last round's ``candidates``."""
     from training.modelspec import vector_size  # imports torch: only where a round opens
     from training.modelspec.federated import max_local_steps  # the trainer: torch too
 
@@ -46,7 +49,10 @@ def layout_for(model_request: ModelRequest, cohort: int) -> Layout:
         max_local_steps=max_local_steps(spec, privacy.max_examples) if fednova else 0.0,
         # SCAFFOLD: each pod's control-variate delta Δc_i, model-sized, rides in the sum.
         **scaffold_parts(spec, dim),
-    ).with_parts(explanation_segments(spec), max_clients=cohort)
+    ).with_parts(
+        [*explanation_segments(spec), *value_segments(candidates, privacy.max_examples)],
+        max_clients=cohort,
+    )
 
 
 def scaffold_parts(spec: ModelSpec, dim: int) -> dict[str, Any]:
@@ -72,6 +78,16 @@ def task_for(training_round: TrainingRound) -> Task:
         masked_input_url=f"/api/v1/pod/rounds/{training_round.pk}/masked-input",
         seed=int(training_round.metrics["seed"]),
     )
+    candidates = candidates_of(base)
+    if candidates:  # group value: the last round's models without one group each
+        task["candidates"] = [
+            {
+                "label": str(c["label"]),
+                "url": f"/api/v1/pod/rounds/{training_round.pk}/candidates/{i}",
+                "sha256": str(c["sha256"]),
+            }
+            for i, c in enumerate(candidates)
+        ]
     if base.control_sha256:  # SCAFFOLD after its first round: the service's c, like the weights
         task["control_url"] = f"/api/v1/pod/rounds/{training_round.pk}/control"
         task["control_sha256"] = base.control_sha256

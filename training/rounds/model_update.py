@@ -21,7 +21,7 @@ from training.modelspec.server_optim import server_step
 from training.secagg.encoding import Layout, decode
 from training.secagg.server import UnmaskPlan
 
-from . import opening, scaffold
+from . import opening, scaffold, valuation
 from .ending import end_round
 from .locking import lock_request
 from .progress import round_changed
@@ -65,27 +65,42 @@ def _explanation(
 
 
 def _new_weights(
-    model_request: ModelRequest, base: ModelVersion, average: Vector
-) -> tuple[bytes, dict[str, Vector] | None]:
+    model_request: ModelRequest,
+    training_round: TrainingRound,
+    base: ModelVersion,
+    totals: dict[str, npt.NDArray[np.float64]],
+    group_totals: list[tuple[str, int, dict[str, npt.NDArray[np.float64]]]],
+    start_blob: bytes | None,
+) -> tuple[bytes, dict[str, Vector] | None, dict[str, object]]:
+    """The server step from the base model — or, when robust valuation left a group out, from
+    the candidate without it — and the candidates of this round's groups."""
     import torch  # the model's tensors: torch only where a model is rebuilt
 
     from training.modelspec import dump_weights, load_weights, unflatten_state
+    from training.modelspec.federated import average_update
     from training.modelspec.vectors import flatten_state
 
     spec = validate_spec(model_request.spec)
-    with base.weights.open("rb") as handle:
-        state = load_weights(handle.read(), spec)
+    if start_blob is None:
+        with base.weights.open("rb") as handle:
+            start_blob = handle.read()
+    state = load_weights(start_blob, spec)
+    start = flatten_state(state, spec)
+    before = _optimizer_state(base)
     vector, optimizer_state = server_step(
         spec.training.server_optimizer,
-        flatten_state(state, spec),
-        average,
-        _optimizer_state(base),
+        start.copy(),
+        average_update(spec, totals),
+        None if before is None else {k: v.copy() for k, v in before.items()},
     )
     new_state = unflatten_state(vector, spec, like=state)
     blob = dump_weights(
         {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in new_state.items()}
     )
-    return blob, optimizer_state
+    stored = valuation.store_candidates(
+        model_request, training_round, spec, start, before, totals, group_totals, state
+    )
+    return blob, optimizer_state, stored
 
 
 def _optimizer_state(version: ModelVersion) -> dict[str, Vector] | None:
@@ -102,21 +117,29 @@ def finish(
     participants: list[RoundParticipant],
     plan: UnmaskPlan,
     now: datetime,
+    group_totals: list[tuple[int, npt.NDArray[np.uint32]]] | None = None,
 ) -> None:
     """Apply the unmasked sum ``total`` and record the round (inside the finalizing
-    transaction, the round and its participants locked)."""
-    # The trainer's module imports torch (~100 MiB per process): only where a round finishes.
-    from training.modelspec.federated import average_update
-
+    transaction, the round and its participants locked). ``group_totals``: each valued
+    group's position and unmasked sum, when the round was split (issue 16)."""
     model_request = lock_request(training_round.model_request_id)
     survivors = [p for p in participants if p.index in set(plan.survivors)]
     totals = decode(total, layout)
     base = training_round.base_version
     assert base is not None, "a round always starts from a model version"
-    # FedAvg's weighted mean, or FedNova's step-normalised one (from the masked totals alone).
+    # FedAvg's weighted mean, or FedNova's step-normalised one (from the masked totals alone),
+    # from the base model or — robust group value — the candidate without a harmful group.
     spec = validate_spec(model_request.spec)
-    average = average_update(spec, totals)
-    blob, optimizer_state = _new_weights(model_request, base, average)
+    start_blob, valued = valuation.start_point(spec, training_round, totals)
+    labels = training_round.metrics.get("group_labels", [])
+    by_group = [
+        (str(labels[position]), len(plan.groups[i]), decode(part, layout))
+        for i, (position, part) in enumerate(group_totals or [])
+        if position < len(labels)
+    ]
+    blob, optimizer_state, stored = _new_weights(
+        model_request, training_round, base, totals, by_group, start_blob
+    )
     examples = float(totals["eval_examples"][0])
     metrics = {
         **{k: v for k, v in training_round.metrics.items() if k != "shards_done"},
@@ -125,6 +148,8 @@ def finish(
         "eval_loss": float(totals["eval_loss"][0]) / examples if examples else None,
         "eval_accuracy": float(totals["eval_correct"][0]) / examples if examples else None,
         **_explanation(model_request, totals),
+        **valued,
+        **stored,
     }
     epsilon, over_budget = _privacy(model_request)
     if epsilon is not None:

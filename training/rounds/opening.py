@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from dataspace import delivery
 from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
+from training.modelspec import validate_spec
 from training.secagg.server import ServerRound
 
 from .cohort import eligible_pods
@@ -20,6 +21,7 @@ from .messages import layout_for, stage_message
 from .progress import round_changed
 from .resending import ASKED_AT
 from .transitions import FINISHED_STATUSES, STEPS
+from .valuation import candidates_of, round_groups
 
 
 @transaction.atomic
@@ -36,8 +38,10 @@ def round_open(
     if len(pool) < model_request.min_participants:
         return None
     cohort = random.SystemRandom().sample(pool, min(model_request.cohort_size, len(pool)))
-    layout = layout_for(model_request, len(cohort))
     base = model_request.versions.order_by("-round_number").first()
+    # Group value: the last round's candidates (its model without one group each) are
+    # evaluated by this round's pods, in extra parts of the masked vector.
+    layout = layout_for(model_request, len(cohort), candidates=len(candidates_of(base)))
     first = STEPS[RoundStatus.ADVERTISING]
     training_round = TrainingRound.objects.create(
         model_request=model_request,
@@ -60,12 +64,20 @@ def round_open(
         for index, pod in enumerate(sorted(cohort, key=lambda p: str(p.pk)), start=1)
     )
     keys = {p.pk: bytes(p.public_key) for p in cohort}
+    groups = round_groups(model_request, validate_spec(model_request.spec), participants)
+    if groups:
+        training_round.metrics = {
+            **training_round.metrics,
+            "group_labels": [g.label for g in groups],
+        }
+        training_round.save(update_fields=["metrics"])
     server = ServerRound(
         round_id=f"{model_request.pk}/{number}/{attempt}",
         identity_keys={p.index: keys[p.pod_id] for p in participants},
         threshold_fraction=model_request.secagg_threshold,
         min_survivors=model_request.min_participants,
         layout=layout,
+        groups=[g.members for g in groups] or None,
     )
     training_round.secagg_state = server.to_dict()
     training_round.save(update_fields=["secagg_state"])

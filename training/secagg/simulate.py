@@ -27,6 +27,7 @@ class RoundResult:
     # Grouped rounds: each group's survivors and its own unmasked sum (one group otherwise).
     groups: list[list[int]] = field(default_factory=list)
     group_totals: list[npt.NDArray[np.uint32]] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # each group's place in ``groups=``
 
 
 def simulate_round(
@@ -92,7 +93,11 @@ def simulate_round(
     for part in group_totals:
         total += part  # wraps mod 2^32 like the masks
     return RoundResult(
-        total=total, survivors=plan.survivors, groups=plan.groups, group_totals=group_totals
+        total=total,
+        survivors=plan.survivors,
+        groups=plan.groups,
+        group_totals=group_totals,
+        positions=plan.positions,
     )
 
 
