@@ -155,6 +155,32 @@ def _purpose(model_request: ModelRequest, language: str) -> list[str]:
     return paragraphs
 
 
+def _group_value(model_request: ModelRequest) -> list[str]:
+    """What the plan's group value (issue 16, ``valuation`` in the spec) reveals, if it has one."""
+    valuation = (model_request.spec or {}).get("valuation")
+    if not isinstance(valuation, dict):
+        return []
+    out = [
+        _(
+            "This request measures how much groups of people helped the model: each round's "
+            "people are split into up to %(groups)s groups of at least %(minimum)s people, and "
+            "the sum of each group is revealed on its own (not only the whole round's). A value "
+            "is computed for each group, never for one person."
+        )
+        % {"groups": valuation.get("groups"), "minimum": model_request.min_participants},
+        _(
+            "To measure it, the models trained without one group are sent to the next round's "
+            "pods, which test them on their own data; from them a group's combined update can "
+            "be worked out, never yours."
+        ),
+    ]
+    if valuation.get("robust"):
+        out.append(
+            _("A group whose data clearly made the model worse is left out of that round's model.")
+        )
+    return out
+
+
 def _sections(model_request: ModelRequest, language: str) -> list[Section]:
     provider = model_request.provider
     category = model_request.data_category
@@ -244,6 +270,7 @@ def _sections(model_request: ModelRequest, language: str) -> list[Section]:
                     "cohort": model_request.cohort_size,
                 },
                 _("Who took part in a round is not secret: you see it in your history."),
+                *_group_value(model_request),
             ],
         },
         {"heading": _("Privacy protection"), "paragraphs": _privacy(model_request)},

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from consent.receipts import sign
-from training.modelspec import validate_spec
+from training.modelspec import ModelSpec, validate_spec
 from training.modelspec.explain import METHOD, ranking
 from training.rounds.model_update import COUNT_GRANULARITY
 
@@ -72,6 +72,52 @@ def _round_entry(training_round: TrainingRound) -> dict[str, Any]:
     }
 
 
+def _group_value(spec: ModelSpec, completed: list[TrainingRound]) -> dict[str, Any] | None:
+    """Group value (issue 16): each round's groups (pods per group) and their values, measured
+    in the next round; which group robust mode left out. Never a figure for one person."""
+    if spec.valuation is None:
+        return None
+    classifier = spec.training.loss in ("cross_entropy", "bce_with_logits")
+    metric = "accuracy" if classifier else "mean loss"
+    by_number = {r.number: r.metrics for r in completed}
+    rounds = []
+    for number, metrics in sorted(by_number.items()):
+        groups = metrics.get("groups") or []
+        if not groups:
+            continue
+        valued = (by_number.get(number + 1) or {}).get("valuation") or {}
+        values = {v["label"]: v for v in valued.get("values", [])}
+        rounds.append(
+            {
+                "round": number,
+                "valued_in_round": number + 1 if values else None,
+                "groups": [
+                    {
+                        "label": g["label"],
+                        "pods": g["pods"],
+                        "value": values.get(g["label"], {}).get("value"),
+                        "accuracy_change": values.get(g["label"], {}).get("accuracy_change"),
+                        "loss_change": values.get(g["label"], {}).get("loss_change"),
+                    }
+                    for g in groups
+                ],
+                "left_out": valued.get("left_out"),
+            }
+        )
+    return {
+        "method": (
+            "leave-one-group-out: value = metric(model) − metric(model without the group), "
+            "both scored by the next round's pods on their held-out splits under the masks "
+            f"(metric: {metric}); > 0 the group helped"
+        ),
+        "groups": spec.valuation.groups,
+        "min_pods_per_group": spec.training.min_participants,
+        "robust": spec.valuation.robust,
+        "margin": spec.valuation.margin,
+        "rounds": rounds,
+    }
+
+
 def _limitations(model_request: ModelRequest, completed: int) -> list[str]:
     spec = validate_spec(model_request.spec)
     items = [
@@ -93,6 +139,12 @@ def _limitations(model_request: ModelRequest, completed: int) -> list[str]:
         items.append(
             "Differential privacy noise is added to the model updates only; the evaluation and "
             "attribution sums are revealed under secure aggregation without noise."
+        )
+    if spec.valuation is not None:
+        items.append(
+            "Group values lag one round: a round's groups are scored by the next round's pods, "
+            "so the last round's groups are not valued"
+            + (", and its model includes every group." if spec.valuation.robust else ".")
         )
     if completed < model_request.rounds:
         items.append(f"Training ran {completed} of the {model_request.rounds} planned rounds.")
@@ -189,6 +241,7 @@ def card_build(model_request: ModelRequest) -> dict[str, Any]:
             ],
             "ranking": ranking(last_importance) if last_importance else [],
         },
+        **({"group_value": value} if (value := _group_value(spec, completed)) else {}),
         "limitations": _limitations(model_request, len(completed)),
     }
 

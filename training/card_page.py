@@ -69,6 +69,24 @@ def _plots(card: dict[str, Any]) -> dict[str, str]:
         axes.legend(fontsize="small")
         plots["importance_rounds"] = _png(figure)
         plt.close(figure)
+    valued = [r for r in (card.get("group_value") or {}).get("rounds", []) if r["valued_in_round"]]
+    if valued:
+        figure, axes = plt.subplots(figsize=(6.4, 3.2))
+        labels = sorted({g["label"] for r in valued for g in r["groups"]})
+        for label in labels:
+            points = [
+                (r["round"], g["value"])
+                for r in valued
+                for g in r["groups"]
+                if g["label"] == label and g["value"] is not None
+            ]
+            axes.plot([x for x, _ in points], [v for _, v in points], marker="o", label=label)
+        axes.axhline(0.0, color="grey", lw=0.8)
+        axes.set_xlabel("round whose groups were valued")
+        axes.set_ylabel("group value")
+        axes.legend(fontsize="small", title="group")
+        plots["group_value"] = _png(figure)
+        plt.close(figure)
     return plots
 
 

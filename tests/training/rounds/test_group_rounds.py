@@ -164,3 +164,23 @@ def test_grouped_rounds_reveal_group_sums_value_them_and_apply_the_robust_choice
     assert np.allclose(_vector(versions[2], parsed) - start, update / weight, atol=1e-4)
     # The last round's groups are not valued: no candidates are stored for it.
     assert "candidates" not in versions[2].metrics and versions[2].metrics["groups"]
+
+    # The signed card shows each round's groups and values (and what was left out); its
+    # signature still verifies, and the page renders them.
+    from consent import receipts
+    from pods.agent.consent import verify_signed
+    from training.card import card_signed
+    from training.card_page import card_html
+
+    signed = card_signed(model_request)
+    card = verify_signed(signed, receipts.public_jwks(), "card")
+    shown = card["group_value"]
+    assert (shown["groups"], shown["robust"], shown["min_pods_per_group"]) == (2, True, 3)
+    first, last = shown["rounds"]
+    assert first["round"] == 1 and first["valued_in_round"] == 2
+    assert [g["value"] for g in first["groups"]] == [v["value"] for v in valuation["values"]]
+    assert first["left_out"] == expected
+    assert last["valued_in_round"] is None and all(g["value"] is None for g in last["groups"])
+    assert any("Group values lag one round" in item for item in card["limitations"])
+    page = card_html(signed)
+    assert "Group value" in page and "not valued" in page and 'alt="Value of each group' in page
