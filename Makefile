@@ -117,6 +117,10 @@ bench-keylog: migrate  ## key log: proof generation/verification at 10,000 entri
 bench-learning: $(STAMP)  ## FedAvg/M, FedAdam/Yogi/Adagrad, SCAFFOLD, FedNova under label skew and slow pods
 	$(PY) -m dataspace.bench.learning --output bench-output/learning
 
+.PHONY: bench-groups
+bench-groups: $(STAMP)  ## group value: a label-flipped group is flagged; robust mode vs plain FedAvg
+	$(PY) -m dataspace.bench.groups --pods 30 --groups 3 --rounds 8
+
 .PHONY: bench-learning-live
 bench-learning-live: $(STAMP)  ## one configuration (breast, Dirichlet 0.3, FedAvgM, 20 pods) live vs the in-process bench
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.live_learning

@@ -72,7 +72,7 @@ def _round_entry(training_round: TrainingRound) -> dict[str, Any]:
     }
 
 
-def _group_value(spec: ModelSpec, completed: list[TrainingRound]) -> dict[str, Any] | None:
+def group_value_section(spec: ModelSpec, completed: list[TrainingRound]) -> dict[str, Any] | None:
     """Group value (issue 16): each round's groups (pods per group) and their values, measured
     in the next round; which group robust mode left out. Never a figure for one person."""
     if spec.valuation is None:
@@ -241,7 +241,7 @@ def card_build(model_request: ModelRequest) -> dict[str, Any]:
             ],
             "ranking": ranking(last_importance) if last_importance else [],
         },
-        **({"group_value": value} if (value := _group_value(spec, completed)) else {}),
+        **({"group_value": value} if (value := group_value_section(spec, completed)) else {}),
         "limitations": _limitations(model_request, len(completed)),
     }
 

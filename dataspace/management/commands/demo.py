@@ -34,6 +34,7 @@ from dataspace.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PEOPLE, 
 from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 from pods.agent import datasets
 from pods.models import Pod
+from training.card import group_value_section
 from training.client import DataspaceClient
 from training.models import ModelRequest, Provider, RoundParticipant, TrainingRound
 from training.modelspec import load_weights, validate_spec, vector_size
@@ -91,6 +92,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--timeout", type=float, default=900.0, help="give up after S s")
         parser.add_argument(
+            "--groups",
+            type=int,
+            default=3,
+            help="group value: split each cohort into G valued groups (0: off)",
+        )
+        parser.add_argument(
+            "--robust",
+            action="store_true",
+            help="group value's robust mode: leave a clearly harmful group out of the model",
+        )
+        parser.add_argument(
             "--dp",
             type=float,
             default=None,
@@ -117,10 +129,12 @@ class Command(BaseCommand):
         # The provider's reference statistics: from its own data, which is the test split here.
         mean = dataset.x[test].mean(0)
         std = dataset.x[test].std(0) + 1e-6
+        groups: int = options["groups"]
         spec = demo_request_spec(
             rounds=options["rounds"],
             cohort_size=pods,
-            min_participants=max(10, pods // 3),
+            # With groups, each group (not only the cohort) holds at least the minimum.
+            min_participants=max(10, pods // (2 * groups)) if groups else max(10, pods // 3),
             title=f"Breast screening risk model (demo {time.strftime('%H:%M:%S')})",
             standardize=([float(v) for v in mean], [float(v) for v in std]),
             local_epochs=5,
@@ -134,6 +148,8 @@ class Command(BaseCommand):
                 "delta": 1e-5,
             },
         )
+        if groups:
+            spec["valuation"] = {"groups": groups, "robust": options["robust"]}
         weights = demo_weights(spec, seed=seed)
 
         port = options["port"] or free_port()
@@ -343,6 +359,9 @@ class Command(BaseCommand):
             "partition": f"dirichlet:{alpha}",
             "accuracy_per_round": per_round,
             "explanations": explanation_report(model_request, x_pool, y_pool),
+            "group_value": group_value_section(
+                spec, list(rounds.filter(status="completed").order_by("number"))
+            ),
             "wall_s": round(time.monotonic() - started, 1),
         }
 
@@ -405,6 +424,16 @@ class Command(BaseCommand):
             "wall_s",
         ):
             table.add_row(key, str(report[key]))
+        for r in (report.get("group_value") or {}).get("rounds", []):
+            if r["valued_in_round"] is None:
+                continue
+            values = ", ".join(
+                f"{g['label']}({g['pods']}) {g['value']:+.3f}"
+                for g in r["groups"]
+                if g["value"] is not None
+            )
+            left = f"; left out {r['left_out']}" if r["left_out"] else ""
+            table.add_row(f"group value, round {r['round']}", values + left)
         buffer = io.StringIO()
         Console(file=buffer, width=72).print(table)
         self.stdout.write(buffer.getvalue())
