@@ -115,3 +115,18 @@ def test_the_sample_is_read_as_the_importer_reads_it(
     assert main([*argv, "--sample", str(export)]) == 1
     assert "line 1: unknown column 'Activity'" in capsys.readouterr().err
     assert EXPORT_MAP  # the pod's import takes --map for such files
+
+
+def test_check_refuses_groups_the_cohort_cannot_hold(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Group value (issue 16): G groups of at least min_participants need that many pods."""
+    spec = sleep_spec()
+    cohort, minimum = spec["training"]["cohort_size"], spec["training"]["min_participants"]
+    spec["valuation"] = {"groups": cohort // minimum + 1}
+    files["spec"].write_text(json.dumps(spec))
+    argv = ["check", str(files["spec"]), str(files["weights"]), "--catalog", str(files["catalog"])]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("dataspace-provider: error: valuation_groups_too_small: ")
+    assert error.endswith("(at valuation.groups)")

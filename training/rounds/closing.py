@@ -122,6 +122,13 @@ def round_advance(round_id: int, closing: str, now: datetime | None = None) -> N
                     drop(p, stage, "silent")
             abort(training_round, participants, stage, exc.message, now)
             return
+        if step.stage is Stage.MASKED_INPUT and server.group_dropped:
+            # Their group fell below the plan's minimum: its inputs are not summed.
+            out = set(server.group_dropped)
+            for p in participants:
+                if p.index in out and not p.dropped:
+                    drop(p, stage, "group_below_minimum")
+                    discard_input(p)
         if step.following != RoundStatus.AGGREGATING:
             for p in participants:
                 if p.index not in alive and not p.dropped:

@@ -116,11 +116,13 @@ def store_candidates(
     from training.modelspec import dump_weights, unflatten_state
     from training.modelspec.federated import candidate_vectors
 
-    if spec.valuation is None or len(group_totals) < 2:
+    if spec.valuation is None or not group_totals:
         return {}
     groups = [{"label": label, "pods": pods} for label, pods, _ in group_totals]
-    if training_round.number >= model_request.rounds:
-        return {"groups": groups}  # no next round to value them (the card says so)
+    if len(group_totals) < 2 or training_round.number >= model_request.rounds:
+        # One group left (the others fell below the minimum), or no next round to value them
+        # in (the card says so): the groups are recorded, no candidate is stored.
+        return {"groups": groups}
     vectors = candidate_vectors(
         spec, start, optimizer_state, totals, [t for _, _, t in group_totals]
     )

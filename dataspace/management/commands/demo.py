@@ -428,11 +428,12 @@ class Command(BaseCommand):
             if r["valued_in_round"] is None:
                 continue
             values = ", ".join(
-                f"{g['label']}({g['pods']}) {g['value']:+.3f}"
+                f"{g['label']}({g['pods']}) {g['value']:+.3f}/{g['loss_change']:+.4f}"
                 for g in r["groups"]
                 if g["value"] is not None
             )
             left = f"; left out {r['left_out']}" if r["left_out"] else ""
+            # Per group (pods): accuracy change / loss change without it; > 0 it helped.
             table.add_row(f"group value, round {r['round']}", values + left)
         buffer = io.StringIO()
         Console(file=buffer, width=72).print(table)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytest
+from django.utils import timezone
 from safetensors.numpy import load as load_safetensors
 
 from dataspace.celery import app as celery_app
@@ -25,6 +27,7 @@ from tests.training.rounds.test_engine import (
 from training.models import ModelRequest, ModelVersion
 from training.modelspec import validate_spec
 from training.modelspec.vectors import flatten_state
+from training.rounds import clock as rounds_clock
 from training.rounds import opening
 from training.rounds import valuation as engine_valuation
 from training.rounds.valuation import candidate_blob
@@ -184,3 +187,59 @@ def test_grouped_rounds_reveal_group_sums_value_them_and_apply_the_robust_choice
     assert any("Group values lag one round" in item for item in card["limitations"])
     page = card_html(signed)
     assert "Group value" in page and "not valued" in page and 'alt="Value of each group' in page
+
+
+def test_a_group_that_falls_below_the_minimum_is_left_out_and_the_round_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataspace.demo import demo_request_spec, demo_weights
+    from tests.factories import ProviderFactory, breast_category
+    from training.services import model_request_create
+
+    breast_category()
+    spec = demo_request_spec(rounds=1, cohort_size=8, min_participants=3)
+    spec["valuation"] = {"groups": 2}
+    model_request = model_request_create(
+        provider=ProviderFactory(), spec=spec, weights=demo_weights(spec)
+    )
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    capture_pod_messages(monkeypatch, outbox)
+    x, y = breast_data()
+    sims: dict[Any, SimPod] = {}
+    slot: dict[str, int] = {}
+    for i in range(8):
+        pod, key = consenting_online_pod(model_request, f"s{i}")
+        rows = slice(i * 60, (i + 1) * 60)
+        sims[pod.pk] = SimPod(pod, key, x[rows], y[rows])
+        slot[str(pod.pk)] = 0 if i < 3 else 1
+    monkeypatch.setattr(engine_valuation, "group_slot", lambda _r, pod_id, _g: slot[pod_id])
+    group_a = [pod_id for pod_id in sims if slot[str(pod_id)] == 0]
+    sims[group_a[0]].drop_at("masked_input")  # group A: two left, below the minimum of three
+
+    training_round = opening.request_try_start(model_request)
+    assert training_round is not None
+    clock = timezone.now()
+    for _ in range(10):
+        while outbox:
+            pod_id, message = outbox.pop(0)
+            sims[pod_id].handle(message)
+        training_round.refresh_from_db()
+        if training_round.status == "completed":
+            break
+        clock += timedelta(seconds=3600)  # past the stage's deadline: the silent pod is dropped
+        rounds_clock.rounds_tick(clock)
+    assert training_round.status == "completed"
+    assert training_round.survivors == 5
+    left = training_round.participants.filter(pod_id__in=group_a[1:])
+    assert {(p.dropped_at_stage, p.drop_reason) for p in left} == {
+        ("masked_input", "group_below_minimum")
+    }
+    assert not any(p.masked_input for p in left)  # their inputs are not kept, nor summed
+    version = model_request.versions.get(round_number=1)
+    assert version.metrics["groups"] == [{"label": "B", "pods": 5}]
+    # The published model is FedAvg over group B alone.
+    parsed = validate_spec(model_request.spec)
+    base = _vector(model_request.versions.get(round_number=0), parsed)
+    b_parts = [sims[p].plain for p in sims if slot[str(p)] == 1]
+    update = sum(p["update"] for p in b_parts) / sum(float(p["weight"][0]) for p in b_parts)
+    assert np.allclose(_vector(version, parsed) - base, update, atol=1e-4)
