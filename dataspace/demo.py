@@ -117,3 +117,20 @@ def explanation_report(model_request: Any, x_pool: Any, y_pool: Any) -> dict[str
             str(c["class"]): c["accuracy"] for c in last.metrics["explanation"]["per_class"]
         },
     }
+
+
+def group_value_rows(section: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The demo table's rows for the card's ``group_value`` section: per valued round, each
+    group (pods) with its accuracy change / loss change without it (> 0: it helped)."""
+    rows = []
+    for r in (section or {}).get("rounds", []):
+        if r["valued_in_round"] is None:
+            continue
+        values = ", ".join(
+            f"{g['label']}({g['pods']}) {g['value']:+.3f}/{g['loss_change']:+.4f}"
+            for g in r["groups"]
+            if g["value"] is not None
+        )
+        left = f"; left out {r['left_out']}" if r["left_out"] else ""
+        rows.append((f"group value, round {r['round']}", values + left))
+    return rows

@@ -29,7 +29,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from consent.services import consent_grant, consent_refuse
-from dataspace.demo import demo_request_spec, demo_weights, explanation_report
+from dataspace.demo import (
+    demo_request_spec,
+    demo_weights,
+    explanation_report,
+    group_value_rows,
+)
 from dataspace.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PEOPLE, DEMO_PROVIDER
 from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 from pods.agent import datasets
@@ -424,17 +429,8 @@ class Command(BaseCommand):
             "wall_s",
         ):
             table.add_row(key, str(report[key]))
-        for r in (report.get("group_value") or {}).get("rounds", []):
-            if r["valued_in_round"] is None:
-                continue
-            values = ", ".join(
-                f"{g['label']}({g['pods']}) {g['value']:+.3f}/{g['loss_change']:+.4f}"
-                for g in r["groups"]
-                if g["value"] is not None
-            )
-            left = f"; left out {r['left_out']}" if r["left_out"] else ""
-            # Per group (pods): accuracy change / loss change without it; > 0 it helped.
-            table.add_row(f"group value, round {r['round']}", values + left)
+        for name, value in group_value_rows(report.get("group_value")):
+            table.add_row(name, value)
         buffer = io.StringIO()
         Console(file=buffer, width=72).print(table)
         self.stdout.write(buffer.getvalue())
