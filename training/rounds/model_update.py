@@ -131,6 +131,7 @@ def finish(
     # from the base model or — robust group value — the candidate without a harmful group.
     spec = validate_spec(model_request.spec)
     start_blob, valued = valuation.start_point(spec, training_round, totals)
+    transaction.on_commit(lambda: valuation.delete_candidates(base))
     labels = training_round.metrics.get("group_labels", [])
     by_group = [
         (str(labels[position]), len(plan.groups[i]), decode(part, layout))

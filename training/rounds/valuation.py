@@ -68,6 +68,15 @@ def candidate_blob(version: ModelVersion, index: int) -> tuple[bytes, str] | Non
         return handle.read(), str(entry["sha256"])
 
 
+def delete_candidates(version: ModelVersion) -> None:
+    """Forget a version's candidates once the round that valued them completed (nothing reads
+    them after it; a retry of that round happens only before it completes)."""
+    for entry in candidates_of(version):
+        path = candidate_path(version.model_request_id, version.round_number, str(entry["label"]))
+        if default_storage.exists(path):
+            default_storage.delete(path)
+
+
 def start_point(
     spec: ModelSpec, training_round: TrainingRound, totals: Totals
 ) -> tuple[bytes | None, dict[str, Any]]:

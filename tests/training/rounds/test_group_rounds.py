@@ -43,7 +43,10 @@ def _tasks_in_process() -> Iterator[None]:
 
 
 class CandidateTransport(InProcessTransport):
-    """The pod's downloads, candidates included (the view serves ``candidate_blob``)."""
+    """The pod's downloads, candidates included (the view serves ``candidate_blob``); what
+    was served is kept, by (base round, index), for the test to check."""
+
+    served: dict[tuple[int, int], bytes] = {}
 
     def download(self, path: str) -> bytes:
         if "/candidates/" not in path:
@@ -55,6 +58,7 @@ class CandidateTransport(InProcessTransport):
         assert version is not None
         found = candidate_blob(version, int(parts[-1]))
         assert found is not None
+        CandidateTransport.served[(version.round_number, int(parts[-1]))] = found[0]
         return found[0]
 
 
@@ -125,7 +129,8 @@ def test_grouped_rounds_reveal_group_sums_value_them_and_apply_the_robust_choice
     for pod_id, parts in plains[1].items():
         by_slot[slot[str(pod_id)]].append(parts)
     for index, other in ((0, 1), (1, 0)):
-        blob, sha = candidate_blob(versions[1], index) or (b"", "")
+        blob = CandidateTransport.served[(1, index)]
+        sha = versions[1].metrics["candidates"][index]["sha256"]
         assert hashlib.sha256(blob).hexdigest() == sha
         import torch
 
@@ -154,7 +159,7 @@ def test_grouped_rounds_reveal_group_sums_value_them_and_apply_the_robust_choice
     assert valuation["left_out"] == expected
     start = base if expected is None else None
     if expected is not None:
-        blob, _ = candidate_blob(versions[1], ["A", "B"].index(expected)) or (b"", "")
+        blob = CandidateTransport.served[(1, ["A", "B"].index(expected))]
         import torch
 
         start = flatten_state(
@@ -165,7 +170,9 @@ def test_grouped_rounds_reveal_group_sums_value_them_and_apply_the_robust_choice
     update = sum(p["update"] for p in plains[2].values())
     weight = sum(float(p["weight"][0]) for p in plains[2].values())
     assert np.allclose(_vector(versions[2], parsed) - start, update / weight, atol=1e-4)
-    # The last round's groups are not valued: no candidates are stored for it.
+    # Used, round 1's candidates are deleted; the last round's groups are not valued: no
+    # candidates are stored for it.
+    assert candidate_blob(versions[1], 0) is None and candidate_blob(versions[1], 1) is None
     assert "candidates" not in versions[2].metrics and versions[2].metrics["groups"]
 
     # The signed card shows each round's groups and values (and what was left out); its
