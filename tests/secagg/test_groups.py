@@ -232,3 +232,24 @@ def test_grouped_state_survives_json() -> None:
     assert again.groups == run.server.groups
     assert again.group_kt == run.server.group_kt
     assert again.threshold_of(3) == run.server.threshold_of(3)
+
+
+def test_a_group_that_cannot_be_unmasked_is_left_out_and_the_others_are_summed() -> None:
+    """Too few of a group's pods answer the unmasking (fewer than its t): that group's sum
+    cannot be revealed, so it is left out; the other groups' sums are exact."""
+    groups = split(15, 3)  # three groups of five: k = 4, t = 3
+    rng = np.random.default_rng(4)
+    inputs = {u: parts_for(rng, 3) for u in range(1, 16)}
+    lost = {u: Stage.UNMASK for u in groups[1][:3]}  # two of group 1 answer: below its t
+    result = simulate_round(
+        inputs,
+        layout(3),
+        drop=lost,
+        groups=groups,
+        min_survivors=4,
+        seed=4,
+        floors=Floors(min_survivors=4, threshold_fraction=0.6, grouped=True),
+    )
+    assert result.groups == [groups[0], groups[2]] and result.positions == [0, 2]
+    for members, total in zip(result.groups, result.group_totals, strict=True):
+        assert np.array_equal(total, quantized_sum(inputs, members, layout(3), 4))
