@@ -8,7 +8,7 @@ class SpecError(Exception):
     unknown_optimizer, unknown_algorithm, shape_mismatch, too_many_layers, too_many_parameters,
     weights_not_safetensors, weights_truncated, weights_missing_tensor,
     weights_unexpected_tensor, weights_shape_mismatch, weights_dtype_mismatch,
-    weights_not_finite, weights_too_large, unknown_language."""
+    weights_not_finite, weights_too_large, unknown_language, valuation_groups_too_small."""
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
