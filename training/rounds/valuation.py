@@ -122,6 +122,8 @@ def store_candidates(
 ) -> dict[str, Any]:
     """Round r's candidates (the model without each group), stored for round r+1's pods, and
     the metrics naming them; nothing when the round was not split or is the last."""
+    import torch  # the model's tensors: torch only where a round finishes
+
     from training.modelspec import dump_weights, unflatten_state
     from training.modelspec.federated import candidate_vectors
 
@@ -137,7 +139,11 @@ def store_candidates(
     )
     candidates = []
     for (label, _pods, _t), vector in zip(group_totals, vectors, strict=True):
-        blob = dump_weights(unflatten_state(vector, spec, like=like))
+        state = unflatten_state(vector, spec, like=like)
+        # Stored like the round's own model: floating tensors as float32.
+        blob = dump_weights(
+            {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+        )
         path = candidate_path(model_request.pk, training_round.number, label)
         if default_storage.exists(path):
             default_storage.delete(path)
