@@ -4,9 +4,9 @@
 
 Simulated pods (``dataspace-pod simulate``) carry a data set, a training stack and a pod home
 each: 10,000 of them do not fit on a small machine. This benchmark's pods do exactly what an
-idle real pod does on its control channel and nothing else: connect to ``/ws/pods/`` with the
-same client library and options as ``pods.agent.channel`` (so the same extensions are
-negotiated), send ``hello`` with a real OAuth2 access token, sign the challenge with their
+idle real pod does on its control channel and nothing else: open ``/ws/pods/`` with the pod
+agent's own ``pods.agent.channel.open_channel`` (the same library, options and extensions),
+send ``hello`` with a real OAuth2 access token, sign the challenge with their
 Ed25519 identity key, then send ``ping`` every ``heartbeat`` seconds as the ``welcome`` says;
 a ``round.stage`` would get ``round.decline`` (an idle pod holds no consented data). They run
 as plain asyncio connections in load-generator processes (``--generator FILE``; one per step).
@@ -57,7 +57,7 @@ class Counts:
 
 
 async def idle_pod(
-    url: str, origin: str, pod: dict[str, str], counts: Counts, gate: asyncio.Semaphore
+    server: str, pod: dict[str, str], counts: Counts, gate: asyncio.Semaphore
 ) -> None:
     """One idle pod, for ever: the handshake of ``pods.agent.channel.PodChannel``, heartbeats,
     and — like it — a reconnection after a randomised back-off when either fails."""
@@ -65,11 +65,10 @@ async def idle_pod(
     import random
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from websockets.asyncio.client import ClientConnection, connect
+    from websockets.asyncio.client import ClientConnection
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
-    from websockets.typing import Origin
 
-    from pods.agent.channel import backoff_delay
+    from pods.agent.channel import backoff_delay, open_channel
     from pods.agent.protocol import MessageType, challenge_message
 
     key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(pod["key"]))
@@ -77,7 +76,7 @@ async def idle_pod(
     failures = (OSError, ConnectionClosed, InvalidHandshake, ConnectionError, TimeoutError)
 
     async def handshake() -> tuple[ClientConnection, float]:
-        ws = await connect(url, origin=Origin(origin), ping_interval=None, open_timeout=120)
+        ws = await open_channel(server, open_timeout=120)
         try:
             await ws.send(json.dumps({"type": MessageType.HELLO, "token": pod["token"]}))
             challenge = json.loads(await ws.recv())
@@ -132,13 +131,12 @@ async def idle_pod(
 
 async def generate(server: str, pods: list[dict[str, str]], concurrency: int) -> None:
     """Hold ``pods`` connected until SIGTERM; a JSON line of counts on stdout every second."""
-    url = "ws://" + server.removeprefix("http://") + "/ws/pods/"
     counts = Counts()
     gate = asyncio.Semaphore(concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    tasks = [asyncio.create_task(idle_pod(url, server, pod, counts, gate)) for pod in pods]
+    tasks = [asyncio.create_task(idle_pod(server, pod, counts, gate)) for pod in pods]
     while not stop.is_set():
         print(json.dumps(vars(counts)), flush=True)
         with contextlib.suppress(TimeoutError):

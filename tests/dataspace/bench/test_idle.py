@@ -76,10 +76,9 @@ def test_idle_pods_authenticate_heartbeat_and_stay_online(tmp_path: Path) -> Non
 
     async def hold() -> None:
         gate = asyncio.Semaphore(2)
-        url = service.url.replace("http://", "ws://") + "/ws/pods/"
         wrong = {**made[0], "token": "wrong-" + made[0]["token"]}
-        tasks = [asyncio.create_task(idle_pod(url, service.url, m, counts, gate)) for m in made]
-        tasks.append(asyncio.create_task(idle_pod(url, service.url, wrong, impostor, gate)))
+        tasks = [asyncio.create_task(idle_pod(service.url, m, counts, gate)) for m in made]
+        tasks.append(asyncio.create_task(idle_pod(service.url, wrong, impostor, gate)))
         try:
             await asyncio.sleep(3600)
         finally:
