@@ -170,9 +170,8 @@ def provision_bulk(count: int, prefix: str) -> list[dict[str, str]]:
     from pods.services import pod_application
 
     application = pod_application()
-    expires = timezone.now() + timedelta(
-        seconds=int(settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"])
-    )
+    lifetime: Any = settings.OAUTH2_PROVIDER["ACCESS_TOKEN_EXPIRE_SECONDS"]
+    expires = timezone.now() + timedelta(seconds=int(lifetime))
     keys = [Ed25519PrivateKey.generate() for _ in range(count)]
     raw = [secrets.token_urlsafe(32) for _ in range(count)]
     with transaction.atomic():
@@ -300,9 +299,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             children.append(generator)
             began = time.monotonic()
-            if not wait_for(
-                lambda size=size: online_pods().count() >= size, args.timeout, children
-            ):
+
+            def all_online(size: int = size) -> bool:
+                return online_pods().count() >= size
+
+            if not wait_for(all_online, args.timeout, children):
                 raise SystemExit(f"only {online_pods().count()} of {size} pods connected")
             connect_s = time.monotonic() - began
             held = size
