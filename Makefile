@@ -88,7 +88,8 @@ seed: migrate  ## catalog, demo accounts, a demo provider and request (idempoten
 
 .PHONY: serve
 serve: seed  ## serve the portal on the embedded default at http://$(HOST):$(PORT)/
-	$(EMBEDDED_ENV) $(VENV)/bin/uvicorn dataspace.asgi:application --host $(HOST) --port $(PORT)
+	$(EMBEDDED_ENV) $(VENV)/bin/uvicorn dataspace.asgi:application --host $(HOST) --port $(PORT) \
+	  --ws-per-message-deflate false --ws-ping-interval 60
 
 .PHONY: demo
 demo: migrate  ## a whole federation on the embedded default; writes demo-output/report.json/png
@@ -102,6 +103,10 @@ bench: $(STAMP)  ## secure-aggregation benchmark (1M parameters, 100 pods, K=16,
 bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1000 connected pods
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 100 --params 100000
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode connections --pods 1000
+
+.PHONY: bench-idle
+bench-idle: $(STAMP)  ## idle pods held by one server process: RSS and CPU at 1,000 / 5,000 / 10,000 connections
+	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.idle --steps 1000,5000,10000 --hold 60
 
 .PHONY: bench-soak
 bench-soak: $(STAMP)  ## idle soak: 40 pods on the Redis channel layer, two web processes, 10 min; counts drops

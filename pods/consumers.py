@@ -49,6 +49,7 @@ class PodConsumer(TypedJsonConsumer):
         (State.READY, "round.decline"): "on_round_decline",
     }
     state: State
+    closed: bool = False
     pod_id: str | None
     nonce: bytes | None
     token_checksum: str
@@ -56,6 +57,7 @@ class PodConsumer(TypedJsonConsumer):
 
     async def connect(self) -> None:
         self.state = State.AWAIT_HELLO
+        self.closed = False
         self.pod_id = None
         self.nonce = None
         self.public_key: bytes = b""
@@ -68,6 +70,15 @@ class PodConsumer(TypedJsonConsumer):
     async def _auth_timeout(self) -> None:
         if self.state is not State.READY:
             await self.close(code=Close.TIMEOUT)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close once; a handshake step that was waiting on the database meanwhile (the auth
+        timer runs beside it) sees ``closed`` and stops instead of sending on a closed socket
+        (an error that skipped this connection's clean-up)."""
+        if self.closed:
+            return
+        self.closed = True
+        await super().close(code=code, reason=reason)
 
     async def disconnect(self, code: int) -> None:
         self._auth_timer.cancel()
@@ -87,6 +98,8 @@ class PodConsumer(TypedJsonConsumer):
             if isinstance(token, str)
             else None
         )
+        if self.closed:  # the auth timer closed the connection while the token was looked up
+            return
         if found is None or not isinstance(token, str):
             await self.close(code=Close.UNAUTHENTICATED)
             return
@@ -114,7 +127,10 @@ class PodConsumer(TypedJsonConsumer):
         if not verify_signature(self.public_key, signature, challenge_message(nonce, self.pod_id)):
             await self.close(code=Close.UNAUTHENTICATED)
             return
-        if await database_sync_to_async(presence.owner_paused)(self.pod_id):
+        paused = await database_sync_to_async(presence.owner_paused)(self.pod_id)
+        if self.closed:  # timed out meanwhile: this connection is not the pod's
+            return
+        if paused:
             await self.close(code=Close.PAUSED)
             return
         self.state = State.READY

@@ -62,15 +62,22 @@ SEEN_BATCH = 400
 
 def mark_seen_many(seen: Mapping[str, str]) -> int:
     """Heartbeats of many pods, pod id → the channel that beat, in one UPDATE per batch (a row
-    whose live channel is another, the pod having reconnected elsewhere since, is left alone)."""
+    whose live channel is another, the pod having reconnected elsewhere since, is left alone).
+
+    Matched as "id in the batch and channel in the batch" rather than pair by pair: a channel
+    name belongs to one connection, which proves one pod and records its name on that pod's
+    row only (``mark_online``), so a row holding a channel of the batch is that channel's pod.
+    Two IN lists cost the ORM a fraction of a disjunction of one Q per pod (at 5,000 idle pods
+    the disjunctions were a quarter of the server's CPU)."""
     now = timezone.now()
     items = list(seen.items())
     updated = 0
     for start in range(0, len(items), SEEN_BATCH):
-        matches = Q()
-        for pod_id, channel_name in items[start : start + SEEN_BATCH]:
-            matches |= Q(pk=pod_id, channel_name=channel_name)
-        updated += Pod.objects.filter(matches).update(last_seen_at=now)
+        batch = items[start : start + SEEN_BATCH]
+        updated += Pod.objects.filter(
+            pk__in=[pod_id for pod_id, _ in batch],
+            channel_name__in=[channel_name for _, channel_name in batch],
+        ).update(last_seen_at=now)
     return updated
 
 

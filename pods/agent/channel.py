@@ -38,6 +38,21 @@ def websocket_url(server: str) -> str:
     return "ws://" + server.removeprefix("http://") + "/ws/pods/"
 
 
+def open_channel(server: str, **options: Any) -> connect:
+    """How a pod opens its control channel (await it, or use it as an async context manager).
+    No permessage-deflate: the channel carries small JSON messages (tensors go over HTTP), and
+    a zlib context per connection costs memory at both ends — the service holds thousands. No
+    protocol-level pings: the pod sends heartbeats at the interval the service's welcome gives.
+    """
+    return connect(
+        websocket_url(server),
+        origin=Origin(server),
+        ping_interval=None,
+        compression=None,
+        **options,
+    )
+
+
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(cap, base · 2^attempt)] (and at least 0.1 s)."""
     return max(0.1, rng.uniform(0, min(cap, base * 2**attempt)))
@@ -118,11 +133,7 @@ class PodChannel:
         refreshed = False
         while not stop.is_set():
             try:
-                async with connect(
-                    websocket_url(self.state.server),
-                    origin=Origin(self.state.server),
-                    ping_interval=None,
-                ) as ws:
+                async with open_channel(self.state.server) as ws:
                     heartbeat = await self._handshake(ws)
                     attempt, refreshed = 0, False
                     self.on_event({"event": "connected", "pod_id": self.state.pod_id})

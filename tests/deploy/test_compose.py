@@ -618,3 +618,18 @@ def test_simulated_pods_start_only_under_the_demo_profile() -> None:
         starts_pods = name in ("pods", "pods-provision")
         assert (service.get("profiles") == ["demo"]) == starts_pods, name
     assert "--simulated" in " ".join(command_of(services()["pods-provision"]))
+
+
+def test_every_uvicorn_serves_websockets_with_the_same_options() -> None:
+    """No permessage-deflate, protocol pings every 60 s: in compose, the image and the
+    processes the demo, the benchmarks and the live tests start (dataspace.processes)."""
+    from dataspace.processes import WEBSOCKET_OPTIONS, server_command
+
+    def has_options(argv: list[str]) -> bool:
+        n = len(WEBSOCKET_OPTIONS)
+        return any(tuple(argv[i : i + n]) == WEBSOCKET_OPTIONS for i in range(len(argv)))
+
+    assert has_options(command_of(services()["web"]))
+    assert has_options(dockerfile_exec_form("CMD"))
+    assert has_options(server_command(8000))
+    assert WEBSOCKET_OPTIONS[WEBSOCKET_OPTIONS.index("--ws-per-message-deflate") + 1] == "false"

@@ -327,3 +327,105 @@ async def test_a_stage_not_answered_yet_is_asked_again_on_connecting(
     assert asked["type"] == "round.stage" and asked["round"] == round_id
     assert asked["stage"] == "advertise_keys" and asked["task"]["request"]
     await comm.disconnect()
+
+
+async def test_a_handshake_that_outlives_the_auth_timeout_stops_where_it_is(
+    paired_pod: PairedPod, settings: Any, monkeypatch: Any
+) -> None:
+    """Seen with 10,000 pods connecting: the token lookup waited longer than the auth timeout,
+    the timer closed the connection and the hello handler then sent its challenge on the
+    closed socket (an error in the server, and no clean-up)."""
+    import time
+
+    from pods import presence
+
+    settings.POD_AUTH_TIMEOUT = 0.2
+    lookup = presence.pod_and_expiry_for_bearer
+
+    def slow_lookup(token: str) -> Any:
+        time.sleep(0.5)
+        return lookup(token)
+
+    monkeypatch.setattr(presence, "pod_and_expiry_for_bearer", slow_lookup)
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})
+    await expect_close(comm, Close.TIMEOUT)
+    assert await comm.receive_nothing(timeout=1.0)  # no challenge after the close
+    await comm.wait(timeout=1)
+
+
+async def test_a_proof_that_outlives_the_auth_timeout_does_not_mark_the_pod_online(
+    paired_pod: PairedPod, settings: Any, monkeypatch: Any
+) -> None:
+    import time
+
+    from pods import live_tokens, presence
+
+    settings.POD_AUTH_TIMEOUT = 1.0  # ample for hello and its challenge, not for the slow check
+    paused = presence.owner_paused
+
+    def slow_paused(pod_id: str) -> bool:
+        time.sleep(1.5)
+        return paused(pod_id)
+
+    monkeypatch.setattr(presence, "owner_paused", slow_paused)
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})
+    challenge = await comm.receive_json_from()
+    signature = paired_pod.key.sign(
+        challenge_message(base64.b64decode(challenge["nonce"]), challenge["pod_id"])
+    )
+    await comm.send_json_to({"type": "prove", "signature": base64.b64encode(signature).decode()})
+    await expect_close(comm, Close.TIMEOUT)
+    assert await comm.receive_nothing(timeout=2.0)  # no welcome
+    assert await database_sync_to_async(lambda: online_pods().count())() == 0
+    assert live_tokens.live_pod(paired_pod.token) is None
+
+
+async def test_messages_are_dispatched_without_a_thread_hop_each(
+    paired_pod: PairedPod, monkeypatch: Any
+) -> None:
+    """Channels runs close_old_connections in a worker thread before every message; the
+    consumers skip it (their database calls do it themselves): heartbeats stay on the loop."""
+    import channels.consumer
+
+    hops = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    for _ in range(3):
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    assert hops == []
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("batch", [1, 2, 400])
+def test_heartbeats_in_batches_touch_exactly_the_pods_on_their_live_channels(
+    transactional_db: Any, monkeypatch: Any, batch: int
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pods import presence
+
+    monkeypatch.setattr(presence, "SEEN_BATCH", batch)
+    pods = [make_paired_pod().pod for _ in range(5)]
+    long_ago = timezone.now() - timedelta(hours=1)
+    for i, pod in enumerate(pods):
+        Pod.objects.filter(pk=pod.pk).update(channel_name=f"live-{i}", last_seen_at=long_ago)
+    seen = {str(pod.pk): f"live-{i}" for i, pod in enumerate(pods[:4])}
+    seen[str(pods[3].pk)] = "an-old-channel"  # pod 3 reconnected elsewhere since this beat
+
+    assert presence.mark_seen_many(seen) == 3
+
+    after = dict(Pod.objects.values_list("pk", "last_seen_at"))
+    assert [after[pod.pk] > long_ago for pod in pods] == [True, True, True, False, False]

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import crypto
 from .errors import SecAggError
-from .prg import BLOCK_WORDS, MaskStreams
+from .prg import BLOCK_WORDS, apply_masks
 from .server import UnmaskPlan
 
 CHUNK_WORDS = 1 << 18  # 1 MiB of uint32 per read
@@ -28,39 +28,54 @@ def shard_ranges(length: int, shards: int) -> list[tuple[int, int]]:
 
 
 def sum_range(sources: Iterable[BinaryIO], start: int, stop: int) -> npt.NDArray[np.uint32]:
-    """Σ of coordinates [start, stop) over all sources, reading at most CHUNK_WORDS at a time."""
-    total = np.zeros(stop - start, dtype=np.uint32)
+    """Σ of coordinates [start, stop) over all sources, reading at most CHUNK_WORDS at a time
+    into one reused buffer."""
+    length = stop - start
+    total = np.zeros(length, dtype=np.uint32)
+    buffer = bytearray(4 * min(CHUNK_WORDS, max(1, length)))
+    words = np.frombuffer(buffer, dtype="<u4")
     for source in sources:
         source.seek(4 * start)
         position = 0
-        while position < stop - start:
-            want = min(CHUNK_WORDS, stop - start - position)
-            chunk = source.read(4 * want)
-            if len(chunk) != 4 * want:
+        while position < length:
+            want = min(CHUNK_WORDS, length - position)
+            got = _read_into(source, memoryview(buffer)[: 4 * want])
+            if got != 4 * want:
                 raise SecAggError("A masked input is shorter than the vector.", code="wrong_length")
-            np.add(
-                total[position : position + want],
-                np.frombuffer(chunk, dtype="<u4"),
-                out=total[position : position + want],
-            )
+            part = total[position : position + want]
+            np.add(part, words[:want], out=part)
             position += want
     return total
+
+
+def _read_into(source: BinaryIO, target: memoryview) -> int:
+    """Fill ``target`` from ``source``; how many bytes came (fewer only at the end)."""
+    readinto = getattr(source, "readinto", None)
+    filled = 0
+    while filled < len(target):
+        if readinto is not None:
+            got = readinto(target[filled:])
+        else:  # a storage file object without readinto
+            data = source.read(len(target) - filled)
+            target[filled : filled + len(data)] = data
+            got = len(data)
+        if not got:
+            break
+        filled += got
+    return filled
 
 
 def remove_masks(
     partial: npt.NDArray[np.uint32], plan: UnmaskPlan, start: int = 0
 ) -> npt.NDArray[np.uint32]:
     """Remove survivors' self masks and survivor–dropped pairwise masks from a summed range."""
-    out = partial.copy()
-    streams = MaskStreams(len(out))
-    for u, seed in plan.b_seeds.items():
-        streams.subtract(out, crypto.self_mask_key(seed, plan.round_id, u), start)
+    out = np.array(partial, dtype=np.uint32)  # a copy, C-contiguous
+    add: list[bytes] = []
+    subtract = [crypto.self_mask_key(seed, plan.round_id, u) for u, seed in plan.b_seeds.items()]
+    dropped = {v: X25519PrivateKey.from_private_bytes(key) for v, key in plan.dropped_keys.items()}
     for u, v, s_pk_u in plan.pairs:
-        shared = crypto.agree(X25519PrivateKey.from_private_bytes(plan.dropped_keys[v]), s_pk_u)
-        key = crypto.mask_key(shared, plan.round_id, u, v)
+        key = crypto.mask_key(crypto.agree(dropped[v], s_pk_u), plan.round_id, u, v)
         # u added the stream if u < v and subtracted it otherwise; undo what u did.
-        if u < v:
-            streams.subtract(out, key, start)
-        else:
-            streams.add(out, key, start)
+        (subtract if u < v else add).append(key)
+    apply_masks(out, add=add, subtract=subtract, offset=start)
     return out

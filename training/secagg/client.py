@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from . import crypto, graph, shamir
 from .encoding import Layout, encode_vector
 from .errors import AbortError, CryptoError, FloorError, ProtocolError, SurvivorsBelowFloor
-from .prg import MaskStreams
+from .prg import apply_masks
 from .wire import Stage, b64, expect_stage, index, index_list, index_map, unb64
 
 ENVELOPE = struct.Struct(">II66s66s")
@@ -85,6 +85,8 @@ class _Secrets:
     c_sk: X25519PrivateKey = field(repr=False)
     s_sk: X25519PrivateKey = field(repr=False)
     b_seed: bytes = field(repr=False, default=b"")
+    # v -> the envelope key shared with v: derived when sealing, reused when opening
+    envelope_keys: dict[int, bytes] = field(repr=False, default_factory=dict)
 
 
 class ClientRound:
@@ -195,11 +197,9 @@ class ClientRound:
             plaintext = ENVELOPE.pack(
                 self.index, v, shamir.share_bytes(b_shares[v]), shamir.share_bytes(s_shares[v])
             )
-            out[str(v)] = b64(
-                crypto.seal(
-                    self._secrets.c_sk, self._adverts[v][0], self.round_id, self.index, v, plaintext
-                )
-            )
+            key = crypto.envelope_key(self._secrets.c_sk, self._adverts[v][0], self.round_id)
+            self._secrets.envelope_keys[v] = key
+            out[str(v)] = b64(crypto.seal(key, self.round_id, self.index, v, plaintext))
         self.stage = Stage.MASKED_INPUT
         return {"shares": out}
 
@@ -218,8 +218,7 @@ class ClientRound:
             )
         for v, value in envelopes.items():
             plaintext = crypto.open_sealed(
-                self._secrets.c_sk,
-                self._adverts[v][0],
+                self._secrets.envelope_keys[v],
                 self.round_id,
                 v,
                 self.index,
@@ -235,15 +234,15 @@ class ClientRound:
             raise self._abort("Too few neighbours finished sharing keys.")
         self._maskers = sorted(self._held)
         vector = encode_vector(dict(parts), self.layout, self._rng)
-        streams = MaskStreams(len(vector))
-        streams.add(vector, crypto.self_mask_key(self._secrets.b_seed, self.round_id, self.index))
+        add = [crypto.self_mask_key(self._secrets.b_seed, self.round_id, self.index)]
+        subtract: list[bytes] = []
         for v in self._maskers:
             shared = crypto.agree(self._secrets.s_sk, self._adverts[v][1])
-            key = crypto.mask_key(shared, self.round_id, self.index, v)
-            if self.index < v:
-                streams.add(vector, key)
-            else:
-                streams.subtract(vector, key)
+            # The pair's mask cancels in the sum: the lower index adds it, the higher subtracts.
+            (add if self.index < v else subtract).append(
+                crypto.mask_key(shared, self.round_id, self.index, v)
+            )
+        apply_masks(vector, add=add, subtract=subtract)
         self.stage = Stage.CONSISTENCY_CHECK
         return vector
 

@@ -104,30 +104,20 @@ def _aad(round_id: bytes, sender: int, receiver: int) -> bytes:
     return round_id + b"\x00" + struct.pack(">II", sender, receiver)
 
 
-def seal(
-    c_sk: X25519PrivateKey,
-    peer_c_pk: bytes,
-    round_id: bytes,
-    sender: int,
-    receiver: int,
-    plaintext: bytes,
-) -> bytes:
-    key = hkdf(agree(c_sk, peer_c_pk), salt=round_id, info=b"enc")
+def envelope_key(c_sk: X25519PrivateKey, peer_c_pk: bytes, round_id: bytes) -> bytes:
+    """The AES-256-GCM key of the envelopes between two pods (either direction: the same ECDH
+    secret). A pod derives it once per neighbour, when it seals, and opens with it later."""
+    return hkdf(agree(c_sk, peer_c_pk), salt=round_id, info=b"enc")
+
+
+def seal(key: bytes, round_id: bytes, sender: int, receiver: int, plaintext: bytes) -> bytes:
     nonce = os.urandom(12)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(round_id, sender, receiver))
 
 
-def open_sealed(
-    c_sk: X25519PrivateKey,
-    peer_c_pk: bytes,
-    round_id: bytes,
-    sender: int,
-    receiver: int,
-    envelope: bytes,
-) -> bytes:
+def open_sealed(key: bytes, round_id: bytes, sender: int, receiver: int, envelope: bytes) -> bytes:
     if len(envelope) < 12 + 16:
         raise CryptoError()
-    key = hkdf(agree(c_sk, peer_c_pk), salt=round_id, info=b"enc")
     try:
         return AESGCM(key).decrypt(envelope[:12], envelope[12:], _aad(round_id, sender, receiver))
     except InvalidTag:

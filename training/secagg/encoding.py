@@ -132,28 +132,66 @@ def clip_l2(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.
     return (vector * np.float32(max_norm / norm)).astype(np.float32)
 
 
+ENCODE_CHUNK = 1 << 14  # coordinates per step: the float64 work buffer (128 KiB) stays in L2
+
+
+def _as_float(values: Any) -> npt.NDArray[Any]:
+    """The values as a flat array that casts safely to float64, without copying float32 or
+    float64 input."""
+    array = np.asarray(values).reshape(-1)
+    if not np.can_cast(array.dtype, np.float64, "safe"):
+        array = np.asarray(array, dtype=np.float64)
+    return array
+
+
+def encode_into(
+    values: npt.NDArray[Any],
+    segment: Segment,
+    rng: np.random.Generator,
+    out: npt.NDArray[np.uint32],
+) -> None:
+    """Clamp to the segment bound, scale by 2^f, round stochastically (unbiased), wrap to uint32,
+    writing into ``out``. Works in float64 (x · 2^f needs more than float32's 24 bits to keep
+    the fraction the rounding draws against), one L2-sized chunk at a time so each step reads
+    its input from cache; the draws are one uniform float32 per coordinate, in order, whatever
+    the chunking (a generator's stream does not depend on how it is asked)."""
+    length = len(out)
+    if len(values) != length:
+        raise SecAggError(f"Segment {segment.name} has the wrong size.", code="invalid_input")
+    chunk = min(ENCODE_CHUNK, max(1, length))
+    work = np.empty(chunk, dtype=np.float64)
+    draws = np.empty(chunk, dtype=np.float32)
+    scale = float(2**segment.bits)
+    signed = out.view(np.int32)
+    for start in range(0, length, chunk):
+        size = min(chunk, length - start)
+        x, u = work[:size], draws[:size]
+        np.copyto(x, values[start : start + size], casting="safe")
+        np.clip(x, -segment.bound, segment.bound, out=x)
+        x *= scale
+        # floor(x + u), u ~ U[0, 1): rounds up with probability frac(x), so E[q] = x.
+        rng.random(size, dtype=np.float32, out=u)
+        x += u
+        np.floor(x, out=x)
+        # |q| < 2^31 by the choice of scale, so int32 holds it; its bits are the uint32 encoding.
+        np.copyto(signed[start : start + size], x, casting="unsafe")
+
+
 def encode(
     values: npt.NDArray[np.floating], segment: Segment, rng: np.random.Generator
 ) -> npt.NDArray[np.uint32]:
-    """Clamp to the segment bound, scale by 2^f, round stochastically (unbiased), wrap to uint32."""
-    scaled = np.clip(np.asarray(values, dtype=np.float64), -segment.bound, segment.bound)
-    scaled *= float(2**segment.bits)
-    # floor(x + u), u ~ U[0, 1): rounds up with probability frac(x), so E[q] = x.
-    scaled += rng.random(scaled.shape, dtype=np.float32)
-    np.floor(scaled, out=scaled)
-    # |q| < 2^31 by the choice of scale, so int32 holds it; its bits are the uint32 encoding.
-    return scaled.astype(np.int32).view(np.uint32)
+    flat = _as_float(values)
+    out = np.empty(len(flat), dtype=np.uint32)
+    encode_into(flat, segment, rng, out)
+    return out
 
 
 def encode_vector(
     parts: dict[str, npt.NDArray[np.floating]], layout: Layout, rng: np.random.Generator
 ) -> npt.NDArray[np.uint32]:
     out = np.empty(layout.length, dtype=np.uint32)
-    for segment, (name, where) in zip(layout.segments, layout.slices().items(), strict=True):
-        value = np.asarray(parts[name], dtype=np.float64).reshape(-1)
-        if value.shape[0] != segment.size:
-            raise SecAggError(f"Segment {name} has the wrong size.", code="invalid_input")
-        out[where] = encode(value, segment, rng)
+    for segment, where in zip(layout.segments, layout.slices().values(), strict=True):
+        encode_into(_as_float(parts[segment.name]), segment, rng, out[where])
     return out
 
 
