@@ -26,6 +26,7 @@ from training.rounds import answers, messages
 from training.rounds.clock import ensure_running
 
 from . import live_tokens, presence
+from .batching import Batcher
 from .services import verify_signature
 
 logger = logging.getLogger(__name__)
@@ -154,8 +155,10 @@ class PodConsumer(TypedJsonConsumer):
         ):
             await self.close(code=Close.PROTOCOL)
             return
-        accepted = await database_sync_to_async(_round_reply)(
-            self.pod_id, round_id, stage, content.get("payload")
+        assert self.pod_id is not None
+        # With every other connection's answers of the moment: one transaction per round.
+        accepted = await stage_replies.submit(
+            answers.StageReply(self.pod_id, round_id, stage, content.get("payload"))
         )
         if not accepted:
             await self.send_json({"type": "error", "code": "unknown_round", "round": round_id})
@@ -223,11 +226,9 @@ class Heartbeats:
 heartbeats = Heartbeats()
 
 
-def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
-    if pod_id is None:
-        return False
-    # A revoked pod's connection is closed at once; the stage's close re-checks its status.
-    return answers.round_reply(pod_id=pod_id, round_id=round_id, stage=stage, payload=payload)
+# This process's stage answers, recorded in batches (a revoked pod's connection is closed at
+# once; the stage's close re-checks every pod's status).
+stage_replies: Batcher[answers.StageReply, bool] = Batcher(answers.round_replies)
 
 
 def _round_decline(pod_id: str | None, round_id: int, code: str) -> bool:

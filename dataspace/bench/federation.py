@@ -234,8 +234,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="PATH",
-        help="sample the server with py-spy (a dev dependency) from its start to the end of "
-        "the rounds; collapsed stacks to PATH (flamegraph.pl, speedscope.app)",
+        help="sample the server with py-spy (a dev dependency) from the moment every pod is "
+        "connected to the end of the rounds; collapsed stacks to PATH (flamegraph.pl, "
+        "speedscope.app)",
     )
     args = parser.parse_args(argv)
     if args.dataset is None:
@@ -344,16 +345,6 @@ def main(argv: list[str] | None = None) -> int:
     server = Child("server", process, server_log)
     children = [server]
     profiler = None
-    if args.profile is not None:
-        profiler = subprocess.Popen(  # noqa: S603
-            [
-                *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
-                *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
-                *("--output", str(args.profile)),
-            ],
-            stdout=(data_dir / "py-spy.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
     figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods, "dataset": args.dataset}
     try:
         if not wait_answering(f"{url}/readyz", server.process, args.timeout):
@@ -400,6 +391,17 @@ def main(argv: list[str] | None = None) -> int:
         connected = wait_for(lambda: online_pods().count() >= args.pods, args.timeout, children)
         figures["connect_all_s"] = round(time.monotonic() - t0, 1) if connected else None
         figures["connected"] = online_pods().count()
+        if args.profile is not None:
+            # From here: the rounds alone, not the server's start-up and the pods' connecting.
+            profiler = subprocess.Popen(  # noqa: S603
+                [
+                    *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
+                    *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
+                    *("--output", str(args.profile)),
+                ],
+                stdout=(data_dir / "py-spy.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
         if model_request is not None:
             figures["rounds"] = [
                 _time_round(model_request, number, args, server, simulator)

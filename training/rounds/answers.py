@@ -1,8 +1,9 @@
 """A pod's answers: stage replies over the channel, masked inputs over HTTP, declines, leaving.
 
 Each answer waits in the pod's participant row until its stage closes
-(:func:`training.rounds.closing.round_advance`). Per answer: the round row locked, one
-conditional update, one check whether all have answered.
+(:func:`training.rounds.closing.round_advance`). Stage replies come in batches
+(:func:`round_replies`): per batch and round, the round row locked once, one read, one update,
+one check whether all have answered.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hashlib
 import hmac
 import tempfile
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from django.core.files import File
@@ -33,42 +36,88 @@ from .transitions import OPEN_STATUSES, PARTICIPANT_ORDER, SUM_FIXED, step_of
 CHUNK = 1 << 20
 
 
-@transaction.atomic
-def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: Any) -> bool:
-    """A pod's answer to the open stage (advertise_keys, share_keys or unmask).
+@dataclass(frozen=True)
+class StageReply:
+    """One pod's ``round.reply``, as its connection received it."""
 
-    False when the pod is not in that round. A repeat of an answer already given (the pod was
-    asked again after a reconnection) is ignored; anything else out of order drops the pod.
+    pod_id: uuid.UUID | str
+    round_id: int
+    stage: str
+    payload: Any
+
+
+def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: Any) -> bool:
+    """A pod's answer to the open stage (advertise_keys, share_keys, consistency_check or
+    unmask): :func:`round_replies` for one answer."""
+    return round_replies([StageReply(pod_id, round_id, stage, payload)])[0]
+
+
+def round_replies(replies: Sequence[StageReply]) -> list[bool]:
+    """Pods' answers to their rounds' open stages, in the order given; for each, False when
+    the pod is not in that round.
+
+    One transaction per round in the batch: the round's row locked once, the pods' rows read
+    in one query, every recorded answer written in one UPDATE, one "all answered?" check —
+    what a single answer cost before, shared by every answer a process took in meanwhile
+    (``pods.batching``). A repeat of an answer already given (the pod was asked again after a
+    reconnection) is ignored; anything else out of order drops the pod.
     """
+    results = [False] * len(replies)
+    by_round: dict[int, list[int]] = {}
+    for position, reply in enumerate(replies):
+        by_round.setdefault(reply.round_id, []).append(position)
+    for round_id in sorted(by_round):  # rounds in pk order: two batches never wait on each other
+        positions = by_round[round_id]
+        taken = _replies_to_round(round_id, [replies[i] for i in positions])
+        for position, accepted in zip(positions, taken, strict=True):
+            results[position] = accepted
+    return results
+
+
+@transaction.atomic
+def _replies_to_round(round_id: int, replies: list[StageReply]) -> list[bool]:
     training_round = lock_round_row(round_id)
     if training_round is None:
-        return False
+        return [False] * len(replies)
     step = step_of(training_round.status)
-    mine = RoundParticipant.objects.filter(round_id=round_id, pod_id=pod_id)
-    if (
-        step is not None
-        and step.answered_over_channel
-        and stage == step.stage.value
-        and isinstance(payload, dict)
-    ):
-        recorded = mine.filter(dropped_at_stage="", stage_reached=step.waiting).update(
-            reply=payload, stage_reached=step.answered
-        )
-        if recorded:
-            closing.close_when_answered(round_id, step.status)
-            return True
-    participant = mine.first()
-    if participant is None:
-        return False
     current = step.stage.value if step is not None else None
-    if _repeated(participant, stage, current, payload):
-        return True
-    if not participant.dropped:
-        # Out of order, malformed, or a different second answer to the current stage.
-        drop(participant, current or stage, "out_of_order")
-        if step is not None:
-            closing.close_when_answered(round_id, step.status)
-    return True
+    # Under the round's lock: every writer of a participant's stage takes it first (locking).
+    # The pending answers are read only for a repeat of the current stage (rare).
+    mine = {
+        str(p.pod_id): p
+        for p in RoundParticipant.objects.filter(
+            round_id=round_id, pod_id__in={str(r.pod_id) for r in replies}
+        ).defer("reply")
+    }
+    recorded: dict[int, RoundParticipant] = {}
+    changed = False
+    taken = []
+    for reply in replies:
+        participant = mine.get(str(reply.pod_id))
+        taken.append(participant is not None)
+        if participant is None:
+            continue
+        if (
+            step is not None
+            and step.answered_over_channel
+            and reply.stage == current
+            and isinstance(reply.payload, dict)
+            and not participant.dropped
+            and participant.stage_reached == step.waiting
+        ):
+            participant.reply = reply.payload
+            participant.stage_reached = step.answered
+            recorded[participant.pk] = participant
+        elif not _repeated(participant, reply.stage, current, reply.payload):
+            if not participant.dropped:
+                # Out of order, malformed, or a different second answer to the current stage.
+                drop(participant, current or reply.stage, "out_of_order")
+                changed = True
+    if recorded:
+        RoundParticipant.objects.bulk_update(list(recorded.values()), ["reply", "stage_reached"])
+    if step is not None and (recorded or changed):
+        closing.close_when_answered(round_id, step.status)
+    return taken
 
 
 def _repeated(participant: RoundParticipant, stage: str, current: str | None, payload: Any) -> bool:
