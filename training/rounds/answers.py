@@ -108,11 +108,12 @@ def _replies_to_round(round_id: int, replies: list[StageReply]) -> list[bool]:
             participant.reply = reply.payload
             participant.stage_reached = step.answered
             recorded[participant.pk] = participant
-        elif not _repeated(participant, reply.stage, current, reply.payload):
-            if not participant.dropped:
-                # Out of order, malformed, or a different second answer to the current stage.
-                drop(participant, current or reply.stage, "out_of_order")
-                changed = True
+        elif not participant.dropped and not _repeated(
+            participant, reply.stage, current, reply.payload
+        ):
+            # Out of order, malformed, or a different second answer to the current stage.
+            drop(participant, current or reply.stage, "out_of_order")
+            changed = True
     if recorded:
         RoundParticipant.objects.bulk_update(list(recorded.values()), ["reply", "stage_reached"])
     if step is not None and (recorded or changed):
