@@ -16,6 +16,8 @@ def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
     """The global weights a round trains from, for a pod in that round's cohort (else None)."""
     participant = (
         RoundParticipant.objects.select_related("round__base_version")
+        # One of a cohort's downloads: not the round's protocol state nor its metrics.
+        .defer("reply", "round__secagg_state", "round__metrics")
         .filter(round_id=round_id, pod=pod, pod__status=Pod.Status.ACTIVE)
         .first()
     )

@@ -1,4 +1,4 @@
-"""A pod's answers: stage replies over the channel, masked inputs over HTTP, declines, leaving.
+"""A pod's answers: stage replies over the channel, declines, leaving (masked inputs: uploads).
 
 Each answer waits in the pod's participant row until its stage closes
 (:func:`training.rounds.closing.round_advance`). Stage replies come in batches
@@ -8,26 +8,19 @@ one check whether all have answered.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
-from django.core.files import File
 from django.db import transaction
-from django.utils import timezone
 
 from dataspace import delivery
-from dataspace.errors import Conflict, DomainError, NotFound
 from pods.agent.protocol import RoundEnd
 from pods.models import Pod
-from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
+from training.models import ModelRequest, RoundParticipant
 
 from . import closing
-from .cohort import may_take_part
 from .ending import decline_reason, discard_input, drop
 from .locking import lock_round_row
 from .messages import round_end
@@ -191,72 +184,3 @@ def user_leaves_rounds(
                 delivery.to_pod(participant.pod_id, round_end(round_id, RoundEnd.LEFT))
             closing.close_when_answered(round_id, step.status)
     return dropped
-
-
-def masked_input_store(
-    *, pod: Pod, round_id: int, stream: BinaryIO, length: int | None, sha256: str
-) -> RoundParticipant:
-    """Store one pod's masked vector (exact length, SHA-256 checked, streamed to storage, once).
-
-    The service stores the vector as it arrived (uint32, little-endian) and never decodes it
-    alone: only shard sums over many pods are ever combined (DESIGN.md section 5).
-    """
-    participant = (
-        RoundParticipant.objects.select_related("round__model_request", "pod")
-        .filter(round_id=round_id, pod=pod)
-        .first()
-    )
-    if participant is None:
-        raise NotFound("This pod is not in that round.", code="not_in_round")
-    training_round = participant.round
-    _check_may_upload(training_round, participant)
-    if not may_take_part(training_round.model_request, participant, timezone.now()):
-        raise Conflict("The owner's consent no longer covers this round.", code="consent_withdrawn")
-    expected = training_round.vector_length * 4
-    if length != expected:
-        raise DomainError(
-            f"A masked input is exactly {expected} bytes.", code="wrong_length", status_code=400
-        )
-    if len(sha256) != 64:
-        raise DomainError("X-Content-SHA256 must be 64 hex digits.", code="missing_checksum")
-    digest = hashlib.sha256()
-    received = 0
-    with tempfile.TemporaryFile() as spool:
-        while chunk := stream.read(min(CHUNK, expected - received + 1)):
-            received += len(chunk)
-            if received > expected:
-                break
-            digest.update(chunk)
-            spool.write(chunk)
-        if received != expected:
-            raise DomainError(
-                f"Received {received} bytes, expected {expected}.", code="wrong_length"
-            )
-        if not hmac.compare_digest(digest.hexdigest(), sha256.lower()):
-            raise DomainError("The body does not match X-Content-SHA256.", code="checksum_mismatch")
-        spool.seek(0)
-        # One transaction, locks in the engine's order (the round, then the participant): a
-        # stage cannot close between storing the input and recording it.
-        with transaction.atomic():
-            locked_round = lock_round_row(training_round.pk)
-            assert locked_round is not None
-            locked = RoundParticipant.objects.select_for_update().get(pk=participant.pk)
-            _check_may_upload(locked_round, locked)
-            name = f"round-{training_round.pk}-pod-{locked.index}.u32"
-            locked.masked_input.save(name, File(spool), save=False)
-            locked.masked_sha256 = digest.hexdigest()
-            locked.stage_reached = RoundParticipant.Stage.MASKED
-            locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
-            closing.close_when_answered(locked_round.pk, RoundStatus.COLLECTING)
-    return locked
-
-
-def _check_may_upload(training_round: TrainingRound, participant: RoundParticipant) -> None:
-    # First: a pod retrying an upload whose answer it lost learns the input is stored, even if
-    # its upload was the last one and collection has closed since (pods.agent.rounds._upload).
-    if participant.masked_input:
-        raise Conflict("This pod already sent its masked input.", code="already_uploaded")
-    if training_round.status != RoundStatus.COLLECTING:
-        raise Conflict("The round is not collecting masked inputs.", code="wrong_stage")
-    if participant.dropped or participant.stage_reached != RoundParticipant.Stage.SHARED:
-        raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")
