@@ -125,6 +125,9 @@ class PodChannel:
                     websocket_url(self.state.server),
                     origin=Origin(self.state.server),
                     ping_interval=None,
+                    # No per-message deflate: masked-input frames are random (incompressible)
+                    # and stage messages small; compressing cost CPU on both ends for little.
+                    compression=None,
                 ) as ws:
                     welcome = await self._handshake(ws)
                     if self.on_welcome is not None:
