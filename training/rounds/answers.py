@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 
 from dataspace import delivery
+from dataspace.rows import update_rows
 from pods.agent.protocol import RoundEnd
 from pods.models import Pod
 from training.models import ModelRequest, RoundParticipant
@@ -108,7 +109,7 @@ def _replies_to_round(round_id: int, replies: list[StageReply]) -> list[bool]:
             drop(participant, current or reply.stage, "out_of_order")
             changed = True
     if recorded:
-        RoundParticipant.objects.bulk_update(list(recorded.values()), ["reply", "stage_reached"])
+        update_rows(list(recorded.values()), ["reply", "stage_reached"])
     if step is not None and (recorded or changed):
         closing.close_when_answered(round_id, step.status)
     return taken

@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dataspace.errors import Conflict, DomainError, NotFound
+from dataspace.rows import update_rows
 from pods.models import Pod
 from training.models import RoundParticipant, RoundStatus, TrainingRound
 
@@ -164,9 +165,7 @@ def _frames_to_round(round_id: int, frames: list[MaskedFrame]) -> list[str | Non
             participant.stage_reached = RoundParticipant.Stage.MASKED
             stored[participant.pk] = participant
         if stored:
-            RoundParticipant.objects.bulk_update(
-                list(stored.values()), ["masked_input", "masked_sha256", "stage_reached"]
-            )
+            update_rows(list(stored.values()), ["masked_input", "masked_sha256", "stage_reached"])
             closing.close_when_answered(round_id, RoundStatus.COLLECTING)
     return codes
 
