@@ -435,6 +435,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 POD_AUTH_TIMEOUT = env_int("POD_AUTH_TIMEOUT", 10)
 POD_HEARTBEAT_INTERVAL = env_int("POD_HEARTBEAT_INTERVAL", 20)
 POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)
+# The largest masked input a pod may send as one binary frame on its channel (0: none; pods
+# then upload over HTTP). Keep it under the ASGI server's WebSocket limit (uvicorn: 16 MiB).
+POD_MASKED_FRAME_BYTES = env_int("POD_MASKED_FRAME_BYTES", 8 * 1024 * 1024)
 
 # Rounds: seconds per secure-aggregation stage before silent pods are dropped, attempts per
 # round before a request fails, the example count at which a pod's FedAvg weight saturates,

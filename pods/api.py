@@ -38,7 +38,7 @@ from dataspace.models import DataCategory
 from dataspace.parsers import StrictJSONParser
 from training import selectors as training_selectors
 from training.downloads import control_response, weights_response
-from training.rounds.answers import masked_input_store
+from training.rounds.uploads import masked_input_store
 from training.rounds.valuation import candidate_blob
 from training.serializers import CategoryOutput, ErrorOutput
 

@@ -21,11 +21,12 @@ from django.conf import settings
 
 from dataspace.consumers import TypedJsonConsumer
 from dataspace.delivery import pod_group
-from pods.agent.protocol import CloseCode, challenge_message
-from training.rounds import answers, messages
+from pods.agent.protocol import CloseCode, MessageType, challenge_message, read_masked_frame
+from training.rounds import answers, messages, uploads
 from training.rounds.clock import ensure_running
 
 from . import live_tokens, presence
+from .batching import Batcher
 from .services import verify_signature
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,13 @@ class PodConsumer(TypedJsonConsumer):
                 replaced, {"type": "pod.close", "code": int(Close.REPLACED)}
             )
         await self.send_json(
-            {"type": "welcome", "pod_id": self.pod_id, "heartbeat": settings.POD_HEARTBEAT_INTERVAL}
+            {
+                "type": "welcome",
+                "pod_id": self.pod_id,
+                "heartbeat": settings.POD_HEARTBEAT_INTERVAL,
+                # Masked inputs up to this size may come as binary frames on this channel.
+                "masked_frames": settings.POD_MASKED_FRAME_BYTES,
+            }
         )
         # A stage the pod has not answered yet (it was offline, or this server restarted).
         for message in await database_sync_to_async(messages.stage_messages_for)(self.pod_id):
@@ -170,11 +177,39 @@ class PodConsumer(TypedJsonConsumer):
         ):
             await self.close(code=Close.PROTOCOL)
             return
-        accepted = await database_sync_to_async(_round_reply)(
-            self.pod_id, round_id, stage, content.get("payload")
+        assert self.pod_id is not None
+        # With every other connection's answers of the moment: one transaction per round.
+        accepted = await stage_replies.submit(
+            answers.StageReply(self.pod_id, round_id, stage, content.get("payload"))
         )
         if not accepted:
             await self.send_json({"type": "error", "code": "unknown_round", "round": round_id})
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Text frames are JSON messages; a binary frame is a masked input (READY only)."""
+        if bytes_data is None:
+            await super().receive(text_data=text_data, **kwargs)
+        elif self.state is State.READY and len(bytes_data) <= settings.POD_MASKED_FRAME_BYTES:
+            await self.on_masked_frame(bytes_data)
+        else:
+            await self.refuse()
+
+    async def on_masked_frame(self, frame: bytes) -> None:
+        """A masked input on the channel: stored with every other connection's of the moment
+        (one transaction per round), then acknowledged or refused with the HTTP upload's code."""
+        assert self.pod_id is not None
+        try:
+            round_id, sha256, body = read_masked_frame(frame)
+        except ValueError:
+            await self.refuse()
+            return
+        code = await masked_frames.submit(uploads.MaskedFrame(self.pod_id, round_id, sha256, body))
+        if code is None:
+            await self.send_json({"type": MessageType.ROUND_STORED, "round": round_id})
+        else:
+            await self.send_json({"type": MessageType.ERROR, "code": code, "round": round_id})
 
     async def on_round_decline(self, content: dict[str, Any]) -> None:
         """The pod refuses a task (its own consent check failed, or it holds no such data)."""
@@ -239,11 +274,13 @@ class Heartbeats:
 heartbeats = Heartbeats()
 
 
-def _round_reply(pod_id: str | None, round_id: int, stage: str, payload: Any) -> bool:
-    if pod_id is None:
-        return False
-    # A revoked pod's connection is closed at once; the stage's close re-checks its status.
-    return answers.round_reply(pod_id=pod_id, round_id=round_id, stage=stage, payload=payload)
+# This process's stage answers, recorded in batches (a revoked pod's connection is closed at
+# once; the stage's close re-checks every pod's status).
+stage_replies: Batcher[answers.StageReply, bool] = Batcher(answers.round_replies)
+# Masked inputs that came as binary frames, stored in batches (a few MiB each at most).
+masked_frames: Batcher[uploads.MaskedFrame, str | None] = Batcher(
+    uploads.masked_frames_store, most=64
+)
 
 
 def _round_decline(pod_id: str | None, round_id: int, code: str) -> bool:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, HttpResponseBase
+from django.http import FileResponse, HttpResponse, HttpResponseBase
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -73,6 +73,10 @@ def _file_response(
             field.open("rb"), content_type="application/octet-stream", **file_options
         )
         response.block_size = BLOCK
+    elif not file_options:
+        # In memory: a plain response, sent in one piece (a streaming one costs a thread
+        # hop per response under ASGI).
+        response = HttpResponse(blob, content_type="application/octet-stream")
     else:
         response = FileResponse(
             io.BytesIO(blob), content_type="application/octet-stream", **file_options

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from django.db.models import QuerySet
@@ -13,13 +15,43 @@ from .models import ModelRequest, ModelVersion, Provider, RoundParticipant
 
 
 def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
-    """The global weights a round trains from, for a pod in that round's cohort (else None)."""
-    participant = (
-        RoundParticipant.objects.select_related("round__base_version")
-        .filter(round_id=round_id, pod=pod, pod__status=Pod.Status.ACTIVE)
-        .first()
+    """The global weights a round trains from, for a pod in that round's cohort (else None).
+
+    One small query per download (a round's whole cohort asks); the version itself, which
+    never changes once stored, is kept per process."""
+    found = list(
+        RoundParticipant.objects.filter(round_id=round_id, pod=pod, pod__status=Pod.Status.ACTIVE)
+        .order_by()
+        .values_list(
+            "round__base_version_id",
+            "round__base_version__sha256",
+            "round__base_version__weights",
+        )[:1]
     )
-    return participant.round.base_version if participant is not None else None
+    if not found or found[0][0] is None:
+        return None
+    return _model_version(found[0])
+
+
+# Versions by (id, weights' SHA-256, file name): a stored version's weights, hashes and
+# control variate never change; the key never matches a row made again under the same id.
+_VERSIONS: OrderedDict[tuple[int, str, str], ModelVersion] = OrderedDict()
+_VERSIONS_KEPT = 16
+_versions_lock = threading.Lock()
+
+
+def _model_version(key: tuple[int, str, str]) -> ModelVersion:
+    with _versions_lock:
+        version = _VERSIONS.get(key)
+        if version is not None:
+            _VERSIONS.move_to_end(key)
+            return version
+    version = ModelVersion.objects.get(pk=key[0])
+    with _versions_lock:
+        _VERSIONS[key] = version
+        while len(_VERSIONS) > _VERSIONS_KEPT:
+            _VERSIONS.popitem(last=False)
+    return version
 
 
 def model_requests_of(provider: Provider) -> QuerySet[ModelRequest]:

@@ -234,8 +234,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="PATH",
-        help="sample the server with py-spy (a dev dependency) from its start to the end of "
-        "the rounds; collapsed stacks to PATH (flamegraph.pl, speedscope.app)",
+        help="sample the server with py-spy (a dev dependency) from the moment every pod is "
+        "connected to the end of the rounds; collapsed stacks to PATH (flamegraph.pl, "
+        "speedscope.app)",
     )
     args = parser.parse_args(argv)
     if args.dataset is None:
@@ -252,26 +253,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _time_round(
-    model_request: Any, number: int, args: argparse.Namespace, server: Child, simulator: Child
+    model_request: Any,
+    number: int,
+    args: argparse.Namespace,
+    server: Child | list[Child],
+    simulator: Child,
 ) -> dict[str, Any]:
-    """Wait for round ``number`` of the request, sampling the server's CPU as it runs; its
-    figures (wall and CPU seconds, server CPU ms per pod for the round and for each stage)."""
+    """Wait for round ``number`` of the request, sampling the service's CPU as it runs (the sum
+    over ``server``'s processes: several web processes and a worker in the scale-out bench);
+    its figures (wall and CPU seconds, server CPU ms per pod for the round and for each
+    stage, and each process's CPU seconds)."""
     from training.models import TrainingRound
 
-    children = [server, simulator]
+    servers = server if isinstance(server, list) else [server]
+    children = [*servers, simulator]
     rounds = TrainingRound.objects.filter(model_request=model_request, number=number)
     if not wait_for(rounds.exists, args.timeout, children, every=0.05):
         raise SystemExit(f"round {number} did not open within {args.timeout:.0f} s")
     samples: list[tuple[float, float]] = []
-    cpu0 = _proc(server.process.pid)[1], _proc(simulator.process.pid)[1]
+
+    def cpu_each() -> list[float]:
+        return [_proc(child.process.pid)[1] for child in servers]
+
+    each0, sim0 = cpu_each(), _proc(simulator.process.pid)[1]
+    cpu0 = sum(each0), sim0
 
     def finished() -> bool:
-        samples.append((time.time(), _proc(server.process.pid)[1]))
+        samples.append((time.time(), sum(cpu_each())))
         return rounds.filter(finished_at__isnull=False).exists()
 
     if not wait_for(finished, args.timeout, children, every=0.05):
         raise SystemExit(f"round {number} did not finish within {args.timeout:.0f} s")
-    cpu1 = _proc(server.process.pid)[1], _proc(simulator.process.pid)[1]
+    each1 = cpu_each()
+    cpu1 = sum(each1), _proc(simulator.process.pid)[1]
     samples.append((time.time(), cpu1[0]))
     done = rounds.order_by("pk").first()
     if done is None or done.status != TrainingRound.Status.COMPLETED or done.finished_at is None:
@@ -288,6 +302,9 @@ def _time_round(
         },
         "server_cpu_ms_per_pod": round((cpu1[0] - cpu0[0]) * per_pod, 1),
         "stage_s": {stage: round(end - start, 2) for stage, start, end in spans},
+        "process_cpu_s": {
+            child.name: round(b - a, 2) for child, a, b in zip(servers, each0, each1, strict=True)
+        },
         "stage_server_cpu_ms_per_pod": {
             stage: round(cpu_between(samples, start, end) * per_pod, 1)
             for stage, start, end in spans
@@ -344,16 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     server = Child("server", process, server_log)
     children = [server]
     profiler = None
-    if args.profile is not None:
-        profiler = subprocess.Popen(  # noqa: S603
-            [
-                *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
-                *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
-                *("--output", str(args.profile)),
-            ],
-            stdout=(data_dir / "py-spy.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
     figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods, "dataset": args.dataset}
     try:
         if not wait_answering(f"{url}/readyz", server.process, args.timeout):
@@ -400,6 +407,17 @@ def main(argv: list[str] | None = None) -> int:
         connected = wait_for(lambda: online_pods().count() >= args.pods, args.timeout, children)
         figures["connect_all_s"] = round(time.monotonic() - t0, 1) if connected else None
         figures["connected"] = online_pods().count()
+        if args.profile is not None:
+            # From here: the rounds alone, not the server's start-up and the pods' connecting.
+            profiler = subprocess.Popen(  # noqa: S603
+                [
+                    *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
+                    *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
+                    *("--output", str(args.profile)),
+                ],
+                stdout=(data_dir / "py-spy.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
         if model_request is not None:
             figures["rounds"] = [
                 _time_round(model_request, number, args, server, simulator)

@@ -40,8 +40,9 @@ def websocket_url(server: str) -> str:
 
 def open_channel(server: str, **options: Any) -> connect:
     """How a pod opens its control channel (await it, or use it as an async context manager).
-    No permessage-deflate: the channel carries small JSON messages (tensors go over HTTP), and
-    a zlib context per connection costs memory at both ends — the service holds thousands. No
+    No permessage-deflate: the channel carries small JSON messages and masked-input frames
+    (random, incompressible), and a zlib context per connection costs memory at both ends — the
+    service holds thousands. No
     protocol-level pings: the pod sends heartbeats at the interval the service's welcome gives.
     """
     return connect(
@@ -67,6 +68,7 @@ class PodChannel:
         *,
         on_event: Callable[[Event], None],
         handler: Handler | None = None,
+        on_welcome: Callable[[Event], None] | None = None,
         base_delay: float = 1.0,
         max_delay: float = 30.0,
         rng: random.Random | None = None,
@@ -76,11 +78,13 @@ class PodChannel:
         self.service = service
         self.on_event = on_event
         self.handler = handler
+        # Sees each connection's ``welcome`` (what the service offers on it: binary frames).
+        self.on_welcome = on_welcome
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.rng = rng or random.SystemRandom()
 
-    async def _handshake(self, ws: ClientConnection) -> int:
+    async def _handshake(self, ws: ClientConnection) -> Event:
         await ws.send(json.dumps({"type": MessageType.HELLO, "token": self.state.access_token}))
         challenge = json.loads(await ws.recv())
         if (
@@ -98,7 +102,7 @@ class PodChannel:
         welcome = json.loads(await ws.recv())
         if welcome.get("type") != MessageType.WELCOME:
             raise ServiceError("bad_welcome", "the service did not accept the proof")
-        return int(welcome.get("heartbeat", 20))
+        return dict(welcome)
 
     async def _session(self, ws: ClientConnection, heartbeat: int, stop: asyncio.Event) -> None:
         async def pinger() -> None:
@@ -134,7 +138,10 @@ class PodChannel:
         while not stop.is_set():
             try:
                 async with open_channel(self.state.server) as ws:
-                    heartbeat = await self._handshake(ws)
+                    welcome = await self._handshake(ws)
+                    if self.on_welcome is not None:
+                        self.on_welcome(welcome)
+                    heartbeat = int(welcome.get("heartbeat", 20))
                     attempt, refreshed = 0, False
                     self.on_event({"event": "connected", "pod_id": self.state.pod_id})
                     await self._session(ws, heartbeat, stop)

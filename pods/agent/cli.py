@@ -354,7 +354,13 @@ def cmd_run(args: argparse.Namespace, home: PodHome) -> dict[str, Any]:
 
         handler = channel_handler(worker, on_vanish=crash)
         await PodChannel(
-            home, state, service, on_event=report, handler=handler, max_delay=args.max_backoff
+            home,
+            state,
+            service,
+            on_event=report,
+            handler=handler,
+            on_welcome=worker.use_channel,
+            max_delay=args.max_backoff,
         ).run(stop)
 
     try:

@@ -14,6 +14,7 @@ import base64
 import enum
 import hashlib
 import json
+import struct
 from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
@@ -35,6 +36,7 @@ class MessageType(enum.StrEnum):
     ROUND_REPLY = "round.reply"  # pod → service: a stage's answer
     ROUND_DECLINE = "round.decline"  # pod → service: refuse the task, with a reason code
     ROUND_END = "round.end"  # service → pod: the round is over for this pod
+    ROUND_STORED = "round.stored"  # service → pod: its masked input (a binary frame) is stored
 
 
 class RoundEnd(enum.StrEnum):
@@ -81,6 +83,30 @@ class Task(TypedDict):
     # Group value (the verified spec's ``valuation``): the last round's models without one
     # group each — label, URL, SHA-256 — which the pod evaluates on its held-out split.
     candidates: NotRequired[list[dict[str, str]]]
+
+
+# A masked input sent on the control channel as one binary WebSocket frame, when the service
+# offers it (``welcome`` carries ``masked_frames``: the largest frame it takes, in bytes):
+# a fixed header — magic, round id, the vector's SHA-256 — then the vector (uint32, little-endian).
+MASKED_FRAME = struct.Struct("<4sq32s")
+MASKED_FRAME_MAGIC = b"DSM1"
+
+
+def masked_frame(round_id: int, vector: bytes) -> bytes:
+    """The binary frame that carries a masked input for round ``round_id``."""
+    digest = hashlib.sha256(vector).digest()
+    return MASKED_FRAME.pack(MASKED_FRAME_MAGIC, round_id, digest) + vector
+
+
+def read_masked_frame(frame: bytes) -> tuple[int, str, bytes]:
+    """(round id, SHA-256 in hex, vector) of a masked-input frame; ValueError if it is not one
+    (the hash is only read here: the service checks it against the vector)."""
+    if len(frame) < MASKED_FRAME.size:
+        raise ValueError("too short for a masked-input frame")
+    magic, round_id, digest = MASKED_FRAME.unpack_from(frame)
+    if magic != MASKED_FRAME_MAGIC:
+        raise ValueError("not a masked-input frame")
+    return round_id, digest.hex(), frame[MASKED_FRAME.size :]
 
 
 # The round metrics a progress event and the provider client carry; never a per-pod figure.

@@ -2,7 +2,8 @@
 
 The service sends ``round.stage`` messages over the control channel; the pod answers each stage
 with a ``round.reply`` (keys, encrypted shares, unmasking shares), uploads its masked input over
-HTTP, or declines with ``round.decline`` and a reason code. What leaves the pod is never a record
+HTTP (or, where the service offers it, as one binary frame on the channel), or declines with
+``round.decline`` and a reason code. What leaves the pod is never a record
 and never an unmasked update: the update is clipped, weighted and (under DP) noised, then masked.
 
 First stage (``advertise_keys``): the pod downloads the round's global weights (checking their
@@ -42,7 +43,7 @@ from .controls import ControlError, ControlVariates, scaffold_inputs
 from .data import DataSource, encode_for
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
 from .plan import PlanPrivacy, PrivacyLedger, contribution
-from .protocol import MessageType, on_pinned_origin
+from .protocol import MASKED_FRAME, MessageType, masked_frame, on_pinned_origin
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ class _Round:
     parts: dict[str, npt.NDArray[np.floating[Any]]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
-    # What the pod answered at each stage (None: the masked input was uploaded). A stage asked
-    # again (the service re-sends it after a reconnection) gets the same answer, never a new one.
-    answered: dict[str, Reply | None] = field(default_factory=dict)
+    # What the pod answered at each stage (None: the masked input went over HTTP; bytes: as a
+    # frame). A stage asked again (the service re-sends it after a reconnection) gets the same
+    # answer, never a new one.
+    answered: dict[str, Reply | bytes | None] = field(default_factory=dict)
 
 
 class RoundWorker:
@@ -146,11 +148,28 @@ class RoundWorker:
         # Verified receipts by request: fetched for a request's first task, and again only
         # when a later task fails the check against the one held (consent renewed, expired).
         self.receipts: dict[str, Any] = {}
+        # Masked inputs up to this many bytes go as a binary frame on the control channel
+        # (what the service offered on the current connection); larger ones, or with no offer,
+        # over HTTP.
+        self.frame_limit = 0
 
-    def handle(self, message: Message) -> Reply | None:
+    def use_channel(self, welcome: Mapping[str, Any]) -> None:
+        """A connection's ``welcome``: whether its service takes masked inputs as frames."""
+        offered = welcome.get("masked_frames", 0)
+        self.frame_limit = offered if isinstance(offered, int) and offered > 0 else 0
+
+    def handle(self, message: Message) -> Reply | bytes | None:
         kind = message.get("type")
         round_id = message.get("round")
         if not isinstance(round_id, int):
+            return None
+        if kind == MessageType.ROUND_STORED:
+            self.on_event({"event": "stored", "round": round_id})
+            return None
+        if kind == MessageType.ERROR:
+            # The service refused an answer (a masked-input frame: the code an HTTP upload
+            # would get). The round goes on without it; its end comes as round.end.
+            self.on_event({"event": "refused", "round": round_id, "code": message.get("code")})
             return None
         if kind == MessageType.ROUND_END:
             state = self.rounds.pop(round_id, None)
@@ -212,14 +231,14 @@ class RoundWorker:
         self.on_event({"event": "stage", "round": round_id, "stage": stage})
         return self._sent(round_id, reply) if reply is not None else None
 
-    def _sent(self, round_id: int, reply: Reply) -> Reply:
-        size = len(json.dumps(reply))
+    def _sent(self, round_id: int, reply: Reply | bytes) -> Reply | bytes:
+        size = len(reply) if isinstance(reply, bytes) else len(json.dumps(reply))
         state = self.rounds.get(round_id)
         if state is not None:
             state.bytes_sent += size
         return reply
 
-    def _stage(self, round_id: int, stage: str, message: Message) -> Reply | None:
+    def _stage(self, round_id: int, stage: str, message: Message) -> Reply | bytes | None:
         payload = message.get("payload")
         if not isinstance(payload, dict):
             raise Declined("malformed_stage")
@@ -237,7 +256,7 @@ class RoundWorker:
             advert = state.client.advertise_keys(payload)
             head = self.key_log.head if self.key_log is not None else None
             advert["key_log_size"] = head.tree_size if head is not None else 0
-            reply: Reply | None = self._reply(round_id, stage, advert)
+            reply: Reply | bytes | None = self._reply(round_id, stage, advert)
         elif state is None:
             # A later stage of a round this pod holds nothing of: it restarted (its round keys
             # died with the process) or it left the round. Saying so at once lets the stage
@@ -249,13 +268,19 @@ class RoundWorker:
         elif stage == "masked_input":
             vector = state.client.masked_input(payload, state.parts)
             body = vector.astype("<u4").tobytes()
-            self._upload(str(state.task["masked_input_url"]), body)
-            # From here the service holds an input made from the owner's data: it counts.
+            if 0 < MASKED_FRAME.size + len(body) <= self.frame_limit:
+                # Sent on the channel by the caller; asked again (after a reconnection), the
+                # same frame goes again and the service takes it as the one it holds.
+                reply = masked_frame(round_id, body)
+            else:
+                self._upload(str(state.task["masked_input_url"]), body)
+                reply = None
+                state.bytes_sent += len(body)
+            # From here the service holds (or may hold) an input made from the owner's data: it
+            # counts.
             self.ledger.record(str(state.task["request"]), round_id)
             self.controls.sent(str(state.task["request"]), round_id)
-            state.bytes_sent += len(body)
             state.parts = {}  # the plain contribution is not kept past masking
-            reply = None
         elif stage == "consistency_check":
             reply = self._reply(round_id, stage, state.client.consistency_check(payload))
         elif stage == "unmask":
@@ -458,7 +483,9 @@ def channel_handler(
             if on_vanish is not None:
                 on_vanish(gone)
             raise
-        if reply is not None:
+        if isinstance(reply, bytes):
+            await ws.send(reply)  # a masked input as one binary frame
+        elif reply is not None:
             await ws.send(json.dumps(reply))
 
     return handle

@@ -324,7 +324,13 @@ async def _one_pod(
     await asyncio.sleep(delay)  # spread the first connections
     try:
         await PodChannel(
-            home, state, service, on_event=on_event, handler=channel_handler(worker), max_delay=10.0
+            home,
+            state,
+            service,
+            on_event=on_event,
+            handler=channel_handler(worker),
+            on_welcome=worker.use_channel,
+            max_delay=10.0,
         ).run(stop)
     except Vanish as gone:
         stats.connected.discard(pod)

@@ -131,7 +131,7 @@ def test_round_weights_with_etag(
     url = f"/api/v1/pod/rounds/{training_round.pk}/weights"
     auth = {"HTTP_AUTHORIZATION": f"Bearer {paired.token}"}
     response = client.get(url, **auth)
-    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    body = response.getvalue()  # in memory: one piece, not streamed
     assert response.status_code == 200
     assert response["ETag"] == f'"{hashlib.sha256(body).hexdigest()}"'
     assert client.get(url, HTTP_IF_NONE_MATCH=response["ETag"], **auth).status_code == 304
@@ -158,13 +158,13 @@ def test_round_weights_are_read_from_storage_once_per_process(
     training_round, paired = collecting
     url = f"/api/v1/pod/rounds/{training_round.pk}/weights"
     auth = {"HTTP_AUTHORIZATION": f"Bearer {paired.token}"}
-    first = b"".join(client.get(url, **auth).streaming_content)  # type: ignore[attr-defined]
+    first = client.get(url, **auth).getvalue()
     version = training_round.base_version
     assert version is not None
     version.weights.storage.delete(version.weights.name)  # only the cached copy is left
     again = client.get(url, **auth)
     assert again.status_code == 200
-    assert b"".join(again.streaming_content) == first  # type: ignore[attr-defined]
+    assert again.getvalue() == first
     assert again["Content-Length"] == str(len(first))
 
 

@@ -429,3 +429,38 @@ def test_heartbeats_in_batches_touch_exactly_the_pods_on_their_live_channels(
 
     after = dict(Pod.objects.values_list("pk", "last_seen_at"))
     assert [after[pod.pk] > long_ago for pod in pods] == [True, True, True, False, False]
+
+
+async def test_masked_input_frames_are_offered_checked_and_refused_with_a_code(
+    paired_pod: PairedPod,
+) -> None:
+    """The welcome offers binary frames; a frame is a masked input for a round, answered with
+    the HTTP upload's error code when refused; a binary frame that is not one closes."""
+    from django.conf import settings
+
+    from pods.agent.protocol import masked_frame
+
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    welcome = await comm.receive_json_from()
+    assert welcome["masked_frames"] == settings.POD_MASKED_FRAME_BYTES > 0
+    await comm.send_to(bytes_data=masked_frame(999, b"\x00" * 16))
+    assert await comm.receive_json_from() == {
+        "type": "error",
+        "code": "not_in_round",
+        "round": 999,
+    }
+    await comm.send_to(bytes_data=b"not a frame")
+    await expect_close(comm, Close.PROTOCOL)
+    await comm.disconnect()
+
+
+async def test_a_binary_frame_before_the_proof_closes(paired_pod: PairedPod) -> None:
+    from pods.agent.protocol import masked_frame
+
+    comm = communicator()
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.send_to(bytes_data=masked_frame(1, b"\x00" * 16))
+    await expect_close(comm, Close.PROTOCOL)
+    await comm.disconnect()

@@ -1,30 +1,27 @@
-"""A pod's answers: stage replies over the channel, masked inputs over HTTP, declines, leaving.
+"""A pod's answers: stage replies over the channel, declines, leaving (masked inputs: uploads).
 
 Each answer waits in the pod's participant row until its stage closes
-(:func:`training.rounds.closing.round_advance`). Per answer: the round row locked, one
-conditional update, one check whether all have answered.
+(:func:`training.rounds.closing.round_advance`). Stage replies come in batches
+(:func:`round_replies`): per batch and round, the round row locked once, one read, one update,
+one check whether all have answered.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import tempfile
 import uuid
-from typing import Any, BinaryIO
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from django.core.files import File
 from django.db import transaction
-from django.utils import timezone
 
 from dataspace import delivery
-from dataspace.errors import Conflict, DomainError, NotFound
+from dataspace.rows import update_rows
 from pods.agent.protocol import RoundEnd
 from pods.models import Pod
-from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
+from training.models import ModelRequest, RoundParticipant
 
 from . import closing
-from .cohort import may_take_part
 from .ending import decline_reason, discard_input, drop
 from .locking import lock_round_row
 from .messages import round_end
@@ -33,42 +30,89 @@ from .transitions import OPEN_STATUSES, PARTICIPANT_ORDER, SUM_FIXED, step_of
 CHUNK = 1 << 20
 
 
-@transaction.atomic
-def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: Any) -> bool:
-    """A pod's answer to the open stage (advertise_keys, share_keys or unmask).
+@dataclass(frozen=True)
+class StageReply:
+    """One pod's ``round.reply``, as its connection received it."""
 
-    False when the pod is not in that round. A repeat of an answer already given (the pod was
-    asked again after a reconnection) is ignored; anything else out of order drops the pod.
+    pod_id: uuid.UUID | str
+    round_id: int
+    stage: str
+    payload: Any
+
+
+def round_reply(*, pod_id: uuid.UUID | str, round_id: int, stage: str, payload: Any) -> bool:
+    """A pod's answer to the open stage (advertise_keys, share_keys, consistency_check or
+    unmask): :func:`round_replies` for one answer."""
+    return round_replies([StageReply(pod_id, round_id, stage, payload)])[0]
+
+
+def round_replies(replies: Sequence[StageReply]) -> list[bool]:
+    """Pods' answers to their rounds' open stages, in the order given; for each, False when
+    the pod is not in that round.
+
+    One transaction per round in the batch: the round's row locked once, the pods' rows read
+    in one query, every recorded answer written in one UPDATE, one "all answered?" check —
+    what a single answer cost before, shared by every answer a process took in meanwhile
+    (``pods.batching``). A repeat of an answer already given (the pod was asked again after a
+    reconnection) is ignored; anything else out of order drops the pod.
     """
+    results = [False] * len(replies)
+    by_round: dict[int, list[int]] = {}
+    for position, reply in enumerate(replies):
+        by_round.setdefault(reply.round_id, []).append(position)
+    for round_id in sorted(by_round):  # rounds in pk order: two batches never wait on each other
+        positions = by_round[round_id]
+        taken = _replies_to_round(round_id, [replies[i] for i in positions])
+        for position, accepted in zip(positions, taken, strict=True):
+            results[position] = accepted
+    return results
+
+
+@transaction.atomic
+def _replies_to_round(round_id: int, replies: list[StageReply]) -> list[bool]:
     training_round = lock_round_row(round_id)
     if training_round is None:
-        return False
+        return [False] * len(replies)
     step = step_of(training_round.status)
-    mine = RoundParticipant.objects.filter(round_id=round_id, pod_id=pod_id)
-    if (
-        step is not None
-        and step.answered_over_channel
-        and stage == step.stage.value
-        and isinstance(payload, dict)
-    ):
-        recorded = mine.filter(dropped_at_stage="", stage_reached=step.waiting).update(
-            reply=payload, stage_reached=step.answered
-        )
-        if recorded:
-            closing.close_when_answered(round_id, step.status)
-            return True
-    participant = mine.first()
-    if participant is None:
-        return False
     current = step.stage.value if step is not None else None
-    if _repeated(participant, stage, current, payload):
-        return True
-    if not participant.dropped:
-        # Out of order, malformed, or a different second answer to the current stage.
-        drop(participant, current or stage, "out_of_order")
-        if step is not None:
-            closing.close_when_answered(round_id, step.status)
-    return True
+    # Under the round's lock: every writer of a participant's stage takes it first (locking).
+    # The pending answers are read only for a repeat of the current stage (rare).
+    mine = {
+        str(p.pod_id): p
+        for p in RoundParticipant.objects.filter(
+            round_id=round_id, pod_id__in={str(r.pod_id) for r in replies}
+        ).defer("reply")
+    }
+    recorded: dict[int, RoundParticipant] = {}
+    changed = False
+    taken = []
+    for reply in replies:
+        participant = mine.get(str(reply.pod_id))
+        taken.append(participant is not None)
+        if participant is None:
+            continue
+        if (
+            step is not None
+            and step.answered_over_channel
+            and reply.stage == current
+            and isinstance(reply.payload, dict)
+            and not participant.dropped
+            and participant.stage_reached == step.waiting
+        ):
+            participant.reply = reply.payload
+            participant.stage_reached = step.answered
+            recorded[participant.pk] = participant
+        elif not participant.dropped and not _repeated(
+            participant, reply.stage, current, reply.payload
+        ):
+            # Out of order, malformed, or a different second answer to the current stage.
+            drop(participant, current or reply.stage, "out_of_order")
+            changed = True
+    if recorded:
+        update_rows(list(recorded.values()), ["reply", "stage_reached"])
+    if step is not None and (recorded or changed):
+        closing.close_when_answered(round_id, step.status)
+    return taken
 
 
 def _repeated(participant: RoundParticipant, stage: str, current: str | None, payload: Any) -> bool:
@@ -141,72 +185,3 @@ def user_leaves_rounds(
                 delivery.to_pod(participant.pod_id, round_end(round_id, RoundEnd.LEFT))
             closing.close_when_answered(round_id, step.status)
     return dropped
-
-
-def masked_input_store(
-    *, pod: Pod, round_id: int, stream: BinaryIO, length: int | None, sha256: str
-) -> RoundParticipant:
-    """Store one pod's masked vector (exact length, SHA-256 checked, streamed to storage, once).
-
-    The service stores the vector as it arrived (uint32, little-endian) and never decodes it
-    alone: only shard sums over many pods are ever combined (DESIGN.md section 5).
-    """
-    participant = (
-        RoundParticipant.objects.select_related("round__model_request", "pod")
-        .filter(round_id=round_id, pod=pod)
-        .first()
-    )
-    if participant is None:
-        raise NotFound("This pod is not in that round.", code="not_in_round")
-    training_round = participant.round
-    _check_may_upload(training_round, participant)
-    if not may_take_part(training_round.model_request, participant, timezone.now()):
-        raise Conflict("The owner's consent no longer covers this round.", code="consent_withdrawn")
-    expected = training_round.vector_length * 4
-    if length != expected:
-        raise DomainError(
-            f"A masked input is exactly {expected} bytes.", code="wrong_length", status_code=400
-        )
-    if len(sha256) != 64:
-        raise DomainError("X-Content-SHA256 must be 64 hex digits.", code="missing_checksum")
-    digest = hashlib.sha256()
-    received = 0
-    with tempfile.TemporaryFile() as spool:
-        while chunk := stream.read(min(CHUNK, expected - received + 1)):
-            received += len(chunk)
-            if received > expected:
-                break
-            digest.update(chunk)
-            spool.write(chunk)
-        if received != expected:
-            raise DomainError(
-                f"Received {received} bytes, expected {expected}.", code="wrong_length"
-            )
-        if not hmac.compare_digest(digest.hexdigest(), sha256.lower()):
-            raise DomainError("The body does not match X-Content-SHA256.", code="checksum_mismatch")
-        spool.seek(0)
-        # One transaction, locks in the engine's order (the round, then the participant): a
-        # stage cannot close between storing the input and recording it.
-        with transaction.atomic():
-            locked_round = lock_round_row(training_round.pk)
-            assert locked_round is not None
-            locked = RoundParticipant.objects.select_for_update().get(pk=participant.pk)
-            _check_may_upload(locked_round, locked)
-            name = f"round-{training_round.pk}-pod-{locked.index}.u32"
-            locked.masked_input.save(name, File(spool), save=False)
-            locked.masked_sha256 = digest.hexdigest()
-            locked.stage_reached = RoundParticipant.Stage.MASKED
-            locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
-            closing.close_when_answered(locked_round.pk, RoundStatus.COLLECTING)
-    return locked
-
-
-def _check_may_upload(training_round: TrainingRound, participant: RoundParticipant) -> None:
-    # First: a pod retrying an upload whose answer it lost learns the input is stored, even if
-    # its upload was the last one and collection has closed since (pods.agent.rounds._upload).
-    if participant.masked_input:
-        raise Conflict("This pod already sent its masked input.", code="already_uploaded")
-    if training_round.status != RoundStatus.COLLECTING:
-        raise Conflict("The round is not collecting masked inputs.", code="wrong_stage")
-    if participant.dropped or participant.stage_reached != RoundParticipant.Stage.SHARED:
-        raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dataspace import delivery
+from dataspace.rows import update_rows
 from training.models import ModelRequest, RoundParticipant, RoundStatus
 from training.secagg.errors import AbortError, SecAggError
 from training.secagg.server import ServerRound
@@ -82,8 +83,8 @@ def _take_answers(
             step.receive(server, p.index, p.reply or {})
         except SecAggError as exc:
             drop(p, stage, exc.code)
-    # One statement for the cohort, not an UPDATE per pod (400 pods: 400 round trips).
-    RoundParticipant.objects.bulk_update(sizes, ["key_log_size"], batch_size=500)
+    # One prepared statement for the cohort (dataspace.rows), not an UPDATE per pod.
+    update_rows(sizes, ["key_log_size"])
 
 
 def _key_log_size(reply: Mapping[str, Any] | None) -> int:

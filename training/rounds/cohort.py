@@ -12,6 +12,12 @@ from pods.presence import online_pods
 from training.models import ModelRequest, RoundParticipant
 
 
+def enough_consents(model_request: ModelRequest, now: datetime) -> bool:
+    """Whether enough people's consents are usable for a cohort at all: one COUNT, so the
+    clock's tick over a recruiting request with too few consents reads no pod."""
+    return usable_consents(model_request, now).count() >= model_request.min_participants
+
+
 def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
     """One online pod per person whose consent is given, unexpired and not paused; real pods
     only, unless there are too few of them and enough simulated ones (demos, load tests) —

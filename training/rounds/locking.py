@@ -12,6 +12,16 @@ import uuid
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.secagg.server import ServerRound
 
+# A participant's round and request as the per-message paths read them (select_related): the
+# round's protocol state and the plan's JSON left out (``.defer(*ROUND_STATE)``).
+ROUND_STATE = (
+    "round__secagg_state",
+    "round__metrics",
+    "round__model_request__spec",
+    "round__model_request__features",
+    "round__model_request__dp",
+)
+
 
 def lock_request(request_id: uuid.UUID | str) -> ModelRequest:
     """A request alone (opening a round, finishing one); never taken while holding a

@@ -150,6 +150,8 @@ def waiting_participants(pod_id: uuid.UUID | str) -> list[RoundParticipant]:
         round__status__in=list(OPEN_STATUSES),
         round__model_request__status=ModelRequest.Status.TRAINING,
     ).select_related("round__model_request", "round__base_version")
+    # The protocol state is read (and parsed) once per open stage, not per pod: _open_stage.
+    waiting = waiting.defer("reply", "round__secagg_state")
     out = []
     for participant in waiting:
         step = step_of(participant.round.status)
@@ -168,9 +170,10 @@ def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
     for participant in waiting_participants(pod_id):
         training_round = participant.round
         step = step_of(training_round.status)
-        if step is None or not training_round.secagg_state:
+        opened = _open_stage(training_round, step) if step is not None else None
+        if step is None or opened is None:
             continue
-        server, key_log = _open_stage(training_round, step)
+        server, key_log = opened
         messages.append(stage_message(training_round, server, participant.index, step, key_log))
     return messages
 
@@ -186,8 +189,9 @@ _OPEN_STAGES_KEPT = 8
 
 def _open_stage(
     training_round: TrainingRound, step: StageStep
-) -> tuple[ServerRound, KeyLogProofs | None]:
-    """The round's protocol state and (at share_keys) key-log proofs for its open stage.
+) -> tuple[ServerRound, KeyLogProofs | None] | None:
+    """The round's protocol state and (at share_keys) key-log proofs for its open stage (None:
+    the round has no state yet).
 
     Keyed by the round, its start, its status and the stage's deadline: the state changes only
     when a stage closes, which sets a new deadline (answers wait in the participant rows)."""
@@ -199,10 +203,13 @@ def _open_stage(
     )
     cached = _OPEN_STAGES.get(key)
     if cached is None:
+        state = training_round.secagg_state  # deferred by the caller: read here, once
+        if not state:
+            return None
         key_log = None
         if step.stage is Stage.SHARE_KEYS:
-            key_log = KeyLogProofs(list(training_round.participants.all()))
-        cached = ServerRound.from_dict(training_round.secagg_state), key_log
+            key_log = KeyLogProofs(list(training_round.participants.defer("reply")))
+        cached = ServerRound.from_dict(state), key_log
         _OPEN_STAGES[key] = cached
         while len(_OPEN_STAGES) > _OPEN_STAGES_KEPT:
             _OPEN_STAGES.popitem(last=False)

@@ -15,7 +15,7 @@ from training.models import ModelRequest, RoundParticipant, RoundStatus, Trainin
 from training.modelspec import validate_spec
 from training.secagg.server import ServerRound
 
-from .cohort import eligible_pods
+from .cohort import eligible_pods, enough_consents
 from .locking import lock_request
 from .messages import layout_for, stage_message
 from .progress import round_changed
@@ -34,6 +34,8 @@ def round_open(
     """
     if model_request.rounds_run.filter(number=number, attempt=attempt).exists():
         return None  # opened meanwhile by another path (the clock, or a retry after commit)
+    if not enough_consents(model_request, now):
+        return None
     pool = eligible_pods(model_request, now)
     if len(pool) < model_request.min_participants:
         return None

@@ -56,7 +56,9 @@ def stage_resend(round_id: int, status: str, now: datetime) -> int:
             or not resend_due(training_round, now)
         ):
             return 0
-        participants = list(RoundParticipant.objects.filter(round_id=round_id).order_by("index"))
+        participants = list(
+            RoundParticipant.objects.filter(round_id=round_id).defer("reply").order_by("index")
+        )
         waiting = [p for p in participants if not p.dropped and p.stage_reached == step.waiting]
         if waiting:
             key_log = KeyLogProofs(participants) if step.stage is Stage.SHARE_KEYS else None

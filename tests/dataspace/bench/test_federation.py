@@ -112,3 +112,20 @@ def test_stage_cpu_comes_from_the_samples_between_the_recorded_closes() -> None:
     samples = [(t0, 10.0), (t0 + 1, 10.5), (t0 + 4, 13.5)]
     assert [round(cpu_between(samples, a, b), 6) for _, a, b in spans] == [0.5, 2.0, 1.0]
     assert cpu_between(samples, t0 - 5, t0 + 9) == 3.5  # clamped to the samples
+
+
+def test_the_scale_out_bench_needs_the_shared_database_and_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataspace.bench.scaleout import parse_args
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        parse_args(["--web", "2"])
+    assert raised.value.code == 2
+    assert "set DATABASE_URL (PostgreSQL) and REDIS_URL" in capsys.readouterr().err
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/6")
+    monkeypatch.setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/x")
+    assert parse_args(["--web", "2", "--pods", "10"]).web == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--web", "0"])

@@ -25,6 +25,7 @@ from dataspace import delivery
 from dataspace.celery import app as celery_app
 from dataspace.demo import breast_features
 from pods.agent.data import MemoryData
+from pods.agent.protocol import read_masked_frame
 from pods.agent.rounds import RoundWorker, Vanish
 from pods.key_log import key_log_append
 from pods.models import Pod, key_fingerprint
@@ -32,7 +33,7 @@ from tests.factories import PodFactory, UserFactory, open_request
 from training.models import ModelRequest, ModelVersion, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
 from training.modelspec.trainer import evaluate
-from training.rounds import answers, closing, messages, opening
+from training.rounds import answers, closing, messages, opening, uploads
 from training.rounds import clock as rounds_clock
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,7 +70,7 @@ class InProcessTransport:
 
     def upload(self, path: str, body: bytes) -> None:
         self.uploads += 1
-        answers.masked_input_store(
+        uploads.masked_input_store(
             pod=self.pod,
             round_id=int(path.rstrip("/").split("/")[-2]),
             stream=io.BytesIO(body),
@@ -164,10 +165,17 @@ class SimPod:
             pinned_keys=receipts.public_jwks(),
         )
         self.gone = False
+        self.frame_codes: list[str | None] = []
 
     @property
     def plain(self) -> dict[str, Any]:
         return self.worker.plain
+
+    def frame(self, frame: bytes) -> None:
+        """What the pod's channel does with a masked-input frame: the service stores it."""
+        round_id, sha256, body = read_masked_frame(frame)
+        masked = uploads.MaskedFrame(self.pod.pk, round_id, sha256, body)
+        self.frame_codes.append(uploads.masked_frames_store([masked])[0])
 
     def drop_at(self, stage: str) -> None:
         self.worker.vanish = lambda arrived: arrived == stage
@@ -182,7 +190,9 @@ class SimPod:
             return
         if reply is None:
             return
-        if reply["type"] == "round.decline":
+        if isinstance(reply, bytes):  # a masked input as a frame on the channel
+            self.frame(reply)
+        elif reply["type"] == "round.decline":
             answers.round_decline(pod_id=self.pod.pk, round_id=reply["round"], code=reply["code"])
         else:
             answers.round_reply(
