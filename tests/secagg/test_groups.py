@@ -3,6 +3,8 @@ group's sum is revealed on its own — and never a sum of fewer pods than the pl
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -253,3 +255,76 @@ def test_a_group_that_cannot_be_unmasked_is_left_out_and_the_others_are_summed()
     assert result.groups == [groups[0], groups[2]] and result.positions == [0, 2]
     for members, total in zip(result.groups, result.group_totals, strict=True):
         assert np.array_equal(total, quantized_sum(inputs, members, layout(3), 4))
+
+
+# -- the pod recomputes its neighbourhood from the stated graph ----------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 60), st.integers(0, 2**32), st.booleans())
+def test_one_pods_neighbourhood_is_the_graphs(n: int, seed: int, grouped: bool) -> None:
+    indices = list(range(1, n + 1))
+    k = graph.choose_k(max(n, 2))
+    raw = seed.to_bytes(8, "big")
+    full = graph.neighbours(indices, k, raw)
+    assert all(graph.neighbours_of(indices, k, raw, u) == full[u] for u in indices)
+
+
+def _server(groups: list[list[int]] | None, n: int) -> ServerRound:
+    return ServerRound(
+        round_id="r-graph",
+        identity_keys={
+            u: Ed25519PrivateKey.generate().public_key().public_bytes_raw() for u in range(1, n + 1)
+        },
+        threshold_fraction=0.6,
+        min_survivors=4,
+        layout=layout(2),
+        groups=groups,
+    )
+
+
+@pytest.mark.parametrize(
+    "groups", [None, [[1, 3, 5, 7, 9, 11, 13, 15, 17, 19], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]]]
+)
+def test_the_pod_accepts_the_graph_as_stated(groups: list[list[int]] | None) -> None:
+    server = _server(groups, 20)
+    floors = Floors(min_survivors=4, threshold_fraction=0.6, grouped=groups is not None)
+    for u in range(1, 21):
+        ClientRound(Ed25519PrivateKey.generate(), floors=floors).advertise_keys(
+            server.advertise_request(u)
+        )
+
+
+def test_the_pod_refuses_a_neighbourhood_the_stated_graph_does_not_give() -> None:
+    """A service that swaps one neighbour (e.g. to close a small piece of the graph) while
+    stating the honest graph: the pod recomputes its neighbourhood and declines."""
+    server = _server(None, 30)
+    floors = Floors(min_survivors=4, threshold_fraction=0.6)
+    message = server.advertise_request(1)
+    stranger = next(v for v in range(2, 31) if v not in message["neighbours"])
+    message["neighbours"] = [*message["neighbours"][1:], stranger]
+    with pytest.raises(FloorError) as refused:
+        ClientRound(Ed25519PrivateKey.generate(), floors=floors).advertise_keys(message)
+    assert refused.value.code == "graph_not_as_stated"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda g: None, "graph_not_stated"),
+        (lambda g: {**g, "seed": "AAAAAAAAAAAAAAAAAAAAAA=="}, "graph_not_as_stated"),
+        (lambda g: {**g, "members": g["members"][:-1]}, "graph_not_as_stated"),
+        (lambda g: {**g, "members": g["members"][:3]}, "graph_below_plan"),
+    ],
+)
+def test_the_pod_refuses_a_graph_not_as_stated(change: Any, code: str) -> None:
+    server = _server(None, 30)
+    message = server.advertise_request(1)
+    message["graph"] = change(message["graph"])
+    if message["graph"] is not None and len(message["graph"]["members"]) == 3:
+        message["graph"]["members"] = [1, *message["graph"]["members"][1:]]
+    with pytest.raises(FloorError) as refused:
+        ClientRound(
+            Ed25519PrivateKey.generate(), floors=Floors(min_survivors=4, threshold_fraction=0.6)
+        ).advertise_keys(message)
+    assert refused.value.code == code

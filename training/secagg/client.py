@@ -56,6 +56,32 @@ class Floors:
                 code="group_below_plan",
             )
 
+    def check_graph(
+        self, me: int, neighbours: list[int], group: list[int] | None, stated: Any
+    ) -> None:
+        """My neighbourhood is the one a Harary graph on the stated members (my group's, or the
+        cohort's) and seed gives me, and those members are at least the plan's minimum: a
+        ring on them is connected, so the service cannot cut a smaller piece out of it
+        without changing what it shows each pod (SecAgg+ graph, Bell et al. 2020)."""
+        if not isinstance(stated, Mapping):
+            raise FloorError("The neighbour graph is not stated.", code="graph_not_stated")
+        members = index_list(stated.get("members"), "graph.members")
+        seed = unb64(stated.get("seed"), "graph.seed", max_size=64)
+        k = index(stated.get("k"), "graph.k")
+        if me not in members or (group is not None and sorted(members) != sorted(group)):
+            raise FloorError("The graph's members are not as stated.", code="graph_not_as_stated")
+        if len(members) < self.min_survivors:
+            raise FloorError(
+                f"A graph of {len(members)} pods is below the plan's {self.min_survivors}.",
+                code="graph_below_plan",
+            )
+        try:
+            expected = graph.neighbours_of(members, k, seed, me)
+        except ValueError:
+            raise FloorError("The graph is not as stated.", code="graph_not_as_stated") from None
+        if sorted(neighbours) != expected:
+            raise FloorError("The graph is not as stated.", code="graph_not_as_stated")
+
     def check_survivors(self, survivors: list[int], group: list[int] | None) -> None:
         """The sum my input is in (my group's, or the cohort's) covers at least the plan's
         minimum number of pods."""
@@ -149,6 +175,7 @@ class ClientRound:
         self.floors.check_neighbourhood(len(neighbours), threshold)
         group = index_list(m["group"], "group") if m.get("group") is not None else None
         self.floors.check_group(me, neighbours, group)
+        self.floors.check_graph(me, neighbours, group, m.get("graph"))
         self.group = sorted(set(group)) if group is not None else None
         layout = m.get("layout")
         if not isinstance(layout, dict):

@@ -42,6 +42,19 @@ def neighbours(indices: list[int], k: int, seed: bytes) -> dict[int, list[int]]:
     return out
 
 
+def neighbours_of(indices: list[int], k: int, seed: bytes, u: int) -> list[int]:
+    """One index's neighbours in :func:`neighbours` (a pod recomputes only its own: O(n))."""
+    n = len(indices)
+    if n <= k + 1:
+        return sorted(v for v in indices if v != u)
+    if k % 2:
+        raise ValueError("k must be even when the graph is not complete")
+    ring = sorted(indices)
+    random.Random(seed).shuffle(ring)
+    i = ring.index(u)
+    return sorted({ring[(i + d) % n] for d in range(-(k // 2), k // 2 + 1) if d})
+
+
 def grouped_neighbours(
     groups: list[list[int]], fraction: float, seed: bytes, k: int | None = None
 ) -> tuple[dict[int, list[int]], list[tuple[int, int]]]:

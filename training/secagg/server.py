@@ -212,7 +212,21 @@ class ServerRound:
             "neighbours": self.neighbours[u],
             "threshold": self.threshold_of(u),
             "layout": self.layout.to_dict(),
+            "graph": self.graph_of(u),
             **({"group": self.groups[p]} if (p := self.group_of(u)) is not None else {}),
+        }
+
+    def graph_of(self, u: int) -> dict[str, Any]:
+        """How u's neighbours were drawn — the members of its graph (the cohort, or its group),
+        the ring seed and k — so that the pod can recompute its neighbourhood: a Harary ring on
+        the stated members is connected, so no smaller piece of it can be unmasked alone."""
+        position = self.group_of(u)
+        if position is None:
+            return {"members": self.indices, "seed": b64(self.graph_seed), "k": self.k}
+        return {
+            "members": self.groups[position],
+            "seed": b64(self.graph_seed + position.to_bytes(2, "big")),
+            "k": self.group_kt[position][0],
         }
 
     def receive_advert(self, u: int, reply: Mapping[str, Any]) -> None:
