@@ -1,9 +1,11 @@
 """WebSocket routes of the training app: live progress of one model request."""
 
+from channels.auth import AuthMiddlewareStack
 from django.urls import path
 
 from .consumers import RequestProgressConsumer
 
 websocket_urlpatterns = [
-    path("ws/requests/<uuid:request_id>/", RequestProgressConsumer.as_asgi()),
+    # A signed-in person follows a request by their session cookie; a provider by a token.
+    path("ws/requests/<uuid:request_id>/", AuthMiddlewareStack(RequestProgressConsumer.as_asgi())),
 ]
