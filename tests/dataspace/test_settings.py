@@ -118,3 +118,25 @@ def test_a_visibility_timeout_longer_than_a_stage_is_refused() -> None:
     assert "CELERY_VISIBILITY_TIMEOUT must be positive and shorter than ROUND_STAGE_SECONDS" in (
         result.stderr
     )
+
+
+def test_the_in_memory_layer_sweeps_expired_messages_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Channels' sweep walks every channel and group; the embedded default's layer runs it at
+    most once a second (a round's messages to n pods cost O(n²) otherwise)."""
+    from dataspace import channel_layers
+
+    layer = channel_layers.InMemoryChannelLayer()
+    sweeps: list[float] = []
+    monkeypatch.setattr(
+        channel_layers._InMemoryChannelLayer, "_clean_expired", lambda self: sweeps.append(1)
+    )
+    clock = [100.0]
+    monkeypatch.setattr(channel_layers, "monotonic", lambda: clock[0])
+    for _ in range(50):
+        layer._clean_expired()
+    assert len(sweeps) == 1
+    clock[0] += channel_layers.SWEEP_SECONDS
+    layer._clean_expired()
+    assert len(sweeps) == 2
