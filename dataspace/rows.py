@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django.db import connections, router
-from django.db.models import Model
+from django.db.models import Field, Model
 
 
 def update_rows(rows: Sequence[Model], fields: Sequence[str]) -> None:
@@ -23,7 +23,7 @@ def update_rows(rows: Sequence[Model], fields: Sequence[str]) -> None:
     model = type(rows[0])
     meta = model._meta
     connection = connections[router.db_for_write(model)]
-    columns = [meta.get_field(name) for name in fields]
+    columns = [_concrete(meta.get_field(name)) for name in fields]
     quote = connection.ops.quote_name
     # Only the model's own table and column names, quoted, go into the text; values are bound.
     assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
@@ -36,3 +36,10 @@ def update_rows(rows: Sequence[Model], fields: Sequence[str]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)  # psycopg pipelines it: one round trip for the batch
+
+
+def _concrete(field: object) -> Field:  # type: ignore[type-arg]
+    """A column of the model's own table (not a reverse relation or a generic key)."""
+    if not isinstance(field, Field) or not field.concrete or field.column is None:
+        raise ValueError(f"{field} is not a column of the model's table")
+    return field

@@ -65,6 +65,7 @@ def _file_response(
     request: Request, field: FieldFile, sha256: str, **file_options: Any
 ) -> HttpResponseBase:
     etag = f'"{sha256}"'
+    response: HttpResponseBase
     if request.headers.get("If-None-Match") == etag:
         return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     blob = _cached(field, sha256)
