@@ -69,25 +69,39 @@ def _plots(card: dict[str, Any]) -> dict[str, str]:
         axes.legend(fontsize="small")
         plots["importance_rounds"] = _png(figure)
         plt.close(figure)
-    valued = [r for r in (card.get("group_value") or {}).get("rounds", []) if r["valued_in_round"]]
-    if valued:
+    if valued_rounds(card.get("group_value")):
         figure, axes = plt.subplots(figsize=(6.4, 3.2))
-        labels = sorted({g["label"] for r in valued for g in r["groups"]})
-        for label in labels:
-            points = [
-                (r["round"], g["value"])
-                for r in valued
-                for g in r["groups"]
-                if g["label"] == label and g["value"] is not None
-            ]
-            axes.plot([x for x, _ in points], [v for _, v in points], marker="o", label=label)
-        axes.axhline(0.0, color="grey", lw=0.8)
-        axes.set_xlabel("round whose groups were valued")
-        axes.set_ylabel("group value")
-        axes.legend(fontsize="small", title="group")
+        plot_group_values(axes, card["group_value"])
         plots["group_value"] = _png(figure)
         plt.close(figure)
     return plots
+
+
+def valued_rounds(section: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The rounds of a card's ``group_value`` section whose groups were valued."""
+    return [r for r in (section or {}).get("rounds", []) if r["valued_in_round"]]
+
+
+def plot_group_values(axes: Any, section: dict[str, Any]) -> None:
+    """Each group's value per valued round (> 0: the group helped), and the rounds robust mode
+    left a group out of: the card's chart, and the demo report's."""
+    valued = valued_rounds(section)
+    labels = sorted({g["label"] for r in valued for g in r["groups"]})
+    for label in labels:
+        points = [
+            (r["round"], g["value"])
+            for r in valued
+            for g in r["groups"]
+            if g["label"] == label and g["value"] is not None
+        ]
+        axes.plot([x for x, _ in points], [v for _, v in points], marker="o", label=label)
+    for r in valued:
+        if r["left_out"]:
+            axes.axvline(r["round"], color="tab:red", ls=":", lw=1)
+    axes.axhline(0.0, color="grey", lw=0.8)
+    axes.set_xlabel("round whose groups were valued")
+    axes.set_ylabel("group value (> 0: it helped)")
+    axes.legend(fontsize="small", title="group")
 
 
 def card_context(signed: dict[str, Any]) -> dict[str, Any]:

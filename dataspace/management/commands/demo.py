@@ -40,6 +40,7 @@ from dataspace.processes import free_port, server_command, stop, wait_answering,
 from pods.agent import datasets
 from pods.models import Pod
 from training.card import group_value_section
+from training.card_page import plot_group_values, valued_rounds
 from training.client import DataspaceClient
 from training.models import ModelRequest, Provider, RoundParticipant, TrainingRound
 from training.modelspec import load_weights, validate_spec, vector_size
@@ -379,11 +380,16 @@ class Command(BaseCommand):
 
         points = report["accuracy_per_round"]
         explained = report.get("explanations") or {}
+        valued = valued_rounds(report.get("group_value"))
+        panels = 1 + bool(explained) + bool(valued)
+        figure, all_axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), dpi=120)
+        axes, *others = all_axes if panels > 1 else [all_axes]
         if explained:
-            figure, (axes, bars) = plt.subplots(1, 2, figsize=(13, 4.2), dpi=120)
-            _plot_importance(bars, explained)
-        else:
-            figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+            _plot_importance(others.pop(0), explained)
+        if valued:
+            values = others.pop(0)
+            plot_group_values(values, report["group_value"])
+            values.set_title("Group value (leave one group out, under the masks)")
         axes.plot(
             [p["round"] for p in points],
             [p["accuracy"] for p in points],
