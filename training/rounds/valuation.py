@@ -77,6 +77,13 @@ def delete_candidates(version: ModelVersion) -> None:
             default_storage.delete(path)
 
 
+def forget_candidates(model_request_id: object) -> None:
+    """Forget every candidate of a request that ended (failed, cancelled, or stopped before its
+    last round): no round will value them, and they are derived from group sums."""
+    for version in ModelVersion.objects.filter(model_request_id=model_request_id):
+        delete_candidates(version)
+
+
 def start_point(
     spec: ModelSpec, training_round: TrainingRound, totals: Totals
 ) -> tuple[bytes | None, dict[str, Any]]:
