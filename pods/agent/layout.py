@@ -78,8 +78,11 @@ def check_layout(stated: Any, spec: ModelSpec, candidates: int) -> Layout:
     bits = [s.bits for s in layout.segments]
     for cohort in range(lowest, highest + 1):
         try:
-            if [scale_bits(cohort, s.bound) for s in expected.segments] == bits:
-                return layout
+            scales = [scale_bits(cohort, s.bound) for s in expected.segments]
         except SecAggError:
             break  # larger cohorts do not fit this bound either
+        if scales == bits:
+            return layout
+        if any(f < g for f, g in zip(scales, bits, strict=True)):
+            break  # a scale only shrinks as the cohort grows
     raise LayoutRefused()
