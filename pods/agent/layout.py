@@ -36,7 +36,7 @@ def plan_layout(spec: ModelSpec, cohort: int, candidates: int = 0) -> Layout:
     algorithm = spec.training.algorithm.get("type")
     dim = vector_size(spec)
     # SCAFFOLD: each pod's control-variate delta Δc_i, model-sized, rides in the sum.
-    scaffold = (
+    scaffold: dict[str, Any] = (
         {"control_dim": dim, "control_clip": float(spec.training.algorithm["control_clip"])}
         if algorithm == "scaffold"
         else {}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -77,7 +78,7 @@ def delete_candidates(version: ModelVersion) -> None:
             default_storage.delete(path)
 
 
-def forget_candidates(model_request_id: object) -> None:
+def forget_candidates(model_request_id: uuid.UUID) -> None:
     """Forget every candidate of a request that ended (failed, cancelled, or stopped before its
     last round): no round will value them, and they are derived from group sums."""
     for version in ModelVersion.objects.filter(model_request_id=model_request_id):
