@@ -161,6 +161,9 @@ def model_request_cancel(*, model_request: ModelRequest, reason: str = "") -> Mo
     )
     locked.save()
     from . import progress
+    from .rounds.valuation import forget_candidates
+
+    transaction.on_commit(lambda: forget_candidates(locked.pk))
 
     progress.publish(locked.pk, progress.request_event(locked))
     return locked

@@ -42,6 +42,7 @@ from .consent import ConsentRefused, check_task, verify_receipt
 from .controls import ControlError, ControlVariates, scaffold_inputs
 from .data import DataSource, encode_for
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
+from .layout import LayoutRefused, check_layout
 from .plan import PlanPrivacy, PrivacyLedger, contribution
 from .protocol import MASKED_FRAME, MessageType, masked_frame, on_pinned_origin
 
@@ -250,6 +251,14 @@ class RoundWorker:
             if not isinstance(task, dict):
                 raise Declined("malformed_task")
             plan, parts = self._prepare(task)
+            try:  # the plan's layout only: no other can single a pod out inside a sum
+                check_layout(
+                    payload.get("layout"),
+                    validate_spec(task["spec"]),
+                    candidates=len(task.get("candidates") or []),
+                )
+            except LayoutRefused as refused:
+                raise Declined(refused.code) from None
             client = ClientRound(self.identity, floors=plan.floors())
             state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state

@@ -63,3 +63,13 @@ def test_candidates_the_plan_does_not_allow_are_refused(
     with pytest.raises(CandidateError) as refused:
         load_candidates(task, spec, plan, download)
     assert refused.value.code == code
+
+
+def test_a_candidate_with_its_hash_but_not_the_plans_tensors_is_refused() -> None:
+    """The SHA-256 only names the file: a file the service names correctly but whose tensors
+    do not fit the verified spec (another model) is refused like the weights would be."""
+    spec, plan = _plan(2)
+    blob = demo_weights(demo_request_spec(rounds=2, hidden=17))  # the plan's has 16 units
+    with pytest.raises(CandidateError) as refused:
+        load_candidates(_task([blob]), spec, plan, lambda _path: blob)
+    assert refused.value.code == "candidate_mismatch"

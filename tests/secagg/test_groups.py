@@ -328,3 +328,30 @@ def test_the_pod_refuses_a_graph_not_as_stated(change: Any, code: str) -> None:
             Ed25519PrivateKey.generate(), floors=Floors(min_survivors=4, threshold_fraction=0.6)
         ).advertise_keys(message)
     assert refused.value.code == code
+
+
+def test_survivors_outside_the_stated_graph_cover_no_one() -> None:
+    """The service pads the survivor set with indices that were never in the round, so that a
+    sum of four looks like one of seven: the pod counts only its graph's members."""
+    floors = Floors(min_neighbours=2, threshold_fraction=0.6, min_survivors=5)
+    run = _Run(floors, None, 6)
+    lie = {"stage": Stage.CONSISTENCY_CHECK.value, "survivors": [1, 2, 3, 4, 97, 98, 99]}
+    with pytest.raises(FloorError) as refused:
+        run.pods[1].consistency_check(lie)
+    assert refused.value.code == "survivors_below_plan"
+    assert run.pods[1].stage is Stage.ABORTED
+
+
+def test_a_neighbour_that_never_shared_keys_is_no_survivor() -> None:
+    """A neighbour dropped before sharing keys (so no one masked with it) is listed as a
+    survivor, to make a small sum look big enough: the pod refuses to sign."""
+    floors = Floors(min_neighbours=2, threshold_fraction=0.6, min_survivors=5)
+    run = _Run(floors, None, 6)
+    pod = run.pods[1]
+    silent = pod.neighbours[0]
+    pod._maskers.remove(silent)  # as if its shares never came
+    del pod._held[silent]
+    lie = {"stage": Stage.CONSISTENCY_CHECK.value, "survivors": [1, 2, 3, 4, 5, 6]}
+    with pytest.raises(FloorError) as refused:
+        pod.consistency_check(lie)
+    assert refused.value.code == "survivors_inconsistent"

@@ -11,7 +11,7 @@ from dataspace import delivery
 from pods.agent.protocol import RoundEnd
 from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
 
-from . import opening
+from . import opening, valuation
 from .locking import lock_request
 from .messages import round_end
 from .progress import round_changed
@@ -80,6 +80,8 @@ def abort(
                 ),
             )
             model_request.save()
+            request_id = model_request.pk
+            transaction.on_commit(lambda: valuation.forget_candidates(request_id))
         else:
             number, attempt = training_round.number, training_round.attempt + 1
             transaction.on_commit(lambda: opening.reopen(model_request.pk, number, attempt))

@@ -14,9 +14,6 @@ from pods.agent.protocol import MessageType, RoundEnd, Task
 from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
 from training.modelspec import validate_spec
-from training.modelspec.explain import explanation_segments
-from training.modelspec.spec import ModelSpec
-from training.modelspec.valuation import value_segments
 from training.secagg.encoding import Layout
 from training.secagg.server import ServerRound
 from training.secagg.wire import Stage
@@ -29,37 +26,11 @@ Payload = dict[str, Any]
 
 
 def layout_for(model_request: ModelRequest, cohort: int, candidates: int = 0) -> Layout:
-    """The masked vector's layout: the model's coordinates plus weight and evaluation sums,
-    then the explanation parts (per-class counts, attribution sums), then — group value —
-    the evaluation sums of each of the last round's ``candidates``."""
-    from training.modelspec import vector_size  # imports torch: only where a round opens
-    from training.modelspec.federated import max_local_steps  # the trainer: torch too
+    """The masked vector's layout (:func:`pods.agent.layout.plan_layout`): the one the pod
+    recomputes from the plan and checks, so the service can state no other."""
+    from pods.agent.layout import plan_layout  # imports torch: only where a round opens
 
-    spec = validate_spec(model_request.spec)
-    privacy = spec.privacy
-    fednova = spec.training.algorithm.get("type") == "fednova"
-    dim = vector_size(spec)
-    return Layout.for_training(
-        model_dim=dim,
-        max_clients=cohort,
-        clip_norm=privacy.dp.clip_norm if privacy.dp else privacy.update_clip,
-        max_weight=1,
-        max_eval_examples=privacy.max_examples,
-        # FedNova: each pod's (weighted) effective number of local steps rides in the sum.
-        max_local_steps=max_local_steps(spec, privacy.max_examples) if fednova else 0.0,
-        # SCAFFOLD: each pod's control-variate delta Δc_i, model-sized, rides in the sum.
-        **scaffold_parts(spec, dim),
-    ).with_parts(
-        [*explanation_segments(spec), *value_segments(candidates, privacy.max_examples)],
-        max_clients=cohort,
-    )
-
-
-def scaffold_parts(spec: ModelSpec, dim: int) -> dict[str, Any]:
-    """The layout's ``control_delta`` part under SCAFFOLD (none otherwise)."""
-    if spec.training.algorithm.get("type") != "scaffold":
-        return {}
-    return {"control_dim": dim, "control_clip": float(spec.training.algorithm["control_clip"])}
+    return plan_layout(validate_spec(model_request.spec), cohort, candidates)
 
 
 def task_for(training_round: TrainingRound) -> Task:

@@ -190,6 +190,7 @@ def finish(
                 f"(ε ≤ {model_request.dp['target_epsilon']})."
             ),
         )
+        transaction.on_commit(lambda: valuation.delete_candidates(version))  # none will value them
     else:
         request_id = model_request.pk
         transaction.on_commit(lambda: opening.reopen(request_id, number + 1, 1))

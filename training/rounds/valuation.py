@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -75,6 +76,13 @@ def delete_candidates(version: ModelVersion) -> None:
         path = candidate_path(version.model_request_id, version.round_number, str(entry["label"]))
         if default_storage.exists(path):
             default_storage.delete(path)
+
+
+def forget_candidates(model_request_id: uuid.UUID) -> None:
+    """Forget every candidate of a request that ended (failed, cancelled, or stopped before its
+    last round): no round will value them, and they are derived from group sums."""
+    for version in ModelVersion.objects.filter(model_request_id=model_request_id):
+        delete_candidates(version)
 
 
 def start_point(

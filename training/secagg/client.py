@@ -82,10 +82,15 @@ class Floors:
         if sorted(neighbours) != expected:
             raise FloorError("The graph is not as stated.", code="graph_not_as_stated")
 
-    def check_survivors(self, survivors: list[int], group: list[int] | None) -> None:
+    def check_survivors(
+        self, survivors: list[int], group: list[int] | None, members: list[int] | None = None
+    ) -> None:
         """The sum my input is in (my group's, or the cohort's) covers at least the plan's
-        minimum number of pods."""
+        minimum number of pods — counting only pods of my graph's stated members (an index
+        outside them was never in the round: listing it covers no one)."""
         covered = set(survivors) & set(group) if group is not None else set(survivors)
+        if members is not None:
+            covered &= set(members)
         if len(covered) < self.min_survivors:
             raise FloorError(
                 f"The sum would cover {len(covered)} pods; the plan needs {self.min_survivors}.",
@@ -141,6 +146,7 @@ class ClientRound:
         self._identities: dict[int, bytes] = {}  # v -> v's identity key (from its advert)
         self._survivors: list[int] = []  # the survivor set this pod signed
         self.group: list[int] | None = None  # my valued group's members (grouped rounds)
+        self.members: list[int] | None = None  # the stated graph's members (cohort or group)
 
     def __repr__(self) -> str:
         return f"ClientRound(index={self.index}, stage={self.stage.value})"
@@ -177,6 +183,7 @@ class ClientRound:
         self.floors.check_group(me, neighbours, group)
         self.floors.check_graph(me, neighbours, group, m.get("graph"))
         self.group = sorted(set(group)) if group is not None else None
+        self.members = sorted(index_list(m["graph"]["members"], "graph.members"))
         layout = m.get("layout")
         if not isinstance(layout, dict):
             raise ProtocolError("layout is required.", code="malformed_message")
@@ -287,10 +294,18 @@ class ClientRound:
         if self.index not in survivors:
             raise self._abort("My masked input is not in the survivor set.")
         try:
-            self.floors.check_survivors(survivors, self.group)
+            self.floors.check_survivors(survivors, self.group, self.members)
         except FloorError:
             self.stage = Stage.ABORTED
             raise
+        if set(survivors) & set(self.neighbours) - set(self._maskers):
+            # A neighbour that never shared keys with me cannot have sent a masked input:
+            # listing it would count a pod that is in no sum.
+            self.stage = Stage.ABORTED
+            raise FloorError(
+                "A neighbour that never shared keys is listed as a survivor.",
+                code="survivors_inconsistent",
+            )
         if len(set(self._maskers) & set(survivors)) < self.threshold:
             self.stage = Stage.ABORTED
             raise SurvivorsBelowFloor("Too few neighbours survived to unmask safely.")

@@ -250,3 +250,41 @@ def test_a_group_that_falls_below_the_minimum_is_left_out_and_the_round_goes_on(
     b_parts = [sims[p].plain for p in sims if slot[str(p)] == 1]
     update = sum(p["update"] for p in b_parts) / sum(float(p["weight"][0]) for p in b_parts)
     assert np.allclose(_vector(version, parsed) - base, update, atol=1e-4)
+
+
+def test_a_cancelled_request_forgets_its_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 1 stored its candidates (the model without each group) for round 2 to value; the
+    request is cancelled before round 2 completes: nothing will value them, they are deleted."""
+    from django.core.files.storage import default_storage
+
+    from dataspace.demo import demo_request_spec, demo_weights
+    from tests.factories import ProviderFactory, breast_category
+    from training.services import model_request_cancel, model_request_create
+
+    breast_category()
+    spec = demo_request_spec(rounds=3, cohort_size=8, min_participants=3)
+    spec["valuation"] = {"groups": 2}
+    model_request = model_request_create(
+        provider=ProviderFactory(), spec=spec, weights=demo_weights(spec)
+    )
+    outbox: list[tuple[Any, dict[str, Any]]] = []
+    capture_pod_messages(monkeypatch, outbox)
+    x, y = breast_data()
+    sims: dict[Any, SimPod] = {}
+    slot: dict[str, int] = {}
+    for i in range(8):
+        pod, key = consenting_online_pod(model_request, f"c{i}")
+        rows = slice(i * 60, (i + 1) * 60)
+        sims[pod.pk] = SimPod(pod, key, x[rows], y[rows])
+        slot[str(pod.pk)] = 0 if i < 4 else 1
+    monkeypatch.setattr(engine_valuation, "group_slot", lambda _r, pod_id, _g: slot[pod_id])
+    assert opening.request_try_start(model_request) is not None
+    while outbox and not model_request.versions.filter(round_number=1).exists():
+        pod_id, message = outbox.pop(0)
+        sims[pod_id].handle(message)
+    version = model_request.versions.get(round_number=1)
+    stored = version.metrics["candidates"]
+    paths = [engine_valuation.candidate_path(model_request.pk, 1, str(c["label"])) for c in stored]
+    assert len(paths) == 2 and all(default_storage.exists(p) for p in paths)
+    model_request_cancel(model_request=model_request)
+    assert not any(default_storage.exists(p) for p in paths)
