@@ -121,13 +121,15 @@ def explanation_report(model_request: Any, x_pool: Any, y_pool: Any) -> dict[str
 
 def group_value_rows(section: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The demo table's rows for the card's ``group_value`` section: per valued round, each
-    group (pods) with its accuracy change / loss change without it (> 0: it helped)."""
+    group (pods) with its value — the relative change of the held-out loss without it — and
+    the accuracy change (> 0: it helped)."""
     rows = []
     for r in (section or {}).get("rounds", []):
         if r["valued_in_round"] is None:
             continue
         values = ", ".join(
-            f"{g['label']}({g['pods']}) {g['value']:+.3f}/{g['loss_change']:+.4f}"
+            f"{g['label']}({g['pods']}) {g['value']:+.4f}"
+            + (f"/{g['accuracy_change']:+.3f}" if g.get("accuracy_change") is not None else "")
             for g in r["groups"]
             if g["value"] is not None
         )

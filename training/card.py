@@ -77,8 +77,6 @@ def group_value_section(spec: ModelSpec, completed: list[TrainingRound]) -> dict
     in the next round; which group robust mode left out. Never a figure for one person."""
     if spec.valuation is None:
         return None
-    classifier = spec.training.loss in ("cross_entropy", "bce_with_logits")
-    metric = "accuracy" if classifier else "mean loss"
     by_number = {r.number: r.metrics for r in completed}
     rounds = []
     for number, metrics in sorted(by_number.items()):
@@ -106,9 +104,9 @@ def group_value_section(spec: ModelSpec, completed: list[TrainingRound]) -> dict
         )
     return {
         "method": (
-            "leave-one-group-out: value = metric(model) − metric(model without the group), "
-            "both scored by the next round's pods on their held-out splits under the masks "
-            f"(metric: {metric}); > 0 the group helped"
+            "leave-one-group-out: value = (mean loss of the model without the group − mean "
+            "loss of the model) / mean loss of the model, both scored by the next round's pods "
+            "on their held-out splits under the masks; > 0 the group helped"
         ),
         "groups": spec.valuation.groups,
         "min_pods_per_group": spec.training.min_participants,

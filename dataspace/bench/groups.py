@@ -38,7 +38,7 @@ def spec_for(pods: int, groups: int, minimum: int, rounds: int, robust: bool) ->
     spec = request_spec(task, "fedavg", pods, model_layers("digits", np.zeros((1, 64))), 64)
     spec["title"] = "bench groups"
     spec["training"].update({"rounds": rounds, "min_participants": minimum})
-    spec["valuation"] = {"groups": groups, "robust": robust, "margin": 0.02}
+    spec["valuation"] = {"groups": groups, "robust": robust}  # the default margin
     return spec
 
 

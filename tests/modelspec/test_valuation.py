@@ -131,13 +131,20 @@ def totals(
 def test_values_and_the_robust_choice() -> None:
     sums = totals(80, 50, [90, 79, 75], [40, 52, 60])
     values = group_values(sums, ["A", "B", "C"], classifier=True)
-    assert [v.value for v in values] == pytest.approx([-0.10, 0.01, 0.05])
+    # The relative change of the mean held-out loss (0.5) when each group is left out.
+    assert [v.value for v in values] == pytest.approx([-0.20, 0.04, 0.20])
     assert [v.loss_change for v in values] == pytest.approx([-0.10, 0.02, 0.10])
+    assert [v.accuracy_change for v in values] == pytest.approx([-0.10, 0.01, 0.05])
     assert left_out(values, 0.02) == "A"
-    assert left_out(values, 0.2) is None  # not clearly negative
+    assert left_out(values, 0.25) is None  # not clearly negative
     regression = group_values(sums, ["A", "B", "C"], classifier=False)
-    assert [v.value for v in regression] == pytest.approx([-0.10, 0.02, 0.10])
+    assert [v.value for v in regression] == pytest.approx([-0.20, 0.04, 0.20])
     assert regression[0].accuracy_change is None
+
+
+def test_a_perfect_model_is_valued_by_the_absolute_loss_change() -> None:
+    values = group_values(totals(100, 0, [100], [3]), ["A"], classifier=True)
+    assert values[0].value == pytest.approx(0.03)
 
 
 def test_read_valuation_absent_is_none() -> None:

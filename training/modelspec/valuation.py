@@ -6,7 +6,10 @@ When the plan's optional ``valuation`` section says so, a round's cohort is spli
 a group is leave-one-group-out: after round r the service also computes the model it would have
 published *without* that group (the same server step on Σ − S_g); the pods of round r+1
 evaluate every such candidate on their held-out split, under the masks, beside the full model;
-value_g = metric(full) − metric(without g) (accuracy for classifiers, −mean loss otherwise).
+value_g = (mean loss without g − mean loss of the full model) / mean loss of the full model: the
+relative change in the held-out loss (a proper scoring rule, finer than accuracy, which moves in
+steps of one example and flagged honest groups by chance); the accuracy change is kept beside it
+for classifiers.
 A positive value: the group helped. In robust mode a group whose value is below −margin is
 left out: round r+1's update is applied to the candidate without it, so round r's harmful
 contribution leaves the model. No value is computed for one person: a group is never below
@@ -30,7 +33,7 @@ import numpy.typing as npt
 from .errors import SpecError
 
 MAX_GROUPS = 20
-DEFAULT_MARGIN = 0.02
+DEFAULT_MARGIN = 0.002  # a 0.2 % rise of the held-out loss
 LABELS = string.ascii_uppercase[:MAX_GROUPS]
 LOSS_PER_EXAMPLE = 100.0  # the evaluation parts' bound, as for eval_loss
 
@@ -153,31 +156,31 @@ def value_parts(
 @dataclass(frozen=True)
 class GroupValue:
     label: str
-    value: float  # metric(full) − metric(without the group): > 0 the group helped
-    accuracy_change: float | None  # accuracy(full) − accuracy(without)
+    value: float  # the relative loss change without the group: > 0 the group helped
+    accuracy_change: float | None  # accuracy(full) − accuracy(without), classifiers only
     loss_change: float  # mean loss(without) − mean loss(full): > 0 the group helped
 
 
 def group_values(totals: Totals, labels: Sequence[str], *, classifier: bool) -> list[GroupValue]:
     """Each group's value from the cohort's evaluation sums alone (full model and candidates on
-    the same held-out examples)."""
+    the same held-out examples): the relative change of the mean held-out loss when the group
+    is left out."""
     examples = float(totals["eval_examples"][0])
     if not labels or examples <= 0:
         return []
     loss_full = float(totals["eval_loss"][0]) / examples
     acc_full = float(totals["eval_correct"][0]) / examples
+    scale = loss_full if loss_full > 1e-12 else 1.0  # a perfect model: the absolute change
     out = []
     for i, label in enumerate(labels):
         loss_without = float(totals["value_loss"][i]) / examples
         acc_without = float(totals["value_correct"][i]) / examples
         loss_change = loss_without - loss_full
-        accuracy_change = acc_full - acc_without if classifier else None
-        value = accuracy_change if accuracy_change is not None else loss_change
         out.append(
             GroupValue(
                 label=label,
-                value=round(value, 6),
-                accuracy_change=None if accuracy_change is None else round(accuracy_change, 6),
+                value=round(loss_change / scale, 6),
+                accuracy_change=round(acc_full - acc_without, 6) if classifier else None,
                 loss_change=round(loss_change, 6),
             )
         )
@@ -186,9 +189,9 @@ def group_values(totals: Totals, labels: Sequence[str], *, classifier: bool) -> 
 
 def left_out(values: Sequence[GroupValue], margin: float) -> str | None:
     """Robust mode: the group to leave out — the most harmful one whose value is clearly
-    negative (below −margin; ties broken by the loss change) — or None. One group at most:
+    negative (below −margin) — or None. One group at most:
     only the models without one group each were evaluated."""
     harmful = [v for v in values if v.value < -margin]
     if not harmful:
         return None
-    return min(harmful, key=lambda v: (v.value, v.loss_change)).label
+    return min(harmful, key=lambda v: v.value).label

@@ -150,8 +150,12 @@ def test_grouped_rounds_reveal_group_sums_value_them_and_apply_the_robust_choice
     examples = sum(float(p["eval_examples"][0]) for p in plains[2].values())
     correct = [sum(float(p["value_correct"][i]) for p in plains[2].values()) for i in (0, 1)]
     full = sum(float(p["eval_correct"][0]) for p in plains[2].values()) / examples
+    losses = [sum(float(p["value_loss"][i]) for p in plains[2].values()) for i in (0, 1)]
+    full_loss = sum(float(p["eval_loss"][0]) for p in plains[2].values()) / examples
     for i, value in enumerate(valuation["values"]):
-        assert value["value"] == pytest.approx(full - correct[i] / examples, abs=1e-3)
+        relative = (losses[i] / examples - full_loss) / full_loss
+        assert value["value"] == pytest.approx(relative, abs=1e-3)
+        assert value["accuracy_change"] == pytest.approx(full - correct[i] / examples, abs=1e-3)
     # Robust: the most harmful group below −margin is left out, and round 2's update is
     # applied to the model without it (or to the full model when none is).
     harmful = [v for v in valuation["values"] if v["value"] < 0.0]
