@@ -73,6 +73,7 @@ def test_idle_pods_authenticate_heartbeat_and_stay_online(tmp_path: Path) -> Non
     service = on_test_database(tmp_path, POD_HEARTBEAT_INTERVAL="1").start()
     counts, impostor = Counts(), Counts()
     loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
 
     async def hold() -> None:
         gate = asyncio.Semaphore(2)
@@ -80,7 +81,7 @@ def test_idle_pods_authenticate_heartbeat_and_stay_online(tmp_path: Path) -> Non
         tasks = [asyncio.create_task(idle_pod(service.url, m, counts, gate)) for m in made]
         tasks.append(asyncio.create_task(idle_pod(service.url, wrong, impostor, gate)))
         try:
-            await asyncio.sleep(3600)
+            await stop.wait()
         finally:
             for task in tasks:
                 task.cancel()
@@ -99,8 +100,7 @@ def test_idle_pods_authenticate_heartbeat_and_stay_online(tmp_path: Path) -> Non
         later = dict(Pod.objects.values_list("pk", "last_seen_at"))
         assert all(later[pk] > first_seen[pk] for pk in later)
     finally:
-        for task in asyncio.all_tasks(loop):
-            loop.call_soon_threadsafe(task.cancel)
+        loop.call_soon_threadsafe(stop.set)
         runner.join(30)
         loop.close()
         service.stop()
