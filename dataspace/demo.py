@@ -1,11 +1,16 @@
-"""The demo's model request: a small classifier on the bundled breast-screening data."""
+"""The demo's model request (a small classifier on the bundled breast-screening data) and its
+report: the table's group-value rows and report.png."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dataspace.catalog import BUNDLED
+from training.card_page import plot_group_values, valued_rounds
 
 BREAST = "health.breast_screening"
 
@@ -136,3 +141,62 @@ def group_value_rows(section: dict[str, Any] | None) -> list[tuple[str, str]]:
         left = f"; left out {r['left_out']}" if r["left_out"] else ""
         rows.append((f"group value, round {r['round']}", values + left))
     return rows
+
+
+def plot_report(report: dict[str, Any], path: Path) -> None:
+    """The demo's report.png: accuracy per round against the centralized and local-only
+    baselines, federated against central feature importance, and each group's value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = report["accuracy_per_round"]
+    explained = report.get("explanations") or {}
+    valued = valued_rounds(report.get("group_value"))
+    panels = 1 + bool(explained) + bool(valued)
+    figure, all_axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), dpi=120)
+    axes, *others = all_axes if panels > 1 else [all_axes]
+    if explained:
+        _plot_importance(others.pop(0), explained)
+    if valued:
+        values = others.pop(0)
+        plot_group_values(values, report["group_value"])
+        values.set_title("Group value (leave one group out, under the masks)")
+    axes.plot(
+        [p["round"] for p in points],
+        [p["accuracy"] for p in points],
+        marker="o",
+        label="federated (SecAgg+)",
+    )
+    axes.axhline(report["centralized_accuracy"], color="tab:green", ls="--", label="centralized")
+    axes.axhline(
+        report["local_only_accuracy_mean"], color="tab:red", ls=":", label="local only (mean)"
+    )
+    axes.set_xlabel("round")
+    axes.set_ylabel("accuracy on the held-out test split")
+    axes.set_ylim(0, 1.02)
+    axes.set_title(f"{report['pods']} pods, {report['partition']}, {report['rounds']} rounds")
+    axes.legend(loc="lower right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _plot_importance(axes: Any, explained: dict[str, Any]) -> None:
+    """Federated feature importance (from the masked sums) beside the central one on pooled
+    data, for the ten features the federated figure ranks first."""
+    federated, central = explained["federated_importance"], explained["central_importance"]
+    names = sorted(federated, key=lambda n: -federated[n])[:10][::-1]
+    where = np.arange(len(names))
+    scale = max(federated.values()) / max(max(central.values()), 1e-12)
+    axes.barh(where + 0.2, [federated[n] for n in names], 0.4, label="federated (masked sums)")
+    axes.barh(where - 0.2, [central[n] * scale for n in names], 0.4, label="central, pooled")
+    axes.set_yticks(where, names, fontsize="small")
+    axes.set_xlabel("mean |attribution| (central rescaled to the federated maximum)")
+    axes.set_title(
+        f"Feature importance, model of round {explained['model_evaluated']} "
+        f"(Spearman {explained['spearman']:.3f})"
+    )
+    axes.legend(loc="lower right", fontsize="small")

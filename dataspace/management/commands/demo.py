@@ -34,13 +34,13 @@ from dataspace.demo import (
     demo_weights,
     explanation_report,
     group_value_rows,
+    plot_report,
 )
 from dataspace.management.commands.seed_demo import DEMO_PASSWORD, DEMO_PEOPLE, DEMO_PROVIDER
 from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
 from pods.agent import datasets
 from pods.models import Pod
 from training.card import group_value_section
-from training.card_page import plot_group_values, valued_rounds
 from training.client import DataspaceClient
 from training.models import ModelRequest, Provider, RoundParticipant, TrainingRound
 from training.modelspec import load_weights, validate_spec, vector_size
@@ -274,7 +274,7 @@ class Command(BaseCommand):
             started=started,
         )
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        self._plot(report, out / "report.png")
+        plot_report(report, out / "report.png")
         self._print(report, out)
 
     def _follow(self, client: DataspaceClient, request_id: str, deadline: float) -> None:
@@ -371,47 +371,6 @@ class Command(BaseCommand):
             "wall_s": round(time.monotonic() - started, 1),
         }
 
-    @staticmethod
-    def _plot(report: dict[str, Any], path: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        points = report["accuracy_per_round"]
-        explained = report.get("explanations") or {}
-        valued = valued_rounds(report.get("group_value"))
-        panels = 1 + bool(explained) + bool(valued)
-        figure, all_axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), dpi=120)
-        axes, *others = all_axes if panels > 1 else [all_axes]
-        if explained:
-            _plot_importance(others.pop(0), explained)
-        if valued:
-            values = others.pop(0)
-            plot_group_values(values, report["group_value"])
-            values.set_title("Group value (leave one group out, under the masks)")
-        axes.plot(
-            [p["round"] for p in points],
-            [p["accuracy"] for p in points],
-            marker="o",
-            label="federated (SecAgg+)",
-        )
-        axes.axhline(
-            report["centralized_accuracy"], color="tab:green", ls="--", label="centralized"
-        )
-        axes.axhline(
-            report["local_only_accuracy_mean"], color="tab:red", ls=":", label="local only (mean)"
-        )
-        axes.set_xlabel("round")
-        axes.set_ylabel("accuracy on the held-out test split")
-        axes.set_ylim(0, 1.02)
-        axes.set_title(f"{report['pods']} pods, {report['partition']}, {report['rounds']} rounds")
-        axes.legend(loc="lower right")
-        axes.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(path)
-        plt.close(figure)
-
     def _print(self, report: dict[str, Any], out: Path) -> None:
         from rich.console import Console
         from rich.table import Table
@@ -446,21 +405,3 @@ class Command(BaseCommand):
             f"{', '.join(DEMO_PEOPLE)} (people; alice and bob took part, carol refused) or admin "
             f"(operator), password '{DEMO_PASSWORD}'."
         )
-
-
-def _plot_importance(axes: Any, explained: dict[str, Any]) -> None:
-    """Federated feature importance (from the masked sums) beside the central one on pooled
-    data, for the ten features the federated figure ranks first."""
-    federated, central = explained["federated_importance"], explained["central_importance"]
-    names = sorted(federated, key=lambda n: -federated[n])[:10][::-1]
-    where = np.arange(len(names))
-    scale = max(federated.values()) / max(max(central.values()), 1e-12)
-    axes.barh(where + 0.2, [federated[n] for n in names], 0.4, label="federated (masked sums)")
-    axes.barh(where - 0.2, [central[n] * scale for n in names], 0.4, label="central, pooled")
-    axes.set_yticks(where, names, fontsize="small")
-    axes.set_xlabel("mean |attribution| (central rescaled to the federated maximum)")
-    axes.set_title(
-        f"Feature importance, model of round {explained['model_evaluated']} "
-        f"(Spearman {explained['spearman']:.3f})"
-    )
-    axes.legend(loc="lower right", fontsize="small")
