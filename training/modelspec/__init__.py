@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
+from .layers import LayerSpec
 from .spec import (
     DataSpec,
     DPSpec,
-    LayerSpec,
     ModelSpec,
     OptimizerSpec,
     PrivacySpec,
