@@ -127,6 +127,49 @@ def plan_hash(spec: Mapping[str, Any], weights_sha256: str, notice_sha256: str) 
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
+# What a round computes on, bound into its secure-aggregation id: every signature a pod makes
+# in the round (adverts, the survivor set) and every pairwise mask key derive from that id.
+TASK_BOUND = (
+    "request",
+    "plan_hash",
+    "weights_sha256",
+    "base_round",
+    "initial_weights_sha256",
+    "seed",
+    "control_sha256",
+)
+
+
+def task_digest(task: Mapping[str, Any]) -> str:
+    """SHA-256 over what a round's pods compute on: the request and its plan, the weights, the
+    training seed, SCAFFOLD's control variate and the group-value candidates (by hash). The
+    spec is bound by the plan hash each pod checks against its owner's receipt."""
+    bound: dict[str, Any] = {name: task.get(name) for name in TASK_BOUND}
+    bound["candidates"] = [
+        [str(c.get("label")), str(c.get("sha256"))] for c in task.get("candidates") or []
+    ]
+    return hashlib.sha256(canonical_json(bound)).hexdigest()
+
+
+def bind_task(round_id: str, task: Mapping[str, Any]) -> str:
+    """The secure-aggregation id of round ``round_id`` run on ``task``.
+
+    A service that gives some pods another model than the rest (to isolate one pod's update
+    inside the sum: the model-inconsistency attack) gives them another id too, so those pods
+    and their neighbours cannot verify each other's signed keys, and each stops the round
+    before any masked input leaves it. The pod checks the id it is given against the task it
+    was given (``pods.agent.rounds``)."""
+    return f"{round_id}#{task_digest(task)}"
+
+
+def task_bound(secagg_round_id: object, task: Mapping[str, Any]) -> bool:
+    """Whether ``secagg_round_id`` is some round's id bound to ``task``."""
+    if not isinstance(secagg_round_id, str):
+        return False
+    base, mark, _ = secagg_round_id.rpartition("#")
+    return bool(base) and bool(mark) and secagg_round_id == bind_task(base, task)
+
+
 def key_fingerprint(public_key: bytes) -> str:
     """Human-comparable fingerprint of an Ed25519 public key (SHA-256, 80 bits, base32 groups).
 

@@ -44,7 +44,7 @@ from .data import DataSource, encode_for
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
 from .layout import LayoutRefused, check_layout
 from .plan import PlanPrivacy, PrivacyLedger, contribution
-from .protocol import MASKED_FRAME, MessageType, masked_frame, on_pinned_origin
+from .protocol import MASKED_FRAME, MessageType, masked_frame, on_pinned_origin, task_bound
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +259,10 @@ class RoundWorker:
                 )
             except LayoutRefused as refused:
                 raise Declined(refused.code) from None
+            if not task_bound(payload.get("round_id"), task):
+                # Its signatures and masks would not bind the model it trained: the service
+                # could give other pods another one unseen (the model-inconsistency attack).
+                raise Declined("model_not_bound")
             client = ClientRound(self.identity, floors=plan.floors())
             state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state

@@ -11,13 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from dataspace import delivery
+from pods.agent.protocol import bind_task
 from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
 from training.modelspec import validate_spec
 from training.secagg.server import ServerRound
 
 from .cohort import eligible_pods, enough_consents
 from .locking import lock_request
-from .messages import layout_for, stage_message
+from .messages import layout_for, stage_message, task_for
 from .progress import round_changed
 from .resending import ASKED_AT
 from .transitions import FINISHED_STATUSES, STEPS
@@ -74,7 +75,9 @@ def round_open(
         }
         training_round.save(update_fields=["metrics"])
     server = ServerRound(
-        round_id=f"{model_request.pk}/{number}/{attempt}",
+        # The model, seed and candidates bound into the id: pods given different ones cannot
+        # verify each other (pods.agent.protocol.bind_task).
+        round_id=bind_task(f"{model_request.pk}/{number}/{attempt}", task_for(training_round)),
         identity_keys={p.index: keys[p.pod_id] for p in participants},
         threshold_fraction=model_request.secagg_threshold,
         min_survivors=model_request.min_participants,
