@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from training.modelspec import load_weights, validate_spec
 from training.modelspec.errors import SpecError
 from training.modelspec.trainer import train_local
-from training.secagg.client import ClientRound
+from training.secagg.client import ClientRound, check_advertise
 from training.secagg.errors import FloorError, SecAggError
 
 from .candidates import CandidateError, load_candidates
@@ -250,15 +250,7 @@ class RoundWorker:
             task = message.get("task")
             if not isinstance(task, dict):
                 raise Declined("malformed_task")
-            plan, parts = self._prepare(task)
-            try:  # the plan's layout only: no other can single a pod out inside a sum
-                check_layout(
-                    payload.get("layout"),
-                    validate_spec(task["spec"]),
-                    candidates=len(task.get("candidates") or []),
-                )
-            except LayoutRefused as refused:
-                raise Declined(refused.code) from None
+            plan, parts = self._prepare(task, payload)
             client = ClientRound(self.identity, floors=plan.floors())
             state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state
@@ -371,10 +363,12 @@ class RoundWorker:
         }
 
     def _prepare(
-        self, task: Mapping[str, Any]
+        self, task: Mapping[str, Any], payload: Mapping[str, Any]
     ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
-        """Check consent and the privacy budget, then train: the plan's privacy parameters and
-        the pod's contribution, before any key is advertised."""
+        """Check consent, the privacy budget and the round's shape against the plan, then
+        train: the plan's privacy parameters and the pod's contribution, before any key is
+        advertised. A round the pod declines costs it no training (nor, under load, the
+        stage's deadline: the service learns why, not only that the pod was silent)."""
         try:
             spec = validate_spec(task["spec"])
             request_id = str(task["request"])
@@ -418,6 +412,11 @@ class RoundWorker:
         plan = PlanPrivacy.of(spec)
         if not plan.next_round_fits(self.ledger.rounds(request_id)):
             raise Declined("privacy_budget_exhausted")
+        try:  # the plan's layout only: no other can single a pod out inside a sum
+            check_layout(payload.get("layout"), spec, candidates=len(task.get("candidates") or []))
+        except LayoutRefused as refused:
+            raise Declined(refused.code) from None
+        check_advertise(plan.floors(), payload)  # the neighbourhood the plan promises (FloorError)
         if not spec.data.label:
             raise Declined("no_label")
         try:
