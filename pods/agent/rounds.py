@@ -365,8 +365,8 @@ class RoundWorker:
     def _prepare(
         self, task: Mapping[str, Any], payload: Mapping[str, Any]
     ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
-        """Check consent, the privacy budget and the round's shape against the plan, then
-        train: the plan's privacy parameters and the pod's contribution, before any key is
+        """Check consent, the privacy budget, the data and the round's shape against the plan,
+        then train: the plan's privacy parameters and the pod's contribution, before any key is
         advertised. A round the pod declines costs it no training (nor, under load, the
         stage's deadline: the service learns why, not only that the pod was silent)."""
         try:
@@ -412,11 +412,6 @@ class RoundWorker:
         plan = PlanPrivacy.of(spec)
         if not plan.next_round_fits(self.ledger.rounds(request_id)):
             raise Declined("privacy_budget_exhausted")
-        try:  # the plan's layout only: no other can single a pod out inside a sum
-            check_layout(payload.get("layout"), spec, candidates=len(task.get("candidates") or []))
-        except LayoutRefused as refused:
-            raise Declined(refused.code) from None
-        check_advertise(plan.floors(), payload)  # the neighbourhood the plan promises (FloorError)
         if not spec.data.label:
             raise Declined("no_label")
         try:
@@ -448,6 +443,11 @@ class RoundWorker:
             c, c_i = scaffold_inputs(spec, task, self.controls, self._download)
         except ControlError as refused:
             raise Declined(refused.code) from None
+        try:  # the plan's layout only: no other can single a pod out inside a sum
+            check_layout(payload.get("layout"), spec, candidates=len(task.get("candidates") or []))
+        except LayoutRefused as refused:
+            raise Declined(refused.code) from None
+        check_advertise(plan.floors(), payload)  # the neighbourhood the plan promises (FloorError)
         max_steps = None
         if self.speed < 1.0:
             batches = -(-max(1, round(len(x) * 0.8)) // spec.training.batch_size)
