@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from training.modelspec import load_weights, validate_spec
 from training.modelspec.errors import SpecError
 from training.modelspec.trainer import train_local
-from training.secagg.client import ClientRound
+from training.secagg.client import ClientRound, check_advertise
 from training.secagg.errors import FloorError, SecAggError
 
 from .candidates import CandidateError, load_candidates
@@ -250,19 +250,7 @@ class RoundWorker:
             task = message.get("task")
             if not isinstance(task, dict):
                 raise Declined("malformed_task")
-            plan, parts = self._prepare(task)
-            try:  # the plan's layout only: no other can single a pod out inside a sum
-                check_layout(
-                    payload.get("layout"),
-                    validate_spec(task["spec"]),
-                    candidates=len(task.get("candidates") or []),
-                )
-            except LayoutRefused as refused:
-                raise Declined(refused.code) from None
-            if not task_bound(payload.get("round_id"), task):
-                # Its signatures and masks would not bind the model it trained: the service
-                # could give other pods another one unseen (the model-inconsistency attack).
-                raise Declined("model_not_bound")
+            plan, parts = self._prepare(task, payload)
             client = ClientRound(self.identity, floors=plan.floors())
             state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state
@@ -375,10 +363,12 @@ class RoundWorker:
         }
 
     def _prepare(
-        self, task: Mapping[str, Any]
+        self, task: Mapping[str, Any], payload: Mapping[str, Any]
     ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
-        """Check consent and the privacy budget, then train: the plan's privacy parameters and
-        the pod's contribution, before any key is advertised."""
+        """Check consent, the privacy budget, the data and the round's shape against the plan,
+        then train: the plan's privacy parameters and the pod's contribution, before any key is
+        advertised. A round the pod declines costs it no training (nor, under load, the
+        stage's deadline: the service learns why, not only that the pod was silent)."""
         try:
             spec = validate_spec(task["spec"])
             request_id = str(task["request"])
@@ -453,6 +443,15 @@ class RoundWorker:
             c, c_i = scaffold_inputs(spec, task, self.controls, self._download)
         except ControlError as refused:
             raise Declined(refused.code) from None
+        try:  # the plan's layout only: no other can single a pod out inside a sum
+            check_layout(payload.get("layout"), spec, candidates=len(task.get("candidates") or []))
+        except LayoutRefused as refused:
+            raise Declined(refused.code) from None
+        check_advertise(plan.floors(), payload)  # the neighbourhood the plan promises (FloorError)
+        if not task_bound(payload.get("round_id"), task):
+            # Its signatures and masks would not bind the model it trains on: the service could
+            # give other pods another one unseen (the model-inconsistency attack).
+            raise Declined("model_not_bound")
         max_steps = None
         if self.speed < 1.0:
             batches = -(-max(1, round(len(x) * 0.8)) // spec.training.batch_size)

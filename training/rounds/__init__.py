@@ -12,6 +12,6 @@ One module per concern (docs/architecture.md has the map and the state machine):
 ``messages`` (what a pod is asked), ``opening``, ``answers`` (replies, uploads, declines,
 leaving), ``closing`` (stage closes), ``ending`` (drop, abort, retry), ``aggregation`` (the
 tree), ``model_update``, ``clock``, ``resending`` (asking again),
-``sweeping`` (files left behind), ``progress`` (events for watchers).
+``files`` (a round's files), ``sweeping`` (files left behind), ``progress`` (events for watchers).
 Live messages leave only through :mod:`dataspace.delivery`, after commit.
 """

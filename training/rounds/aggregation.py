@@ -29,6 +29,7 @@ from training.secagg.aggregate import remove_masks, shard_ranges, sum_range
 from training.secagg.errors import AbortError
 
 from .ending import abort
+from .files import SHARDS_DIR, remove_round_dir, round_dir
 from .locking import lock_participants, lock_round, lock_round_row
 from .resending import ASKED_AT, resend_due
 
@@ -41,7 +42,7 @@ def shards_of(training_round: TrainingRound) -> list[tuple[int, int]]:
 
 
 def shard_path(round_id: int, index: int) -> str:
-    return f"aggregates/round-{round_id}/shard-{index}.u32"
+    return f"{round_dir(SHARDS_DIR, round_id)}/shard-{index}.u32"
 
 
 def shards_complete(training_round: TrainingRound) -> bool:
@@ -55,13 +56,6 @@ def dispatch_shards(round_id: int, only_missing: bool = False) -> None:
     for index in range(len(shards_of(training_round))):
         if index not in done:
             signature(SHARD_TASK, args=(round_id, index)).delay()
-
-
-def delete_shards(round_id: int, count: int) -> None:
-    for index in range(count):
-        path = shard_path(round_id, index)
-        if default_storage.exists(path):
-            default_storage.delete(path)
 
 
 def _abort_missing_input(round_id: int) -> None:
@@ -173,7 +167,7 @@ def round_finalize(round_id: int, now: datetime | None = None) -> None:
         if not shards_complete(training_round):
             return
         participants = lock_participants(training_round)
-        transaction.on_commit(lambda: delete_shards(round_id, len(shards)))
+        transaction.on_commit(lambda: remove_round_dir(SHARDS_DIR, round_id))
         if training_round.model_request.status != ModelRequest.Status.TRAINING:
             abort(training_round, participants, "aggregating", "The request was stopped.", now)
             return

@@ -8,10 +8,12 @@ from django.conf import settings
 from django.db import transaction
 
 from dataspace import delivery
+from dataspace.rows import update_rows
 from pods.agent.protocol import RoundEnd
 from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
 
 from . import opening, valuation
+from .files import MASKED_DIR, delete_input_on_commit, remove_round_dir
 from .locking import lock_request
 from .messages import round_end
 from .progress import round_changed
@@ -36,7 +38,8 @@ def discard_input(participant: RoundParticipant) -> None:
     """Delete a pod's stored masked input (after aggregation, an abort, or a drop before
     collection closed — then it stays out of the sum like a pre-mask dropout's)."""
     if participant.masked_input:
-        participant.masked_input.delete(save=False)
+        delete_input_on_commit(participant.masked_input.name)
+        participant.masked_input = ""
         participant.save(update_fields=["masked_input"])
 
 
@@ -47,13 +50,19 @@ def end_round(
     now: datetime,
 ) -> None:
     """Record a round's end (its protocol state and every masked input discarded) and tell
-    its pods."""
+    its pods. The round's input files go after the commit, with any an upload killed before
+    its commit left behind."""
     training_round.status = RoundStatus(end.value)
     training_round.finished_at = now
     training_round.secagg_state = {}
     training_round.save()
+    stored = [p for p in participants if p.masked_input]
+    for p in stored:
+        p.masked_input = ""
+    update_rows(stored, ["masked_input"])
+    round_id = training_round.pk
+    transaction.on_commit(lambda: remove_round_dir(MASKED_DIR, round_id))
     for p in participants:
-        discard_input(p)
         delivery.to_pod(p.pod_id, round_end(training_round.pk, end))
 
 

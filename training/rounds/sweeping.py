@@ -1,18 +1,18 @@
 """Sweeping: files a killed process left behind.
 
 Shard sums (``aggregates/round-<id>/``) are deleted after the root commits, and masked inputs
-when their round ends or their pod leaves — both by the process doing that work. A process
-killed at the wrong moment leaves them: a shard task that finished after its round ended, a
-root whose after-commit deletion never ran, an upload stored but never committed. They are
-masked vectors (noise without their neighbours' masks) but still nothing to keep: the clock
-sweeps them once per ``ROUND_SWEEP_SECONDS``, whichever process runs it.
+(``masked/round-<id>/``) after their round ends or their pod leaves — both by the process doing
+that work (:mod:`.files`). A process killed at the wrong moment leaves them: a shard task that
+finished after its round ended, a root or an ending whose after-commit deletion never ran.
+They are masked vectors (noise without their neighbours' masks) but still nothing to keep: the
+clock sweeps the directories of ended rounds once per ``ROUND_SWEEP_SECONDS``, whichever
+process runs it. Inputs stored flat under ``masked/`` by earlier versions are swept when no
+row refers to them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 from datetime import datetime, timedelta
 
@@ -24,12 +24,11 @@ from django.db import transaction
 from training.models import RoundParticipant, TrainingRound
 
 from .ending import discard_input
+from .files import MASKED_DIR, SHARDS_DIR, remove_round_dir
 from .transitions import FINISHED_STATUSES
 
 logger = logging.getLogger(__name__)
 
-SHARDS_DIR = "aggregates"
-MASKED_DIR = "masked"
 _ROUND_DIR = re.compile(r"^round-(\d+)$")
 _SWEEP_KEY = "rounds:sweep"
 
@@ -41,33 +40,28 @@ def _listdir(path: str) -> tuple[list[str], list[str]]:
         return [], []
 
 
-def _remove_dir(path: str) -> None:
-    """Remove an emptied directory where the storage has directories (the file system)."""
-    with contextlib.suppress(NotImplementedError, OSError):
-        os.rmdir(default_storage.path(path))
-
-
-def sweep_files(now: datetime) -> dict[str, int]:
-    """Delete shard sums of rounds that no longer aggregate, masked inputs of finished rounds,
-    and stored masked inputs no participant refers to (older than a stage, so an upload between
-    its store and its commit is left alone). Returns what was removed."""
-    removed = {"shards": 0, "masked_inputs": 0}
-    dirs, _ = _listdir(SHARDS_DIR)
-    round_ids = {int(m.group(1)): d for d in dirs if (m := _ROUND_DIR.match(d))}
+def _ended_round_dirs(base: str) -> int:
+    """Remove the directories under ``base`` of rounds that ended (or no longer exist); how
+    many files they held."""
+    dirs, _ = _listdir(base)
+    round_ids = {int(m.group(1)) for d in dirs if (m := _ROUND_DIR.match(d))}
     running = set(
         TrainingRound.objects.filter(pk__in=round_ids)
         .exclude(status__in=list(FINISHED_STATUSES))
         .values_list("pk", flat=True)
     )
-    for round_id, name in round_ids.items():
-        if round_id in running:
-            continue  # still aggregating (or before it): its shards are in use
-        folder = f"{SHARDS_DIR}/{name}"
-        for file in _listdir(folder)[1]:
-            default_storage.delete(f"{folder}/{file}")
-            removed["shards"] += 1
-        _remove_dir(folder)
+    return sum(remove_round_dir(base, round_id) for round_id in round_ids - running)
 
+
+def sweep_files(now: datetime) -> dict[str, int]:
+    """Delete the shard sums and masked inputs of rounds that ended, inputs still recorded for
+    an ended round, and inputs stored flat (earlier versions) that no participant refers to
+    (older than a stage, so an upload between its store and its commit is left alone).
+    Returns what was removed."""
+    removed = {
+        "shards": _ended_round_dirs(SHARDS_DIR),
+        "masked_inputs": _ended_round_dirs(MASKED_DIR),
+    }
     for participant in RoundParticipant.objects.filter(
         round__status__in=list(FINISHED_STATUSES)
     ).exclude(masked_input=""):

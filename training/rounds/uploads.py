@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from django.core.files import File
-from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,6 +28,7 @@ from training.models import RoundParticipant, RoundStatus, TrainingRound
 
 from . import closing
 from .cohort import may_take_part, still_consenting
+from .files import input_name, write_input
 from .locking import ROUND_STATE, lock_round_row
 
 CHUNK = 1 << 20
@@ -83,13 +82,20 @@ def masked_input_store(
             assert locked_round is not None
             locked = RoundParticipant.objects.select_for_update().get(pk=participant.pk)
             _check_may_upload(locked_round, locked)
-            name = f"round-{training_round.pk}-pod-{locked.index}.u32"
-            locked.masked_input.save(name, File(spool), save=False)
+            locked.masked_input = _store(training_round.pk, locked.index, spool)
             locked.masked_sha256 = digest.hexdigest()
             locked.stage_reached = RoundParticipant.Stage.MASKED
             locked.save(update_fields=["masked_input", "masked_sha256", "stage_reached"])
             closing.close_when_answered(locked_round.pk, RoundStatus.COLLECTING)
     return locked
+
+
+def _store(round_id: int, index: int, body: bytes | BinaryIO) -> str:
+    """Write a pod's input under its one name for the round (what a killed attempt left
+    there is replaced, and the round's end removes it if nothing does); the name to record."""
+    name = input_name(round_id, index)
+    write_input(name, body)
+    return name
 
 
 def _check_may_upload(training_round: TrainingRound, participant: RoundParticipant) -> None:
@@ -159,8 +165,7 @@ def _frames_to_round(round_id: int, frames: list[MaskedFrame]) -> list[str | Non
             codes.append(code)
             if code is not None or participant is None or participant.masked_input:
                 continue  # refused, or a repeat of the input stored
-            name = f"round-{round_id}-pod-{participant.index}.u32"
-            participant.masked_input.save(name, ContentFile(frame.body), save=False)
+            participant.masked_input = _store(round_id, participant.index, frame.body)
             participant.masked_sha256 = digest
             participant.stage_reached = RoundParticipant.Stage.MASKED
             stored[participant.pk] = participant

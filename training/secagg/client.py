@@ -111,6 +111,33 @@ class Floors:
             )
 
 
+def check_advertise(
+    floors: Floors, message: Mapping[str, Any]
+) -> tuple[str, int, list[int], int, list[int] | None]:
+    """The neighbourhood an ``advertise_keys`` message gives, checked completely against the
+    floors: the round id, my index, my neighbours, the threshold and my group. Cheap, and all a
+    plan-level decline needs, so a pod runs it before its (slow) training, and again when it
+    advertises."""
+    m = expect_stage(message, Stage.ADVERTISE_KEYS)
+    round_id = m.get("round_id")
+    if not isinstance(round_id, str) or not 1 <= len(round_id) <= 128:
+        raise ProtocolError("round_id must be a short text.", code="malformed_message")
+    me = index(m.get("index"), "index")
+    neighbours = index_list(m.get("neighbours"), "neighbours")
+    if me in neighbours or not neighbours:
+        raise ProtocolError("Invalid neighbourhood.", code="malformed_message")
+    threshold = index(m.get("threshold"), "threshold")
+    if not len(neighbours) // 2 + 1 <= threshold <= len(neighbours):
+        raise ProtocolError(
+            "The threshold must be a majority of the neighbourhood.", code="malformed_message"
+        )
+    floors.check_neighbourhood(len(neighbours), threshold)
+    group = index_list(m["group"], "group") if m.get("group") is not None else None
+    floors.check_group(me, neighbours, group)
+    floors.check_graph(me, neighbours, group, m.get("graph"))
+    return round_id, me, neighbours, threshold, group
+
+
 @dataclass
 class _Secrets:
     c_sk: X25519PrivateKey = field(repr=False)
@@ -166,22 +193,7 @@ class ClientRound:
     def advertise_keys(self, message: Mapping[str, Any]) -> dict[str, Any]:
         self._require(Stage.ADVERTISE_KEYS)
         m = expect_stage(message, Stage.ADVERTISE_KEYS)
-        round_id = m.get("round_id")
-        if not isinstance(round_id, str) or not 1 <= len(round_id) <= 128:
-            raise ProtocolError("round_id must be a short text.", code="malformed_message")
-        me = index(m.get("index"), "index")
-        neighbours = index_list(m.get("neighbours"), "neighbours")
-        if me in neighbours or not neighbours:
-            raise ProtocolError("Invalid neighbourhood.", code="malformed_message")
-        threshold = index(m.get("threshold"), "threshold")
-        if not len(neighbours) // 2 + 1 <= threshold <= len(neighbours):
-            raise ProtocolError(
-                "The threshold must be a majority of the neighbourhood.", code="malformed_message"
-            )
-        self.floors.check_neighbourhood(len(neighbours), threshold)
-        group = index_list(m["group"], "group") if m.get("group") is not None else None
-        self.floors.check_group(me, neighbours, group)
-        self.floors.check_graph(me, neighbours, group, m.get("graph"))
+        round_id, me, neighbours, threshold, group = check_advertise(self.floors, m)
         self.group = sorted(set(group)) if group is not None else None
         self.members = sorted(index_list(m["graph"]["members"], "graph.members"))
         layout = m.get("layout")

@@ -84,8 +84,8 @@ class RecordingWorker(RoundWorker):
 
     plain: dict[str, Any]
 
-    def _prepare(self, task: Any) -> Any:
-        plan, parts = super()._prepare(task)
+    def _prepare(self, task: Any, payload: Any) -> Any:
+        plan, parts = super()._prepare(task, payload)
         self.plain = {k: v.copy() for k, v in parts.items()}
         self.history = [*getattr(self, "history", []), self.plain]  # one per round
         return plan, parts

@@ -83,15 +83,18 @@ def test_the_clock_asks_again_pods_whose_stage_message_was_lost(
 def test_the_sweeper_removes_files_a_killed_process_left_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Shard sums of a round that ended (its root's after-commit deletion never ran), a masked
-    input still attached to a finished round, and an upload stored but never committed are
-    removed; the files of a running round and an upload still in flight are kept."""
+    """Shard sums of a round that ended (its root's after-commit deletion never ran), the
+    inputs left in an ended round's directory (its ending's after-commit deletion never ran, or
+    an upload killed before its commit), a masked input still attached to a finished round, and
+    an upload stored flat (an earlier version) but never committed are removed; the files of a
+    running round and an upload still in flight are kept."""
     import os
 
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
     from training.rounds import sweeping
+    from training.rounds.files import input_name
 
     ended = open_round(monkeypatch, 3).round
     running = open_round(monkeypatch, 3).round
@@ -112,19 +115,22 @@ def test_the_sweeper_removes_files_a_killed_process_left_behind(
     running_input = running.participants.get(index=1).masked_input.name
     orphan = store(f"masked/round-{running.pk}-pod-2.u32")  # stored, never committed
     in_flight = store(f"masked/round-{running.pk}-pod-3.u32")  # being stored right now
+    ended_left = [store(input_name(ended.pk, i)) for i in (2, 3)]
+    running_left = store(input_name(running.pk, 2))  # its retry overwrites it, or the end
     long_ago = timezone.now() - timezone.timedelta(hours=1)
-    for name in (orphan, ended_input, running_input):
+    for name in (orphan, ended_input, running_input, *ended_left, running_left):
         os.utime(default_storage.path(name), (long_ago.timestamp(), long_ago.timestamp()))
     TrainingRound.objects.filter(pk=ended.pk).update(status=TrainingRound.Status.COMPLETED)
 
     removed = sweeping.sweep_files(timezone.now())
 
-    assert removed == {"shards": 3, "masked_inputs": 2}
-    for name in (*ended_shards, gone_round_shard, orphan, ended_input):
+    assert removed == {"shards": 3, "masked_inputs": 4}
+    for name in (*ended_shards, gone_round_shard, orphan, ended_input, *ended_left):
         assert not default_storage.exists(name), name
-    for name in (running_shard, running_input, in_flight):
+    for name in (running_shard, running_input, in_flight, running_left):
         assert default_storage.exists(name), name
-    assert not os.path.isdir(default_storage.path(f"aggregates/round-{ended.pk}"))
+    for base in ("aggregates", "masked"):
+        assert not os.path.isdir(default_storage.path(f"{base}/round-{ended.pk}"))
     assert not ended.participants.exclude(masked_input="").exists()
     assert sweeping.sweep_files(timezone.now()) == {"shards": 0, "masked_inputs": 0}
 

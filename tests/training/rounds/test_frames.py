@@ -144,3 +144,89 @@ def test_frames_are_checked_like_uploads_and_stored_in_one_batch(
     assert dropped == {a: "", b: "", c: "", d: "", e: "masked_input"}
     # Collection has closed: a frame now is refused, a repeat of a stored input is not.
     assert uploads.masked_frames_store([frame(e), frame(a)]) == ["wrong_stage", None]
+
+
+def test_an_input_written_by_a_process_killed_before_its_commit_is_replaced_or_removed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process killed between writing pods' inputs and committing their rows (here the
+    transaction fails right there) leaves files no row refers to. A pod's retry, as a frame or
+    over HTTP, writes its one name again: one file, the retried input. An input never retried
+    goes with its round's directory when the round ends."""
+    import io
+    from pathlib import Path
+
+    from django.core.files.storage import default_storage
+
+    from training.rounds import clock, closing
+    from training.rounds.files import input_name
+
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 4, min_participants=3)
+    training_round, outbox = opened.round, opened.outbox
+    pods = {
+        pod_id: HoldingPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
+    }
+    for sim in pods.values():
+        sim.worker.use_channel({"type": "welcome", "masked_frames": FRAMES})
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        pods[pod_id].handle(message)
+    round_id = training_round.pk
+    index = {p.pod_id: p.index for p in training_round.participants.all()}
+    a, b, c, d = sorted(index, key=index.__getitem__)
+    sent = {}
+    for pod_id in index:
+        held = pods[pod_id].held
+        assert held is not None
+        sent[pod_id] = read_masked_frame(held)
+
+    def frame(pod_id: Any) -> MaskedFrame:
+        _, declared, body = sent[pod_id]
+        return MaskedFrame(pod_id, round_id, declared, body)
+
+    def upload(pod_id: Any) -> None:
+        _, declared, body = sent[pod_id]
+        uploads.masked_input_store(
+            pod=opened.pods[pod_id][0],
+            round_id=round_id,
+            stream=io.BytesIO(body),
+            length=len(body),
+            sha256=declared,
+        )
+
+    def killed(*_args: Any) -> None:
+        raise RuntimeError("killed before the commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(closing, "close_when_answered", killed)
+        with pytest.raises(RuntimeError):
+            uploads.masked_frames_store([frame(a), frame(d)])
+        with pytest.raises(RuntimeError):
+            upload(b)
+    folder = Path(default_storage.path(f"masked/round-{round_id}"))
+
+    def files() -> list[str]:
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    assert files() == sorted(f"pod-{index[p]}.u32" for p in (a, b, d))
+    assert not training_round.participants.exclude(masked_input="").exists()
+
+    assert uploads.masked_frames_store([frame(a), frame(c)]) == [None, None]
+    upload(b)  # d never comes back
+    assert files() == sorted(f"pod-{index[p]}.u32" for p in (a, b, c, d))  # no .part left
+    for row in training_round.participants.exclude(pod_id=d):
+        assert row.masked_input.name == input_name(round_id, row.index)
+        with row.masked_input.open("rb") as stored:
+            assert stored.read() == sent[row.pod_id][2]
+
+    training_round.refresh_from_db()
+    clock.rounds_tick(training_round.stage_deadline + timezone.timedelta(seconds=1))
+    while outbox:
+        pod_id, message = outbox.pop(0)
+        pods[pod_id].handle(message)
+    training_round.refresh_from_db()
+    assert training_round.status == TrainingRound.Status.COMPLETED
+    assert training_round.survivors == 3
+    assert files() == []
