@@ -54,7 +54,7 @@ def end_round(
     training_round.save()
     for p in participants:
         discard_input(p)
-        delivery.to_pod(p.pod_id, round_end(training_round.pk, end))
+    delivery.to_pods((p.pod_id, round_end(training_round.pk, end)) for p in participants)
 
 
 def abort(

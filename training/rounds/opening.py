@@ -17,7 +17,7 @@ from training.secagg.server import ServerRound
 
 from .cohort import eligible_pods, enough_consents
 from .locking import lock_request
-from .messages import layout_for, stage_message
+from .messages import StageParts, layout_for, stage_message, stage_opened
 from .progress import round_changed
 from .resending import ASKED_AT
 from .transitions import FINISHED_STATUSES, STEPS
@@ -84,10 +84,12 @@ def round_open(
     training_round.secagg_state = server.to_dict()
     training_round.save(update_fields=["secagg_state"])
     round_changed(training_round, ModelRequest.Status.TRAINING)
-    for participant in participants:
-        delivery.to_pod(
-            participant.pod_id, stage_message(training_round, server, participant.index, first)
-        )
+    parts = StageParts(training_round, first)
+    delivery.to_pods(
+        (p.pod_id, stage_message(training_round, server, p.index, first, parts))
+        for p in participants
+    )
+    stage_opened(training_round, server, parts)
     return training_round
 
 

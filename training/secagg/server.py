@@ -12,14 +12,16 @@ unmask an individual input (Bonawitz et al. 2017, section 4).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from . import crypto, graph, shamir
 from .encoding import Layout
 from .errors import AbortError, ProtocolError
 from .wire import Stage, b64, index_map, unb64
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -166,7 +168,28 @@ class ServerRound:
 
     @property
     def indices(self) -> list[int]:
-        return sorted(self.identity_keys)
+        """The cohort, sorted (the same list each time: the cohort never changes; not to be
+        modified)."""
+        return self._memo("indices", lambda: sorted(self.identity_keys))
+
+    def _memo(self, name: str, make: Callable[[], _T]) -> _T:
+        """A value every pod's request of a stage shares, made once per stage (not once per
+        pod: several were O(n), the cohort's requests O(n²)); ``name`` with the stage and the
+        sizes of the lists it depends on, so that it is made again if they change."""
+        key = (
+            name,
+            self.stage,
+            id(self.shared),
+            len(self.shared),
+            id(self.masked),
+            len(self.masked),
+        )
+        memos: dict[tuple[object, ...], Any] = self.__dict__.setdefault("_memos", {})
+        if key not in memos:
+            if len(memos) > 16:
+                memos.clear()
+            memos[key] = make()
+        return cast(_T, memos[key])
 
     def _require(self, stage: Stage) -> None:
         if self.stage is not stage:
@@ -211,7 +234,7 @@ class ServerRound:
             "index": u,
             "neighbours": self.neighbours[u],
             "threshold": self.threshold_of(u),
-            "layout": self.layout.to_dict(),
+            "layout": self._memo("layout", self.layout.to_dict),
             "graph": self.graph_of(u),
             **({"group": self.groups[p]} if (p := self.group_of(u)) is not None else {}),
         }
@@ -222,12 +245,15 @@ class ServerRound:
         the stated members is connected, so no smaller piece of it can be unmasked alone."""
         position = self.group_of(u)
         if position is None:
-            return {"members": self.indices, "seed": b64(self.graph_seed), "k": self.k}
+            return {"members": self.indices, "seed": self._memo("seed", self._seed), "k": self.k}
         return {
             "members": self.groups[position],
             "seed": b64(self.graph_seed + position.to_bytes(2, "big")),
             "k": self.group_kt[position][0],
         }
+
+    def _seed(self) -> str:
+        return b64(self.graph_seed)
 
     def receive_advert(self, u: int, reply: Mapping[str, Any]) -> None:
         """Check the pod's keys are signed by its registered identity key, then keep them."""
@@ -281,8 +307,14 @@ class ServerRound:
         self.stage = Stage.MASKED_INPUT
         return list(self.shared)
 
+    def _shared_set(self) -> frozenset[int]:
+        return self._memo("shared", lambda: frozenset(self.shared))
+
+    def _masked_set(self) -> frozenset[int]:
+        return self._memo("masked", lambda: frozenset(self.masked))
+
     def masked_request(self, u: int) -> dict[str, Any]:
-        shared = set(self.shared)
+        shared = self._shared_set()
         envelopes = {str(v): e for v, e in self.routed.get(u, {}).items() if v in shared}
         return {"stage": Stage.MASKED_INPUT.value, "shares": envelopes}
 
@@ -322,7 +354,10 @@ class ServerRound:
 
     def consistency_request(self, u: int) -> dict[str, Any]:
         """Every survivor is shown the same survivor set, to sign."""
-        return {"stage": Stage.CONSISTENCY_CHECK.value, "survivors": list(self.masked)}
+        return {
+            "stage": Stage.CONSISTENCY_CHECK.value,
+            "survivors": self._memo("survivors", lambda: list(self.masked)),
+        }
 
     def receive_consistency(self, u: int, reply: Mapping[str, Any]) -> None:
         self._require(Stage.CONSISTENCY_CHECK)
@@ -343,7 +378,7 @@ class ServerRound:
         return signed
 
     def unmask_request(self, u: int) -> dict[str, Any]:
-        shared, masked = set(self.shared), set(self.masked)
+        shared, masked = self._shared_set(), self._masked_set()
         mine = [v for v in self.neighbours[u] if v in shared]
         return {
             "stage": Stage.UNMASK.value,
