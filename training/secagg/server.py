@@ -168,28 +168,17 @@ class ServerRound:
 
     @property
     def indices(self) -> list[int]:
-        """The cohort, sorted (the same list each time: the cohort never changes; not to be
-        modified)."""
-        return self._memo("indices", lambda: sorted(self.identity_keys))
+        """The cohort, sorted (one list, not to be modified: the cohort never changes)."""
+        return self._memo("indices", (), lambda: sorted(self.identity_keys))
 
-    def _memo(self, name: str, make: Callable[[], _T]) -> _T:
-        """A value every pod's request of a stage shares, made once per stage (not once per
-        pod: several were O(n), the cohort's requests O(n²)); ``name`` with the stage and the
-        sizes of the lists it depends on, so that it is made again if they change."""
-        key = (
-            name,
-            self.stage,
-            id(self.shared),
-            len(self.shared),
-            id(self.masked),
-            len(self.masked),
-        )
-        memos: dict[tuple[object, ...], Any] = self.__dict__.setdefault("_memos", {})
-        if key not in memos:
-            if len(memos) > 16:
-                memos.clear()
-            memos[key] = make()
-        return cast(_T, memos[key])
+    def _memo(self, name: str, of: tuple[list[int], ...], make: Callable[[], _T]) -> _T:
+        """A value every pod's request (or answer) of a stage shares, made once, not per pod
+        (several were O(n): O(n²) for the cohort); made again if a list ``of`` changed."""
+        key = (name, self.stage, *((id(x), len(x)) for x in of))
+        memos: dict[str, tuple[object, Any]] = self.__dict__.setdefault("_memos", {})
+        if name not in memos or memos[name][0] != key:
+            memos[name] = (key, make())
+        return cast(_T, memos[name][1])
 
     def _require(self, stage: Stage) -> None:
         if self.stage is not stage:
@@ -234,7 +223,7 @@ class ServerRound:
             "index": u,
             "neighbours": self.neighbours[u],
             "threshold": self.threshold_of(u),
-            "layout": self._memo("layout", self.layout.to_dict),
+            "layout": self._memo("layout", (), self.layout.to_dict),
             "graph": self.graph_of(u),
             **({"group": self.groups[p]} if (p := self.group_of(u)) is not None else {}),
         }
@@ -245,15 +234,13 @@ class ServerRound:
         the stated members is connected, so no smaller piece of it can be unmasked alone."""
         position = self.group_of(u)
         if position is None:
-            return {"members": self.indices, "seed": self._memo("seed", self._seed), "k": self.k}
+            seed = self._memo("seed", (), lambda: b64(self.graph_seed))
+            return {"members": self.indices, "seed": seed, "k": self.k}
         return {
             "members": self.groups[position],
             "seed": b64(self.graph_seed + position.to_bytes(2, "big")),
             "k": self.group_kt[position][0],
         }
-
-    def _seed(self) -> str:
-        return b64(self.graph_seed)
 
     def receive_advert(self, u: int, reply: Mapping[str, Any]) -> None:
         """Check the pod's keys are signed by its registered identity key, then keep them."""
@@ -308,10 +295,10 @@ class ServerRound:
         return list(self.shared)
 
     def _shared_set(self) -> frozenset[int]:
-        return self._memo("shared", lambda: frozenset(self.shared))
+        return self._memo("shared", (self.shared,), lambda: frozenset(self.shared))
 
     def _masked_set(self) -> frozenset[int]:
-        return self._memo("masked", lambda: frozenset(self.masked))
+        return self._memo("masked", (self.masked,), lambda: frozenset(self.masked))
 
     def masked_request(self, u: int) -> dict[str, Any]:
         shared = self._shared_set()
@@ -329,7 +316,7 @@ class ServerRound:
     def receive_masked(self, u: int) -> None:
         """Record that u's masked vector was stored (the vector itself stays in storage)."""
         self._require(Stage.MASKED_INPUT)
-        if u not in self.shared or u in self.masked:
+        if u not in self._shared_set() or u in self.masked:
             raise ProtocolError("Unexpected or repeated masked input.", code="unexpected_reply")
         self.masked.append(u)
 
@@ -356,17 +343,20 @@ class ServerRound:
         """Every survivor is shown the same survivor set, to sign."""
         return {
             "stage": Stage.CONSISTENCY_CHECK.value,
-            "survivors": self._memo("survivors", lambda: list(self.masked)),
+            "survivors": self._memo("survivors", (self.masked,), lambda: list(self.masked)),
         }
 
     def receive_consistency(self, u: int, reply: Mapping[str, Any]) -> None:
         self._require(Stage.CONSISTENCY_CHECK)
-        if u not in self.masked or u in self.signatures:
+        if u not in self._masked_set() or u in self.signatures:
             raise ProtocolError("Unexpected or repeated signature.", code="unexpected_reply")
         signature = unb64(reply.get("signature"), "signature", size=64)
-        crypto.verify_survivors(
-            self.identity_keys[u], signature, self.round_id.encode(), self.masked
+        message = self._memo(
+            "signed",
+            (self.masked,),
+            lambda: crypto.survivors_message(self.round_id.encode(), self.masked),
         )
+        crypto.verify_survivors_message(self.identity_keys[u], signature, message)
         self.signatures[u] = b64(signature)
 
     def close_consistency(self) -> list[int]:
