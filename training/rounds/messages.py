@@ -76,9 +76,13 @@ class KeyLogProofs:
         self.proofs = key_log_for_round(pod_ids=[p.pod_id for p in participants])
         self.pod_of = {p.index: str(p.pod_id) for p in participants}
         self.known = {p.index: p.key_log_size for p in participants}
+        self._from: dict[int, dict[str, Any]] = {}  # one head and proof per size pods hold
 
     def attach(self, index: int, payload: Payload) -> Payload:
-        payload["key_log"] = self.proofs.for_pod(known_size=self.known.get(index, 0))
+        known = self.known.get(index, 0)
+        if known not in self._from:
+            self._from[known] = self.proofs.for_pod(known_size=known)
+        payload["key_log"] = self._from[known]
         for v, advert in payload.get("adverts", {}).items():
             pod_id = self.pod_of[int(v)]
             advert["pod_id"] = pod_id
