@@ -43,6 +43,28 @@ async def test_receives_and_group_sends_scan_at_most_once_a_second(monkeypatch: 
     assert scans == [1]
 
 
+async def test_a_queued_message_is_a_copy_and_any_message_still_goes() -> None:
+    """What the receiver gets is the message as sent, whatever the sender changes afterwards
+    (channels' copy, made with msgpack now); one msgpack cannot carry is copied as before."""
+    layer = InMemoryChannelLayer()
+    inner = {"adverts": {"7": {"key_log": [b"\x00" * 32]}}, "survivors": [1, 2, 3]}
+    message: dict[str, Any] = {"type": "pod.send", "message": inner, 5: (1, 2)}
+    await layer.send("specific.inmemory!a", message)
+    inner["survivors"].append(4)
+    inner["adverts"]["7"]["key_log"].clear()
+    received = await layer.receive("specific.inmemory!a")
+    assert received["message"] == {
+        "adverts": {"7": {"key_log": [b"\x00" * 32]}},
+        "survivors": [1, 2, 3],
+    }
+    assert received[5] == [1, 2]  # as the Redis layer gives it back
+
+    odd = {"type": "pod.send", "at": object()}
+    await layer.send("specific.inmemory!b", odd)
+    got = await layer.receive("specific.inmemory!b")
+    assert got["at"] is not odd["at"] and got["type"] == "pod.send"
+
+
 @pytest.mark.parametrize("setting", ["", "redis://redis.example:6379/0"])
 def test_the_settings_choose_the_layers_of_this_module(setting: str) -> None:
     from tests.dataspace.test_settings import settings_value

@@ -76,12 +76,14 @@ def _replies_to_round(round_id: int, replies: list[StageReply]) -> list[bool]:
     step = step_of(training_round.status)
     current = step.stage.value if step is not None else None
     # Under the round's lock: every writer of a participant's stage takes it first (locking).
-    # The pending answers are read only for a repeat of the current stage (rare).
+    # The pending answers are read only for a repeat of the current stage (rare); no order.
     mine = {
         str(p.pod_id): p
         for p in RoundParticipant.objects.filter(
             round_id=round_id, pod_id__in={str(r.pod_id) for r in replies}
-        ).defer("reply")
+        )
+        .defer("reply")
+        .order_by()
     }
     recorded: dict[int, RoundParticipant] = {}
     changed = False

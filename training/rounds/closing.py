@@ -27,9 +27,9 @@ from . import aggregation
 from .cohort import still_consenting
 from .ending import abort, discard_input, drop
 from .locking import lock_participants, lock_round
-from .messages import KeyLogProofs, stage_message
+from .messages import StageParts, stage_message, stage_opened
 from .progress import round_changed
-from .resending import ASKED_AT
+from .resending import ASKED_AT, answer_came
 from .transitions import STEPS, SUM_FIXED, StageStep, step_of
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ def all_answered(round_id: int, status: str) -> bool:
 
 def close_when_answered(round_id: int, status: str) -> None:
     """Once the current transaction commits, close stage ``status`` if nobody is left to
-    answer it (the one "advance when all answered" of every answer and leave path)."""
+    answer it (the one "advance when all answered" of every answer and leave path); until
+    then, the clock waits an interval from now before asking anyone again (resending)."""
+    answer_came(round_id, status)
     if all_answered(round_id, status):
         transaction.on_commit(lambda: round_advance(round_id, status))
 
@@ -114,7 +116,8 @@ def round_advance(round_id: int, closing: str, now: datetime | None = None) -> N
             return
         _take_answers(server, step, participants, training_round.model_request, now)
         RoundParticipant.objects.filter(round_id=round_id, reply__isnull=False).update(reply=None)
-        state_before = server.to_dict()
+        # The root of the aggregation recomputes the plan from the state before close_unmask.
+        state_before = server.to_dict() if step.following == RoundStatus.AGGREGATING else None
         try:
             alive = set(step.close(server))
         except AbortError as exc:
@@ -161,11 +164,13 @@ def round_advance(round_id: int, closing: str, now: datetime | None = None) -> N
         else:
             training_round.secagg_state = server.to_dict()
             following = STEPS[step.following]
-            key_log = KeyLogProofs(participants) if following.stage is Stage.SHARE_KEYS else None
-            for p in participants:
-                if p.index in alive:
-                    message = stage_message(training_round, server, p.index, following, key_log)
-                    delivery.to_pod(p.pod_id, message)
+            parts = StageParts(training_round, following, participants)
+            delivery.to_pods(
+                (p.pod_id, stage_message(training_round, server, p.index, following, parts))
+                for p in participants
+                if p.index in alive
+            )
+            stage_opened(training_round, server, parts)
         training_round.save(
             update_fields=["status", "stage_deadline", "secagg_state", "survivors", "metrics"]
         )

@@ -62,8 +62,7 @@ def end_round(
     update_rows(stored, ["masked_input"])
     round_id = training_round.pk
     transaction.on_commit(lambda: remove_round_dir(MASKED_DIR, round_id))
-    for p in participants:
-        delivery.to_pod(p.pod_id, round_end(training_round.pk, end))
+    delivery.to_pods((p.pod_id, round_end(training_round.pk, end)) for p in participants)
 
 
 def abort(

@@ -50,10 +50,16 @@ def lock_round_row(round_id: int, *fields: str) -> TrainingRound | None:
 
 
 def lock_participants(training_round: TrainingRound) -> list[RoundParticipant]:
-    """The round's participants with their pods, locked by index (after the round)."""
+    """The round's participants with their pods' status (the rest of the pod row is not read:
+    a close reads every participant's), locked by index (after the round)."""
     return list(
         RoundParticipant.objects.select_for_update(of=("self",))
         .filter(round=training_round)
         .select_related("pod")
+        .only(*PARTICIPANT_FIELDS, "pod__status")
         .order_by("index")
     )
+
+
+# Every column of a participant's row (the pod's: its status alone, lock_participants).
+PARTICIPANT_FIELDS = tuple(f.name for f in RoundParticipant._meta.concrete_fields)

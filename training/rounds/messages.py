@@ -10,6 +10,8 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+from django.db import transaction
+
 from pods.agent.protocol import MessageType, RoundEnd, Task
 from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
@@ -74,9 +76,13 @@ class KeyLogProofs:
         self.proofs = key_log_for_round(pod_ids=[p.pod_id for p in participants])
         self.pod_of = {p.index: str(p.pod_id) for p in participants}
         self.known = {p.index: p.key_log_size for p in participants}
+        self._from: dict[int, dict[str, Any]] = {}  # one head and proof per size pods hold
 
     def attach(self, index: int, payload: Payload) -> Payload:
-        payload["key_log"] = self.proofs.for_pod(known_size=self.known.get(index, 0))
+        known = self.known.get(index, 0)
+        if known not in self._from:
+            self._from[known] = self.proofs.for_pod(known_size=known)
+        payload["key_log"] = self._from[known]
         for v, advert in payload.get("adverts", {}).items():
             pod_id = self.pod_of[int(v)]
             advert["pod_id"] = pod_id
@@ -84,28 +90,51 @@ class KeyLogProofs:
         return payload
 
 
+class StageParts:
+    """What every pod's message of one open stage shares, made once for the cohort: the
+    deadline, the task (the first stage) and the key-log proofs (the key-sharing stage; they
+    need the round's ``participants``, all of them, dropped or not)."""
+
+    def __init__(
+        self,
+        training_round: TrainingRound,
+        step: StageStep,
+        participants: list[RoundParticipant] | None = None,
+    ) -> None:
+        deadline = training_round.stage_deadline
+        self.deadline = deadline.isoformat() if deadline else None
+        self.task = task_for(training_round) if step.stage is Stage.ADVERTISE_KEYS else None
+        self.key_log = None
+        if step.stage is Stage.SHARE_KEYS:
+            if participants is None:
+                participants = list(training_round.participants.defer("reply"))
+            self.key_log = KeyLogProofs(participants)
+
+
 def stage_message(
     training_round: TrainingRound,
     server: ServerRound,
     index: int,
     step: StageStep,
-    key_log: KeyLogProofs | None = None,
+    parts: StageParts | None = None,
 ) -> Message:
     """What pod ``index`` is asked at ``step`` (the first stage also carries the task; the
-    key-sharing stage carries the key-log proofs of the neighbours' identity keys)."""
-    deadline = training_round.stage_deadline
+    key-sharing stage carries the key-log proofs of the neighbours' identity keys); ``parts``:
+    the stage's shared parts, when sending to more than one pod."""
+    if parts is None:
+        parts = StageParts(training_round, step)
     payload = step.request(server, index)
-    if key_log is not None and step.stage is Stage.SHARE_KEYS:
-        payload = key_log.attach(index, payload)
+    if parts.key_log is not None:
+        payload = parts.key_log.attach(index, payload)
     message: Message = {
         "type": MessageType.ROUND_STAGE,
         "round": training_round.pk,
         "stage": step.stage.value,
-        "deadline": deadline.isoformat() if deadline else None,
+        "deadline": parts.deadline,
         "payload": payload,
     }
-    if step.stage is Stage.ADVERTISE_KEYS:
-        message["task"] = task_for(training_round)
+    if parts.task is not None:
+        message["task"] = parts.task
     return message
 
 
@@ -141,47 +170,59 @@ def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
     for participant in waiting_participants(pod_id):
         training_round = participant.round
         step = step_of(training_round.status)
-        opened = _open_stage(training_round, step) if step is not None else None
+        opened = open_stage(training_round, step) if step is not None else None
         if step is None or opened is None:
             continue
-        server, key_log = opened
-        messages.append(stage_message(training_round, server, participant.index, step, key_log))
+        server, parts = opened
+        messages.append(stage_message(training_round, server, participant.index, step, parts))
     return messages
 
 
-# The open stage of the last few rounds a pod reconnected to: its protocol state and key-log
-# proofs, the same for every pod of the cohort (rebuilt per pod, a cohort reconnecting
-# mid-stage cost O(n²): n states parsed, n key-log proofs built for each pod).
-_OPEN_STAGES: OrderedDict[tuple[int, str, str, str], tuple[ServerRound, KeyLogProofs | None]] = (
-    OrderedDict()
-)
+# The open stage of the last few rounds asked again (a pod reconnecting, the clock's resend):
+# its protocol state and the parts every pod's message shares, the same for the whole cohort
+# (rebuilt per pod, a cohort reconnecting mid-stage cost O(n²): n states parsed, n key-log
+# proofs built for each pod).
+_OPEN_STAGES: OrderedDict[tuple[int, str, str, str], tuple[ServerRound, StageParts]] = OrderedDict()
 _OPEN_STAGES_KEPT = 8
 
 
-def _open_stage(
-    training_round: TrainingRound, step: StageStep
-) -> tuple[ServerRound, KeyLogProofs | None] | None:
-    """The round's protocol state and (at share_keys) key-log proofs for its open stage (None:
-    the round has no state yet).
-
-    Keyed by the round, its start, its status and the stage's deadline: the state changes only
-    when a stage closes, which sets a new deadline (answers wait in the participant rows)."""
-    key = (
+def _stage_key(training_round: TrainingRound) -> tuple[int, str, str, str]:
+    """The round, its start, its status and the stage's deadline: the state changes only when
+    a stage closes, which sets a new deadline (answers wait in the participant rows)."""
+    return (
         training_round.pk,
         str(training_round.started_at),
         training_round.status,
         str(training_round.stage_deadline),
     )
+
+
+def open_stage(
+    training_round: TrainingRound, step: StageStep
+) -> tuple[ServerRound, StageParts] | None:
+    """The round's protocol state and its open stage's shared parts (None: the round has no
+    state yet); the state is read (and parsed) once per stage and process."""
+    key = _stage_key(training_round)
     cached = _OPEN_STAGES.get(key)
     if cached is None:
-        state = training_round.secagg_state  # deferred by the caller: read here, once
+        state = training_round.secagg_state  # deferred by the callers: read here, once
         if not state:
             return None
-        key_log = None
-        if step.stage is Stage.SHARE_KEYS:
-            key_log = KeyLogProofs(list(training_round.participants.defer("reply")))
-        cached = ServerRound.from_dict(state), key_log
-        _OPEN_STAGES[key] = cached
-        while len(_OPEN_STAGES) > _OPEN_STAGES_KEPT:
-            _OPEN_STAGES.popitem(last=False)
+        cached = ServerRound.from_dict(state), StageParts(training_round, step)
+        _keep(key, cached)
     return cached
+
+
+def stage_opened(training_round: TrainingRound, server: ServerRound, parts: StageParts) -> None:
+    """Remember the stage a close (or a round's opening) has just asked, once it commits with
+    ``training_round``: asking again then needs no parse of its state. ``server`` is not
+    changed after this."""
+    key = _stage_key(training_round)
+    transaction.on_commit(lambda: _keep(key, (server, parts)))
+
+
+def _keep(key: tuple[int, str, str, str], opened: tuple[ServerRound, StageParts]) -> None:
+    _OPEN_STAGES[key] = opened
+    _OPEN_STAGES.move_to_end(key)
+    while len(_OPEN_STAGES) > _OPEN_STAGES_KEPT:
+        _OPEN_STAGES.popitem(last=False)

@@ -18,7 +18,7 @@ from training.secagg.server import ServerRound
 
 from .cohort import eligible_pods, enough_consents
 from .locking import lock_request
-from .messages import layout_for, stage_message, task_for
+from .messages import StageParts, layout_for, stage_message, stage_opened
 from .progress import round_changed
 from .resending import ASKED_AT
 from .transitions import FINISHED_STATUSES, STEPS
@@ -74,10 +74,12 @@ def round_open(
             "group_labels": [g.label for g in groups],
         }
         training_round.save(update_fields=["metrics"])
+    parts = StageParts(training_round, first)
+    assert parts.task is not None
     server = ServerRound(
         # The model, seed and candidates bound into the id: pods given different ones cannot
         # verify each other (pods.agent.protocol.bind_task).
-        round_id=bind_task(f"{model_request.pk}/{number}/{attempt}", task_for(training_round)),
+        round_id=bind_task(f"{model_request.pk}/{number}/{attempt}", parts.task),
         identity_keys={p.index: keys[p.pod_id] for p in participants},
         threshold_fraction=model_request.secagg_threshold,
         min_survivors=model_request.min_participants,
@@ -87,10 +89,11 @@ def round_open(
     training_round.secagg_state = server.to_dict()
     training_round.save(update_fields=["secagg_state"])
     round_changed(training_round, ModelRequest.Status.TRAINING)
-    for participant in participants:
-        delivery.to_pod(
-            participant.pod_id, stage_message(training_round, server, participant.index, first)
-        )
+    delivery.to_pods(
+        (p.pod_id, stage_message(training_round, server, p.index, first, parts))
+        for p in participants
+    )
+    stage_opened(training_round, server, parts)
     return training_round
 
 

@@ -92,10 +92,13 @@ def sign_survivors(identity: Ed25519PrivateKey, round_id: bytes, survivors: list
 def verify_survivors(
     identity_public: bytes, signature: bytes, round_id: bytes, survivors: list[int]
 ) -> None:
+    verify_survivors_message(identity_public, signature, survivors_message(round_id, survivors))
+
+
+def verify_survivors_message(identity_public: bytes, signature: bytes, message: bytes) -> None:
+    """:func:`verify_survivors` with the :func:`survivors_message` made once for many pods."""
     try:
-        Ed25519PublicKey.from_public_bytes(identity_public).verify(
-            signature, survivors_message(round_id, survivors)
-        )
+        Ed25519PublicKey.from_public_bytes(identity_public).verify(signature, message)
     except (InvalidSignature, ValueError):
         raise CryptoError() from None
 

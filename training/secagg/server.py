@@ -12,14 +12,16 @@ unmask an individual input (Bonawitz et al. 2017, section 4).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from . import crypto, graph, shamir
 from .encoding import Layout
 from .errors import AbortError, ProtocolError
 from .wire import Stage, b64, index_map, unb64
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -166,7 +168,17 @@ class ServerRound:
 
     @property
     def indices(self) -> list[int]:
-        return sorted(self.identity_keys)
+        """The cohort, sorted (one list, not to be modified: the cohort never changes)."""
+        return self._memo("indices", (), lambda: sorted(self.identity_keys))
+
+    def _memo(self, name: str, of: tuple[list[int], ...], make: Callable[[], _T]) -> _T:
+        """A value every pod's request (or answer) of a stage shares, made once, not per pod
+        (several were O(n): O(n²) for the cohort); made again if a list ``of`` changed."""
+        key = (name, self.stage, *((id(x), len(x)) for x in of))
+        memos: dict[str, tuple[object, Any]] = self.__dict__.setdefault("_memos", {})
+        if name not in memos or memos[name][0] != key:
+            memos[name] = (key, make())
+        return cast(_T, memos[name][1])
 
     def _require(self, stage: Stage) -> None:
         if self.stage is not stage:
@@ -211,7 +223,7 @@ class ServerRound:
             "index": u,
             "neighbours": self.neighbours[u],
             "threshold": self.threshold_of(u),
-            "layout": self.layout.to_dict(),
+            "layout": self._memo("layout", (), self.layout.to_dict),
             "graph": self.graph_of(u),
             **({"group": self.groups[p]} if (p := self.group_of(u)) is not None else {}),
         }
@@ -222,7 +234,8 @@ class ServerRound:
         the stated members is connected, so no smaller piece of it can be unmasked alone."""
         position = self.group_of(u)
         if position is None:
-            return {"members": self.indices, "seed": b64(self.graph_seed), "k": self.k}
+            seed = self._memo("seed", (), lambda: b64(self.graph_seed))
+            return {"members": self.indices, "seed": seed, "k": self.k}
         return {
             "members": self.groups[position],
             "seed": b64(self.graph_seed + position.to_bytes(2, "big")),
@@ -281,8 +294,14 @@ class ServerRound:
         self.stage = Stage.MASKED_INPUT
         return list(self.shared)
 
+    def _shared_set(self) -> frozenset[int]:
+        return self._memo("shared", (self.shared,), lambda: frozenset(self.shared))
+
+    def _masked_set(self) -> frozenset[int]:
+        return self._memo("masked", (self.masked,), lambda: frozenset(self.masked))
+
     def masked_request(self, u: int) -> dict[str, Any]:
-        shared = set(self.shared)
+        shared = self._shared_set()
         envelopes = {str(v): e for v, e in self.routed.get(u, {}).items() if v in shared}
         return {"stage": Stage.MASKED_INPUT.value, "shares": envelopes}
 
@@ -297,7 +316,7 @@ class ServerRound:
     def receive_masked(self, u: int) -> None:
         """Record that u's masked vector was stored (the vector itself stays in storage)."""
         self._require(Stage.MASKED_INPUT)
-        if u not in self.shared or u in self.masked:
+        if u not in self._shared_set() or u in self.masked:
             raise ProtocolError("Unexpected or repeated masked input.", code="unexpected_reply")
         self.masked.append(u)
 
@@ -322,16 +341,22 @@ class ServerRound:
 
     def consistency_request(self, u: int) -> dict[str, Any]:
         """Every survivor is shown the same survivor set, to sign."""
-        return {"stage": Stage.CONSISTENCY_CHECK.value, "survivors": list(self.masked)}
+        return {
+            "stage": Stage.CONSISTENCY_CHECK.value,
+            "survivors": self._memo("survivors", (self.masked,), lambda: list(self.masked)),
+        }
 
     def receive_consistency(self, u: int, reply: Mapping[str, Any]) -> None:
         self._require(Stage.CONSISTENCY_CHECK)
-        if u not in self.masked or u in self.signatures:
+        if u not in self._masked_set() or u in self.signatures:
             raise ProtocolError("Unexpected or repeated signature.", code="unexpected_reply")
         signature = unb64(reply.get("signature"), "signature", size=64)
-        crypto.verify_survivors(
-            self.identity_keys[u], signature, self.round_id.encode(), self.masked
+        message = self._memo(
+            "signed",
+            (self.masked,),
+            lambda: crypto.survivors_message(self.round_id.encode(), self.masked),
         )
+        crypto.verify_survivors_message(self.identity_keys[u], signature, message)
         self.signatures[u] = b64(signature)
 
     def close_consistency(self) -> list[int]:
@@ -343,7 +368,7 @@ class ServerRound:
         return signed
 
     def unmask_request(self, u: int) -> dict[str, Any]:
-        shared, masked = set(self.shared), set(self.masked)
+        shared, masked = self._shared_set(), self._masked_set()
         mine = [v for v in self.neighbours[u] if v in shared]
         return {
             "stage": Stage.UNMASK.value,

@@ -127,12 +127,13 @@ def capture_pod_messages(
     """What the engine sends to pods lands in ``outbox`` as (pod id, message), each message
     ``deliveries`` times; other live events (progress) are dropped."""
 
-    def capture(group: str, event: dict[str, Any]) -> None:
-        if event["type"] == "pod.send":
-            pod_id = uuid.UUID(group.removeprefix("pod."))
-            outbox.extend([(pod_id, event["message"])] * deliveries)
+    def capture(sends: list[tuple[str, dict[str, Any]]]) -> None:
+        for group, event in sends:
+            if event["type"] == "pod.send":
+                pod_id = uuid.UUID(group.removeprefix("pod."))
+                outbox.extend([(pod_id, event["message"])] * deliveries)
 
-    monkeypatch.setattr(delivery, "dispatch", capture)
+    monkeypatch.setattr(delivery, "dispatch_all", capture)
 
 
 def open_round(
