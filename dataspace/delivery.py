@@ -4,16 +4,28 @@ Every push to a pod's connection (a round stage, a close) and every progress eve
 :func:`send_on_commit`, so nothing reaches a pod or a watcher about a change that was rolled
 back (the habit of Zulip's ``send_event_on_commit``). Delivery is best effort: the state lives
 in the database, and a pod that missed a message is asked again (docs/architecture.md).
+
+Sent from a thread that serves the process's event loop (a request's or a database call's: the
+on-commit hooks run there), events are not sent one ``async_to_sync`` call at a time — a hop to
+the loop and back, the thread waiting, per event: a round's commit sends one per pod. They go to
+the loop's :class:`Outbox` instead, in order, and the loop sends them; the thread goes on at
+once. A pod's message is encoded to JSON here, once (``text``), rather than copied by the channel
+layer and encoded by the connection's consumer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import json
 import logging
+import os
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -38,15 +50,20 @@ def dispatch(group: str, event: Event) -> None:
 
 
 def dispatch_all(sends: Sequence[tuple[str, Event]]) -> None:
-    """Send each (group, event) now, in order, in one call into the layer's event loop (a
-    stage's messages to a whole cohort: one hop, not one per pod). Tests replace this to capture
-    what leaves. A missing or failing layer never breaks the caller; an event's ``type`` is
+    """Send each (group, event) now, in order: queued for the event loop this thread serves
+    (:class:`Outbox`), or else in one ``async_to_sync`` call (a stage's messages to a whole
+    cohort: one hop, not one per pod). Tests replace this to capture what leaves. A missing or failing layer never breaks the caller; an event's ``type`` is
     logged, never its content."""
     layer = get_channel_layer()
     if layer is None or not sends:
         return
     try:
-        async_to_sync(_send_all)(layer, sends)
+        wired = [(group, wire_event(event)) for group, event in sends]
+        loop = _serving_loop()
+        if loop is not None:
+            Outbox.of(loop).put(layer, wired)
+        else:  # no event loop in this process to hand them to (a Celery worker, a command)
+            async_to_sync(_send_all)(layer, wired)
     except Exception:
         logger.warning("%d events not delivered", len(sends), exc_info=True)
 
@@ -57,6 +74,83 @@ async def _send_all(layer: Any, sends: Sequence[tuple[str, Event]]) -> None:
             await layer.group_send(group, event)
         except Exception:  # one lost event (a full channel...) never stops the others
             logger.warning("%s to %s not delivered", event.get("type"), group, exc_info=True)
+
+
+def wire_event(event: Event) -> Event:
+    """A pod's message as it goes on the layer: its JSON text, encoded once."""
+    if event.get("type") == "pod.send" and "message" in event:
+        return {"type": "pod.send", "text": json.dumps(event["message"])}
+    return event
+
+
+def _serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop this thread serves (it runs a ``sync_to_async`` call), or this
+    thread's own running loop; None when there is neither."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    local = SyncToAsync.threadlocal  # set by asgiref in the threads its calls run on
+    if getattr(local, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop: asyncio.AbstractEventLoop | None = getattr(local, "main_event_loop", None)
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return None
+    return loop
+
+
+class Outbox:
+    """Events for the channel layer, handed in by any thread, sent by one task on the loop in
+    the order they came. The first event of a batch wakes the loop; the rest only queue."""
+
+    _boxes: dict[asyncio.AbstractEventLoop, Outbox] = {}
+    _boxes_lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.events: collections.deque[tuple[Any, str, Event]] = collections.deque()
+        self.lock = threading.Lock()
+        self.draining = False
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Outbox:
+        with cls._boxes_lock:
+            box = cls._boxes.get(loop)
+            if box is None:
+                for old in [old for old in cls._boxes if old.is_closed()]:
+                    del cls._boxes[old]
+                box = cls._boxes[loop] = cls(loop)
+            return box
+
+    def put(self, layer: Any, sends: Sequence[tuple[str, Event]]) -> None:
+        with self.lock:
+            self.events.extend((layer, group, event) for group, event in sends)
+            if self.draining:
+                return
+            self.draining = True
+        try:
+            self.loop.call_soon_threadsafe(self._start)
+        except RuntimeError:  # the loop closed meanwhile
+            with self.lock:
+                self.events.clear()
+                self.draining = False
+            raise
+
+    def _start(self) -> None:
+        self.task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            with self.lock:
+                if not self.events:
+                    self.draining = False
+                    return
+                layer, group, event = self.events.popleft()
+            try:
+                await layer.group_send(group, event)
+            except Exception:
+                logger.warning("%s to %s not delivered", event.get("type"), group, exc_info=True)
 
 
 def send_on_commit(group: str, event: Event) -> None:

@@ -233,8 +233,14 @@ class PodConsumer(TypedJsonConsumer):
         await self.close(code=int(event.get("code", Close.FORBIDDEN)))
 
     async def pod_send(self, event: dict[str, Any]) -> None:
-        """Forward a server message (a round stage) to the pod."""
-        if self.state is State.READY:
+        """Forward a server message (a round stage) to the pod: its JSON text, encoded once by
+        the sender (:func:`dataspace.delivery.wire_event`), or the message itself."""
+        if self.state is not State.READY:
+            return
+        text = event.get("text")
+        if isinstance(text, str):
+            await self.send(text_data=text)
+        else:
             await self.send_json(event["message"])
 
 
