@@ -52,8 +52,8 @@ def dispatch(group: str, event: Event) -> None:
 def dispatch_all(sends: Sequence[tuple[str, Event]]) -> None:
     """Send each (group, event) now, in order: queued for the event loop this thread serves
     (:class:`Outbox`), or else in one ``async_to_sync`` call (a stage's messages to a whole
-    cohort: one hop, not one per pod). Tests replace this to capture what leaves. A missing or failing layer never breaks the caller; an event's ``type`` is
-    logged, never its content."""
+    cohort: one hop, not one per pod). Tests replace this to capture what leaves. A missing or
+    failing layer never breaks the caller; an event's ``type`` is logged, never its content."""
     layer = get_channel_layer()
     if layer is None or not sends:
         return
