@@ -36,15 +36,15 @@ logger = logging.getLogger(__name__)
 
 
 def all_answered(round_id: int, status: str) -> bool:
-    """Whether every live participant has answered the round's open stage ``status``."""
+    """Whether every live participant has answered the round's open stage ``status`` — true
+    too when none is left (every pod declined or left): the stage closes, and the round ends,
+    at once rather than at its deadline."""
     step = step_of(status)
     if step is None:
         return False
-    live = RoundParticipant.objects.filter(round_id=round_id, dropped_at_stage="")
-    return (
-        not live.filter(stage_reached=step.waiting).exists()
-        and live.filter(stage_reached=step.answered).exists()
-    )
+    return not RoundParticipant.objects.filter(
+        round_id=round_id, dropped_at_stage="", stage_reached=step.waiting
+    ).exists()
 
 
 def close_when_answered(round_id: int, status: str) -> None:
