@@ -120,6 +120,16 @@ class Opened:
     outbox: list[tuple[Any, dict[str, Any]]]
     pods: dict[Any, tuple[Pod, Ed25519PrivateKey]]
 
+    def sims(self, kind: type[SimPod] | None = None) -> dict[Any, Any]:
+        """A simulated pod (``kind``, SimPod by default) per pod of the round, each holding its
+        own 60 breast-screening records."""
+        x, y = breast_data()
+        make = kind or SimPod
+        return {
+            pod_id: make(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
+            for i, (pod_id, (pod, key)) in enumerate(self.pods.items())
+        }
+
 
 def capture_pod_messages(
     monkeypatch: pytest.MonkeyPatch, outbox: list[tuple[Any, dict[str, Any]]], deliveries: int = 1
@@ -415,13 +425,9 @@ def test_stages_asked_twice_get_the_same_answers_and_the_round_completes(
 ) -> None:
     """Every stage message arrives twice (as after a reconnection): a pod answers the repeat
     with its first answer, uploads its masked input once, and nobody is dropped."""
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4, deliveries=2)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     while outbox:
         pod_id, message = outbox.pop(0)
         pods[pod_id].handle(message)
@@ -470,13 +476,9 @@ def test_the_clock_closes_an_answered_stage_whose_close_was_lost(
 def test_a_pod_dropped_while_unmasking_stays_in_the_sum(monkeypatch: pytest.MonkeyPatch) -> None:
     """Collection fixed the inputs in the sum; a pod dropped afterwards (here for a different
     second unmasking answer) is still in it, and its masks are removed like everyone's."""
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     deviant = None
     while outbox:
         pod_id, message = outbox.pop(0)

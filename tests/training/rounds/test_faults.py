@@ -9,9 +9,7 @@ import pytest
 from django.utils import timezone
 
 from tests.training.rounds.test_engine import (  # the autouse fixture runs tasks inline
-    SimPod,
     _tasks_in_process,  # noqa: F401
-    breast_data,
     open_round,
 )
 from training.models import TrainingRound
@@ -28,13 +26,9 @@ def test_the_clock_asks_again_pods_whose_stage_message_was_lost(
     again, once per interval, only to pods that have not answered; the round completes with
     nobody dropped."""
     settings.ROUND_RESEND_SECONDS = 5
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     lost: list[Any] = []
     while outbox:
         pod_id, message = outbox.pop(0)
@@ -179,13 +173,9 @@ def test_pods_retry_a_failed_upload_with_the_same_bytes_and_stay_in_the_round(
 ) -> None:
     """Issue 12, defect 7: one failed upload used to cost a pod its round. Now it retries with
     back-off (the same bytes), and an upload whose answer was lost counts as done."""
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     flaky: list[FlakyUploads] = []
     sleeps: list[float] = []
     # By index, so the pod whose answer is lost uploads last: its upload closes collection,
@@ -267,13 +257,9 @@ def test_a_restarted_pod_asked_a_later_stage_declines_and_the_stage_closes_at_on
     stages are over changes nothing."""
     from training.rounds import answers
 
-    x, y = breast_data()
     opened = open_round(monkeypatch, 5, min_participants=4)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     restarted = next(iter(pods))
     while outbox:
         pod_id, message = outbox.pop(0)
@@ -298,12 +284,8 @@ def _to_aggregation_with_lost_shards(monkeypatch: pytest.MonkeyPatch, size: int)
     was killed): collection and unmasking closed, no shard done."""
     from training.rounds import aggregation
 
-    x, y = breast_data()
     opened = open_round(monkeypatch, size)
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     with monkeypatch.context() as lost:
         lost.setattr(aggregation, "dispatch_shards", lambda *args, **kwargs: None)
         while opened.outbox:

@@ -16,7 +16,6 @@ from tests.training.rounds.test_engine import (  # noqa: F401  (the fixture runs
     InProcessTransport,
     SimPod,
     _tasks_in_process,
-    breast_data,
     open_round,
 )
 from training.models import ModelVersion, RoundParticipant, TrainingRound
@@ -33,13 +32,9 @@ def test_a_round_completes_with_masked_inputs_sent_as_frames(
 ) -> None:
     """Every stage arrives twice (as after a reconnection): the pod sends the same frame again
     and the service takes it as the input it holds; nothing goes over HTTP."""
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4, deliveries=2)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     for sim in pods.values():
         sim.worker.use_channel({"type": "welcome", "masked_frames": FRAMES})
     while outbox:
@@ -67,13 +62,9 @@ class HoldingPod(SimPod):
 def test_frames_are_checked_like_uploads_and_stored_in_one_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    x, y = breast_data()
     opened = open_round(monkeypatch, 5, min_participants=3)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: HoldingPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims(HoldingPod)
     for sim in pods.values():
         sim.worker.use_channel({"type": "welcome", "masked_frames": FRAMES})
     while outbox:
@@ -161,13 +152,9 @@ def test_an_input_written_by_a_process_killed_before_its_commit_is_replaced_or_r
     from training.rounds import clock, closing
     from training.rounds.files import input_name
 
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4, min_participants=3)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: HoldingPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims(HoldingPod)
     for sim in pods.values():
         sim.worker.use_channel({"type": "welcome", "masked_frames": FRAMES})
     while outbox:

@@ -11,9 +11,7 @@ import pytest
 from django.utils import timezone
 
 from tests.training.rounds.test_engine import (  # the autouse fixture runs tasks inline
-    SimPod,
     _tasks_in_process,  # noqa: F401
-    breast_data,
     open_round,
 )
 from training.models import TrainingRound
@@ -27,13 +25,9 @@ def test_pods_are_asked_again_only_an_interval_after_the_last_answer(
     monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     settings.ROUND_RESEND_SECONDS = 5
-    x, y = breast_data()
     opened = open_round(monkeypatch, 4)
     training_round, outbox = opened.round, opened.outbox
-    pods = {
-        pod_id: SimPod(pod, key, x[i * 60 : (i + 1) * 60], y[i * 60 : (i + 1) * 60])
-        for i, (pod_id, (pod, key)) in enumerate(opened.pods.items())
-    }
+    pods = opened.sims()
     held: list[tuple[Any, dict[str, Any]]] = []
     while outbox:
         pod_id, message = outbox.pop(0)
