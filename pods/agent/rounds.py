@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +45,7 @@ from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
 from .layout import LayoutRefused, check_layout
 from .plan import PlanPrivacy, PrivacyLedger, contribution
 from .protocol import MASKED_FRAME, MessageType, masked_frame, on_pinned_origin, task_bound
+from .retry import TransportFailed, with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +62,6 @@ class Transport(Protocol):
     def download(self, path: str) -> bytes: ...
 
     def upload(self, path: str, body: bytes) -> None: ...
-
-
-# Retrying a failed HTTP call of a round (a web process restarting, a proxy's 502): capped
-# exponential back-off with jitter, at most RETRY_ATTEMPTS calls, never past the stage deadline.
-# The attempts outlast a default 60 s stage, so the deadline is what ends them: a web process
-# restarted by its supervisor on a loaded host took ~25 s to answer again (tests/chaos), longer
-# than 8 attempts lasted. The short cap keeps a pod at most 4 s behind a process that is back.
-RETRY_ATTEMPTS = 20
-RETRY_FIRST_DELAY = 0.5
-RETRY_MAX_DELAY = 4.0
-# Error codes that say "try again": the network failed, or the answer was no service's (a
-# gateway's HTML page). Every other code is the service's decision, and final.
-TRANSIENT_CODES = frozenset({"http_error"})
-
-
-def transient(exc: Exception) -> bool:
-    """Whether a transport failure may pass: anything but an error the service decided."""
-    code = getattr(exc, "code", None)
-    return not isinstance(code, str) or code in TRANSIENT_CODES
 
 
 class Declined(Exception):
@@ -307,30 +289,17 @@ class RoundWorker:
             raise Declined(refused.code) from None
 
     def _call(self, call: Callable[..., Any], *arguments: Any) -> Any:
-        """An HTTP call of the transport, retried while it fails for a passing reason (the
-        network, a gateway) with capped, jittered exponential back-off, the same arguments each
-        time, at most :data:`RETRY_ATTEMPTS` times and never past the stage's deadline; a
-        failure that remains (or a refusal by the service) becomes :class:`TransportFailed`."""
-        delay = RETRY_FIRST_DELAY
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                return call(*arguments)
-            except Exception as exc:  # the transport's own errors (HTTP status, network)
-                code = str(getattr(exc, "code", exc.__class__.__name__))
-                wait = self.rng.uniform(delay / 2, delay)
-                if (
-                    not transient(exc)
-                    or attempt == RETRY_ATTEMPTS
-                    or (
-                        self.deadline is not None
-                        and self.now() + timedelta(seconds=wait) >= self.deadline
-                    )
-                ):
-                    raise TransportFailed(code) from None
-                self.on_event({"event": "retry", "code": code, "attempt": attempt})
-                self.sleep(wait)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """An HTTP call of the transport, retried (:func:`pods.agent.retry.with_retries`) up
+        to the stage's deadline."""
+        return with_retries(
+            call,
+            *arguments,
+            rng=self.rng,
+            now=self.now,
+            deadline=self.deadline,
+            sleep=self.sleep,
+            on_event=self.on_event,
+        )
 
     def _download(self, path: str) -> bytes:
         return bytes(self._call(self.transport.download, path))
@@ -512,10 +481,6 @@ def _deadline_of(message: Message) -> datetime | None:
     except ValueError:
         return None
     return deadline if deadline.tzinfo is not None else deadline.replace(tzinfo=UTC)
-
-
-class TransportFailed(Exception):
-    """An HTTP call of a round failed; the message is the service's error code."""
 
 
 class Vanish(Exception):

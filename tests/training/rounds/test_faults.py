@@ -205,7 +205,8 @@ def test_a_pod_gives_up_on_a_refusal_at_once_and_on_failures_at_the_deadline(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from pods.agent.rounds import RETRY_ATTEMPTS, RoundWorker, TransportFailed
+    from pods.agent.retry import RETRY_ATTEMPTS, TransportFailed
+    from pods.agent.rounds import RoundWorker
     from pods.agent.service import ServiceError
 
     worker = RoundWorker(identity=None, transport=None, data=None, pinned_keys={})  # type: ignore[arg-type]
@@ -369,7 +370,8 @@ def test_a_pod_retries_through_a_web_restart_as_long_as_the_stage_lasts() -> Non
 
     import httpx
 
-    from pods.agent.rounds import RETRY_MAX_DELAY, RoundWorker
+    from pods.agent.retry import RETRY_MAX_DELAY
+    from pods.agent.rounds import RoundWorker
 
     worker = RoundWorker(identity=None, transport=None, data=None, pinned_keys={})  # type: ignore[arg-type]
     start = clock = datetime(2026, 1, 1, tzinfo=UTC)
