@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from django.core.files import File
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, HttpResponse, HttpResponseBase
 from rest_framework import status
@@ -40,13 +41,20 @@ def _cached(field: FieldFile, sha256: str) -> bytes | None:
             return blob
     if field.size > CACHE_BYTES // 4:
         return None
-    with field.open("rb") as handle:
+    with _open(field) as handle:
         read: bytes = handle.read()
     with _lock:
         _cache[key] = read
         while sum(len(b) for b in _cache.values()) > CACHE_BYTES:
             _cache.popitem(last=False)
     return read
+
+
+def _open(field: FieldFile) -> File:
+    """A handle of this request's own on a stored file. Not ``field.open()``: a version (and its
+    field) is shared by the process's request threads, and ``field.open()`` reuses the one handle
+    the field holds, which another thread may be reading or closing."""
+    return field.storage.open(field.name or "", "rb")
 
 
 def weights_response(
@@ -71,7 +79,7 @@ def _file_response(
     blob = _cached(field, sha256)
     if blob is None:
         response = FileResponse(
-            field.open("rb"), content_type="application/octet-stream", **file_options
+            _open(field), content_type="application/octet-stream", **file_options
         )
         response.block_size = BLOCK
     elif not file_options:

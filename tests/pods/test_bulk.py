@@ -17,6 +17,7 @@ from consent.services import consent_grant, consent_withdraw
 from pods.models import Pod
 from tests.factories import open_request
 from tests.pods.conftest import PairedPod, make_paired_pod
+from training import downloads
 from training.models import ModelVersion, RoundParticipant, TrainingRound
 
 pytestmark = pytest.mark.django_db
@@ -229,3 +230,23 @@ def test_a_live_channel_binds_its_own_pod_only_while_active_and_unexpired(
     with CaptureQueriesContext(connection) as queries:
         assert put(client, training_round.pk, paired.token, vector()).status_code == 201
     assert _token_lookups(queries) >= 1
+
+
+def test_a_download_does_not_touch_a_handle_another_request_holds(
+    collecting: tuple[TrainingRound, PairedPod],
+) -> None:
+    """A version is shared by the process's request threads: a download reads through a handle
+    of its own, never the field's one (which another thread may be reading)."""
+    training_round, _ = collecting
+    version = training_round.base_version
+    assert version is not None
+    downloads._cache.clear()
+    held = version.weights.open("rb")  # what another request thread holds mid-read
+    held.seek(0)
+    prefix = held.read(8)
+    blob = downloads._cached(version.weights, version.sha256)
+    assert blob is not None and blob[:8] == prefix
+    assert not held.closed
+    held.seek(0)
+    assert held.read(8) == prefix
+    held.close()
