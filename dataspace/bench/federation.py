@@ -1,9 +1,10 @@
-"""Federation benchmarks over real sockets: a server process and a ``simulate`` process.
+"""Federation benchmarks over real sockets: a server process and ``simulate`` processes.
 
 ``--mode round``: one SecAgg+ round with N simulated pods and a model of about P parameters
 (local training included), timed from the round's opening to its new model version.
 ``--dataset``: breast screening (456 pooled records: at most 456 pods) or handwritten digits
-(1438 pooled records: rounds of up to 1438 pods).
+(1438 pooled records: rounds of up to 1438 pods). ``--simulators K``: the pods run in K simulator
+processes (each claims its share of the homes; its own GIL), their CPU summed.
 ``--mode connections``: N pods connect and stay connected; reports how many the one server
 holds, and the server's and simulator's memory and CPU while they idle on heartbeats.
 
@@ -228,6 +229,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=2,
         help="rounds to time (round mode); the first also fetches receipts and warms up",
     )
+    parser.add_argument(
+        "--simulators",
+        type=int,
+        default=1,
+        help="simulator processes sharing the pods (each its own share, data split and GIL; "
+        "their CPU is summed)",
+    )
     parser.add_argument("--hold", type=float, default=30.0, help="idle seconds to measure CPU")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
@@ -243,6 +251,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.dataset = "breast_screening" if args.mode == "round" else "digits"
     if args.mode == "connections":
         args.dataset = "digits"  # no round: the data only have to go round
+    if not 1 <= args.simulators <= args.pods:
+        parser.error("--simulators must be 1 to --pods")
     most = pooled(args.dataset)
     if not 1 <= args.pods <= most:
         parser.error(
@@ -257,16 +267,18 @@ def _time_round(
     number: int,
     args: argparse.Namespace,
     server: Child | list[Child],
-    simulator: Child,
+    simulator: Child | list[Child],
 ) -> dict[str, Any]:
     """Wait for round ``number`` of the request, sampling the service's CPU as it runs (the sum
-    over ``server``'s processes: several web processes and a worker in the scale-out bench);
+    over ``server``'s processes: several web processes and a worker in the scale-out bench; the
+    simulators' likewise);
     its figures (wall and CPU seconds, server CPU ms per pod for the round and for each
     stage, and each process's CPU seconds)."""
     from training.models import TrainingRound
 
     servers = server if isinstance(server, list) else [server]
-    children = [*servers, simulator]
+    simulators = simulator if isinstance(simulator, list) else [simulator]
+    children = [*servers, *simulators]
     rounds = TrainingRound.objects.filter(model_request=model_request, number=number)
     if not wait_for(rounds.exists, args.timeout, children, every=0.05):
         raise SystemExit(f"round {number} did not open within {args.timeout:.0f} s")
@@ -275,7 +287,10 @@ def _time_round(
     def cpu_each() -> list[float]:
         return [_proc(child.process.pid)[1] for child in servers]
 
-    each0, sim0 = cpu_each(), _proc(simulator.process.pid)[1]
+    def simulators_cpu() -> float:
+        return sum(_proc(child.process.pid)[1] for child in simulators)
+
+    each0, sim0 = cpu_each(), simulators_cpu()
     cpu0 = sum(each0), sim0
 
     def finished() -> bool:
@@ -285,7 +300,7 @@ def _time_round(
     if not wait_for(finished, args.timeout, children, every=0.05):
         raise SystemExit(f"round {number} did not finish within {args.timeout:.0f} s")
     each1 = cpu_each()
-    cpu1 = sum(each1), _proc(simulator.process.pid)[1]
+    cpu1 = sum(each1), simulators_cpu()
     samples.append((time.time(), cpu1[0]))
     done = rounds.order_by("pk").first()
     if done is None or done.status != TrainingRound.Status.COMPLETED or done.finished_at is None:
@@ -333,6 +348,39 @@ def bench_server(data_dir: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
         stderr=subprocess.STDOUT,
     )
     return port, process, log
+
+
+def shares(pods: int, parts: int) -> list[int]:
+    """``pods`` split as evenly as can be into ``parts`` (the first ones one bigger)."""
+    return [pods // parts + (1 if part < pods % parts else 0) for part in range(parts)]
+
+
+def _simulator(
+    data_dir: Path, homes: Path, args: argparse.Namespace, part: int, pods: int
+) -> Child:
+    """Simulator ``part`` running ``pods`` of the homes: each claims its own (``--claim``) and
+    splits the data set among its pods with a seed of its own."""
+    name = "simulator" if args.simulators == 1 else f"simulator-{part + 1}"
+    suffix = "" if args.simulators == 1 else f"-{part + 1}"
+    log = data_dir / f"pods{suffix}.log"
+    process = subprocess.Popen(  # noqa: S603
+        [
+            *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
+            *("--pods", str(pods), "--homes", str(homes), "--seed", str(part)),
+            *("--stats-every", "3600", "--dataset", args.dataset),
+            *(("--claim",) if args.simulators > 1 else ()),
+        ],
+        cwd=ROOT,
+        stdout=(data_dir / f"pods{suffix}.jsonl").open("wb"),
+        stderr=log.open("wb"),
+    )
+    return Child(name, process, log)
+
+
+def _procs(children: list[Child]) -> tuple[float, float]:
+    """:func:`_proc` summed over processes: (RSS MiB, CPU seconds)."""
+    each = [_proc(child.process.pid) for child in children]
+    return sum(mb for mb, _ in each), sum(cpu for _, cpu in each)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,22 +435,11 @@ def main(argv: list[str] | None = None) -> int:
             figures["params"] = validate_spec(model_request.spec).parameter_count
             for pod in Pod.objects.filter(name__startswith=f"bench{port}-pod-"):
                 consent_grant(user=pod.owner, model_request=model_request, pod=pod)
-        pods_log = data_dir / "pods.log"
-        simulator = Child(
-            "simulator",
-            subprocess.Popen(  # noqa: S603
-                [
-                    *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
-                    *("--pods", str(args.pods), "--homes", str(homes)),
-                    *("--stats-every", "3600", "--dataset", args.dataset),
-                ],
-                cwd=ROOT,
-                stdout=(data_dir / "pods.jsonl").open("wb"),
-                stderr=pods_log.open("wb"),
-            ),
-            pods_log,
-        )
-        children.append(simulator)
+        simulators = [
+            _simulator(data_dir, homes, args, part, share)
+            for part, share in enumerate(shares(args.pods, args.simulators))
+        ]
+        children.extend(simulators)
         t0 = time.monotonic()
         connected = wait_for(lambda: online_pods().count() >= args.pods, args.timeout, children)
         figures["connect_all_s"] = round(time.monotonic() - t0, 1) if connected else None
@@ -420,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if model_request is not None:
             figures["rounds"] = [
-                _time_round(model_request, number, args, server, simulator)
+                _time_round(model_request, number, args, server, simulators)
                 for number in range(1, args.rounds + 1)
             ]
             figures["round_s"] = [r["round_s"] for r in figures["rounds"]]
@@ -431,10 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             profiler.wait(60)
         server_mb, server_cpu0 = _proc(server.process.pid)
-        sim_mb, sim_cpu0 = _proc(simulator.process.pid)
+        sim_mb, sim_cpu0 = _procs(simulators)
         wait_for(lambda: False, args.hold, children)
         server_mb, server_cpu1 = _proc(server.process.pid)
-        sim_mb, sim_cpu1 = _proc(simulator.process.pid)
+        sim_mb, sim_cpu1 = _procs(simulators)
         figures.update(
             {
                 "connected_after_hold": online_pods().count(),

@@ -129,3 +129,15 @@ def test_the_scale_out_bench_needs_the_shared_database_and_redis(
     assert parse_args(["--web", "2", "--pods", "10"]).web == 2
     with pytest.raises(SystemExit):
         parse_args(["--web", "0"])
+
+
+def test_several_simulators_share_the_pods_evenly(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataspace.bench.federation import parse_args, shares
+
+    assert shares(1000, 2) == [500, 500]
+    assert shares(7, 3) == [3, 2, 2]
+    assert sum(shares(101, 4)) == 101
+    assert parse_args(["--pods", "10", "--simulators", "2"]).simulators == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--pods", "2", "--simulators", "3"])
+    assert "--simulators must be 1 to --pods" in capsys.readouterr().err
