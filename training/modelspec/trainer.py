@@ -77,13 +77,15 @@ def _targets(spec: ModelSpec, y: npt.NDArray[np.generic]) -> torch.Tensor:
     return torch.as_tensor(np.asarray(y), dtype=torch.float32)
 
 
+_LOSSES: dict[str, type[nn.Module]] = {
+    "cross_entropy": nn.CrossEntropyLoss,
+    "bce_with_logits": nn.BCEWithLogitsLoss,
+    "mse": nn.MSELoss,
+}
+
+
 def _loss_fn(spec: ModelSpec) -> nn.Module:
-    losses: dict[str, nn.Module] = {
-        "cross_entropy": nn.CrossEntropyLoss(reduction="sum"),
-        "bce_with_logits": nn.BCEWithLogitsLoss(reduction="sum"),
-        "mse": nn.MSELoss(reduction="sum"),
-    }
-    return losses[spec.training.loss]
+    return _LOSSES[spec.training.loss](reduction="sum")  # the one asked for, not all three
 
 
 def _output(spec: ModelSpec, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
