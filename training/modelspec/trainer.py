@@ -271,7 +271,9 @@ def train_local(
     # The module comes loaded with the global weights (built once per architecture, never
     # initialised at random only to be overwritten); torch's generator starts from the seed.
     with torch.random.fork_rng(), loaded_module(spec, global_state) as module:
-        torch.manual_seed(seed)
+        # The CPU generator is the one training draws from (the module is on the CPU);
+        # torch.manual_seed would seed every device's, behind a costly dynamo guard.
+        torch.default_generator.manual_seed(seed)
         evaluation = _evaluate(spec, module, x[eval_idx], y[eval_idx])
         explanation = explanation_sums(spec, module, x[eval_idx], y[eval_idx])
         anchor = [p.detach().clone() for p in module.parameters()]
