@@ -208,8 +208,7 @@ IDLE_VALUES = 16_000_000  # at most this many values in idle modules (64 MiB of 
 IDLE_ARCHITECTURES = 4
 
 
-def _keep_idle(key: str, module: nn.Sequential) -> None:
-    size = sum(t.numel() for t in module.state_dict().values())
+def _keep_idle(key: str, module: nn.Sequential, size: int) -> None:
     with _idle_lock:
         _idle.setdefault(key, []).append((module, size))
         _idle.move_to_end(key)
@@ -230,6 +229,7 @@ def loaded_module(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> Iterato
     on leaving it goes back to a small per-process pool for the next use of the same
     architecture (by any thread). Never draws from torch's global random generator."""
     key = architecture_key(spec)
+    size = sum(math.prod(shape) for _, shape, _, _ in tensor_layout(spec))
     with _idle_lock:
         idle = _idle.get(key)
         module = idle.pop()[0] if idle else None
@@ -246,7 +246,7 @@ def loaded_module(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> Iterato
     finally:
         for p in module.parameters():
             p.grad = None
-        _keep_idle(key, module)
+        _keep_idle(key, module, size)
 
 
 def _layer_of(module: nn.Module, index: int) -> dict[str, Any]:
