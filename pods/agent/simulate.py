@@ -259,45 +259,58 @@ async def simulate(
             asyncio.get_running_loop().call_later(duration, stop.set)
         rng = random.Random(seed)
         speeds = speeds or [1.0] * len(homes)
-        events = LoopEvents(asyncio.get_running_loop())
-        await asyncio.gather(
-            *(
-                _one_pod(
-                    *(home, state, service, part, kill, stats, report, stop),
-                    *(rng.random() * 2, speed, events),
-                )
-                for home, state, service, part, speed in zip(
-                    homes, states, services, data, speeds, strict=True
+        events = LoopEvents()
+        pump = asyncio.create_task(events.pump())
+        try:
+            await asyncio.gather(
+                *(
+                    _one_pod(
+                        *(home, state, service, part, kill, stats, report, stop),
+                        *(rng.random() * 2, speed, events),
+                    )
+                    for home, state, service, part, speed in zip(
+                        homes, states, services, data, speeds, strict=True
+                    )
                 )
             )
-        )
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
     finally:
         for service in services:
             service.close()
 
 
 class LoopEvents:
-    """Events from the pods' worker threads to the event loop, in order, one wakeup per batch:
-    each ``call_soon_threadsafe`` writes to the loop's self-pipe and wakes it, and a thousand
-    pods send several events each per round. One instance serves every pod of a loop."""
+    """Events from the pods' worker threads to the event loop, in order, taken in batches a few
+    times a second. Events only feed the statistics and the progress report; waking the loop
+    for each (``call_soon_threadsafe`` writes to its self-pipe) cost a thousand pods several
+    wakeups each per round. One instance serves every pod of a loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    EVERY = 0.05  # seconds between batches
+
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.waiting: list[tuple[Callable[[Event], None], Event]] = []
 
     def put(self, handler: Callable[[Event], None], event: Event) -> None:
         with self.lock:
             self.waiting.append((handler, event))
-            if len(self.waiting) > 1:
-                return  # a drain is already on its way
-        self.loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         with self.lock:
             batch, self.waiting = self.waiting, []
         for handler, event in batch:
             handler(event)
+
+    async def pump(self) -> None:
+        """Drain every :attr:`EVERY` seconds until cancelled (then once more)."""
+        try:
+            while True:
+                await asyncio.sleep(self.EVERY)
+                self.drain()
+        finally:
+            self.drain()
 
 
 async def _one_pod(
