@@ -117,6 +117,7 @@ def test_loaded_module_equals_build_then_load() -> None:
             assert torch.equal(module(x), reference(x))
             module.train()
             module(x).sum().backward()  # leaves gradients and moved running statistics
+            module.eval()  # and the wrong mode: the next lease must undo all three
 
 
 def test_a_cache_keyed_by_spec_never_serves_another_spec() -> None:
