@@ -237,3 +237,41 @@ def test_a_replica_killed_hard_leaves_its_homes_claimable(tmp_path: Path) -> Non
                 process.kill()
                 process.wait()
         silent.close()
+
+
+def test_worker_threads_events_reach_the_loop_in_order_and_none_is_lost() -> None:
+    import asyncio
+    import threading
+
+    from pods.agent.simulate import LoopEvents
+
+    seen: list[tuple[int, int]] = []
+    loop_thread: list[int] = []
+
+    def handler(event: dict[str, Any]) -> None:
+        loop_thread.append(threading.get_ident())
+        seen.append((event["worker"], event["n"]))
+
+    async def run() -> int:
+        events = LoopEvents()
+        pump = asyncio.create_task(events.pump())
+
+        def work(worker: int) -> None:
+            for n in range(200):
+                events.put(handler, {"worker": worker, "n": n})
+
+        await asyncio.gather(*(asyncio.to_thread(work, w) for w in range(4)))
+        await asyncio.sleep(LoopEvents.EVERY * 3)
+        drained_while_running = len(seen)
+        for n in range(200, 205):  # sent just before the end: drained when the pump stops
+            events.put(handler, {"worker": 0, "n": n})
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        return drained_while_running
+
+    assert asyncio.run(run()) == 800
+    assert len(seen) == 805
+    for worker in range(4):
+        mine = [n for w, n in seen if w == worker]
+        assert mine == list(range(205 if worker == 0 else 200))
+    assert len(set(loop_thread)) == 1 and loop_thread[0] == threading.get_ident()

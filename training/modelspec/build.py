@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -133,17 +138,115 @@ def build_module(spec: ModelSpec) -> nn.Sequential:
     return nn.Sequential(*(_make(layer.type, layer.args) for layer in spec.layers))
 
 
-def expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Every tensor the weights file must hold: name → (shape, dtype), built on the meta device."""
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple | list):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} in a layer's arguments")
+
+
+def architecture_key(spec: ModelSpec) -> str:
+    """What a built module depends on, as canonical text: the layers (types and arguments).
+    Specs are immutable once validated; two specs with the same key build the same module, and
+    any difference in a layer (a size, a constant of ``standardize``) makes another key."""
+    return json.dumps(
+        [[layer.type, layer.args] for layer in spec.layers],
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=False,
+        default=_canonical,
+    )
+
+
+# name, shape, dtype, and whether it is a parameter (not a buffer)
+TensorLayout = tuple[tuple[str, tuple[int, ...], torch.dtype, bool], ...]
+_layouts: OrderedDict[str, TensorLayout] = OrderedDict()
+_layouts_lock = threading.Lock()
+LAYOUTS_KEPT = 64
+
+
+def tensor_layout(spec: ModelSpec) -> TensorLayout:
+    """The state dict's tensors in order (name, shape, dtype, parameter or buffer), built on
+    the meta device once per architecture and process: a build on meta costs about a
+    millisecond, and a pod asks for it several times per round (weights check, vectors)."""
+    key = architecture_key(spec)
+    with _layouts_lock:
+        found = _layouts.get(key)
+        if found is not None:
+            _layouts.move_to_end(key)
+            return found
     with torch.device("meta"):
         module = build_module(spec)
-    return {name: (tuple(t.shape), t.dtype) for name, t in module.state_dict().items()}
+    parameters = {name for name, _ in module.named_parameters()}
+    layout = tuple(
+        (name, tuple(t.shape), t.dtype, name in parameters)
+        for name, t in module.state_dict().items()
+    )
+    with _layouts_lock:
+        _layouts[key] = layout
+        while len(_layouts) > LAYOUTS_KEPT:
+            _layouts.popitem(last=False)
+    return layout
+
+
+def expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Every tensor the weights file must hold: name → (shape, dtype) (:func:`tensor_layout`)."""
+    return {name: (shape, dtype) for name, shape, dtype, _ in tensor_layout(spec)}
 
 
 def count_parameters(spec: ModelSpec) -> int:
-    with torch.device("meta"):
-        module = build_module(spec)
-    return sum(p.numel() for p in module.parameters())
+    return sum(math.prod(shape) for _, shape, _, parameter in tensor_layout(spec) if parameter)
+
+
+# Modules built earlier and idle, by architecture key (most recently used last), each with its
+# size. A round loads the global weights into one instead of building a module: a build's cost
+# is mostly its random initialisation, which the weights overwrite at once.
+_idle: OrderedDict[str, list[tuple[nn.Sequential, int]]] = OrderedDict()
+_idle_lock = threading.Lock()
+IDLE_VALUES = 16_000_000  # at most this many values in idle modules (64 MiB of float32)
+IDLE_ARCHITECTURES = 4
+
+
+def _keep_idle(key: str, module: nn.Sequential, size: int) -> None:
+    with _idle_lock:
+        _idle.setdefault(key, []).append((module, size))
+        _idle.move_to_end(key)
+        while len(_idle) > IDLE_ARCHITECTURES:
+            _idle.popitem(last=False)
+        kept = sum(n for modules in _idle.values() for _, n in modules)
+        if kept > IDLE_VALUES:
+            _idle[key].pop()  # the one just returned: the pool is full
+            if not _idle[key]:
+                del _idle[key]
+
+
+@contextmanager
+def loaded_module(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> Iterator[nn.Sequential]:
+    """A module of ``spec`` holding ``state`` (every tensor of its state dict: strict), in
+    training mode, with no gradient: what ``build_module`` then ``load_state_dict`` give,
+    without the random initialisation each time. It is the caller's alone inside the ``with``;
+    on leaving it goes back to a small per-process pool for the next use of the same
+    architecture (by any thread). Never draws from torch's global random generator."""
+    key = architecture_key(spec)
+    size = sum(math.prod(shape) for _, shape, _, _ in tensor_layout(spec))
+    with _idle_lock:
+        idle = _idle.get(key)
+        module = idle.pop()[0] if idle else None
+    if module is None:
+        with torch.random.fork_rng(devices=[]):
+            module = build_module(spec)
+    try:
+        module.load_state_dict(dict(state))
+        for p in module.parameters():
+            p.grad = None
+            p.requires_grad_(True)
+        module.train()
+        yield module
+    finally:
+        for p in module.parameters():
+            p.grad = None
+        _keep_idle(key, module, size)
 
 
 def _layer_of(module: nn.Module, index: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from .server_optim import fednova_average
 from .spec import ModelSpec
 from .trainer import LocalResult
+from .vectors import l2_norm
 
 
 def fednova_norm(steps: int, momentum: float = 0.0) -> float:
@@ -37,7 +38,7 @@ def fednova_norm(steps: int, momentum: float = 0.0) -> float:
 
 def _clip(vector: npt.NDArray[np.floating[Any]], max_norm: float) -> npt.NDArray[np.float64]:
     values = np.asarray(vector, dtype=np.float64)
-    norm = float(np.linalg.norm(values))
+    norm = l2_norm(values)
     return values if norm <= max_norm or norm == 0.0 else values * (max_norm / norm)
 
 

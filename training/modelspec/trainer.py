@@ -23,10 +23,10 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from .build import build_module
+from .build import build_module, loaded_module, tensor_layout
 from .explain import explanation_sums
 from .spec import ModelSpec
-from .vectors import flatten_state, vector_size, vector_slices
+from .vectors import flatten_state, l2_norm, vector_size, vector_slices
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,15 @@ def _targets(spec: ModelSpec, y: npt.NDArray[np.generic]) -> torch.Tensor:
     return torch.as_tensor(np.asarray(y), dtype=torch.float32)
 
 
+_LOSSES: dict[str, type[nn.Module]] = {
+    "cross_entropy": nn.CrossEntropyLoss,
+    "bce_with_logits": nn.BCEWithLogitsLoss,
+    "mse": nn.MSELoss,
+}
+
+
 def _loss_fn(spec: ModelSpec) -> nn.Module:
-    losses: dict[str, nn.Module] = {
-        "cross_entropy": nn.CrossEntropyLoss(reduction="sum"),
-        "bce_with_logits": nn.BCEWithLogitsLoss(reduction="sum"),
-        "mse": nn.MSELoss(reduction="sum"),
-    }
-    return losses[spec.training.loss]
+    return _LOSSES[spec.training.loss](reduction="sum")  # the one asked for, not all three
 
 
 def _output(spec: ModelSpec, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -110,9 +112,8 @@ def evaluate(
     x: npt.NDArray[np.float32],
     y: npt.NDArray[np.generic],
 ) -> EvalResult:
-    module = build_module(spec)
-    module.load_state_dict(dict(state))
-    return _evaluate(spec, module, x, y)
+    with loaded_module(spec, state) as module:
+        return _evaluate(spec, module, x, y)
 
 
 def _evaluate(
@@ -213,16 +214,17 @@ def _correction(
     ]
 
 
-def _parameter_coordinates(spec: ModelSpec, module: nn.Module) -> npt.NDArray[np.bool_]:
+def _parameter_coordinates(spec: ModelSpec) -> npt.NDArray[np.bool_]:
     mask = np.zeros(vector_size(spec), dtype=bool)
     where = vector_slices(spec)
-    for name, _ in module.named_parameters():
-        mask[where[name]] = True
+    for name, _, _, parameter in tensor_layout(spec):
+        if parameter:
+            mask[where[name]] = True
     return mask
 
 
 def _clip(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.float32]:
-    norm = float(np.linalg.norm(vector.astype(np.float64)))
+    norm = l2_norm(vector)
     if norm <= max_norm or norm == 0.0:
         return vector
     return (vector * np.float32(max_norm / norm)).astype(np.float32)
@@ -266,10 +268,12 @@ def train_local(
     c_i = np.zeros(dim, np.float32) if client_control is None else np.asarray(client_control)
     if scaffold and (c.shape != (dim,) or c_i.shape != (dim,)):
         raise ValueError(f"control variates must have {dim} values")
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        module = build_module(spec)
-        module.load_state_dict(dict(global_state))
+    # The module comes loaded with the global weights (built once per architecture, never
+    # initialised at random only to be overwritten); torch's generator starts from the seed.
+    with torch.random.fork_rng(), loaded_module(spec, global_state) as module:
+        # The CPU generator is the one training draws from (the module is on the CPU);
+        # torch.manual_seed would seed every device's, behind a costly dynamo guard.
+        torch.default_generator.manual_seed(seed)
         evaluation = _evaluate(spec, module, x[eval_idx], y[eval_idx])
         explanation = explanation_sums(spec, module, x[eval_idx], y[eval_idx])
         anchor = [p.detach().clone() for p in module.parameters()]
@@ -284,18 +288,17 @@ def train_local(
             budget=budget,
             correction=_correction(spec, module, c, c_i) if scaffold else None,
         )
-    new_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    with torch.random.fork_rng():  # building modules draws from torch's RNG: leave it as it was
-        candidate_results = tuple(
-            evaluate(spec, candidate, x[eval_idx], y[eval_idx]) for candidate in candidates
-        )
+        new_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    candidate_results = tuple(
+        evaluate(spec, candidate, x[eval_idx], y[eval_idx]) for candidate in candidates
+    )
     update = (flatten_state(new_state, spec) - flatten_state(global_state, spec)).astype(np.float32)
     control_delta = control = None
     if scaffold:
         # Option II: c_i+ = c_i − c + (x − y_i) / (K · η_l), on the trained coordinates only.
         delta = np.zeros(dim, np.float32)
         if steps > 0:
-            mask = _parameter_coordinates(spec, module)
+            mask = _parameter_coordinates(spec)
             estimate = -update.astype(np.float64) / (steps * training.optimizer.lr)
             delta[mask] = (estimate - c.astype(np.float64))[mask].astype(np.float32)
         control_delta = _clip(delta, float(training.algorithm["control_clip"]))

@@ -7,6 +7,7 @@ kept from the global model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,20 +15,23 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .build import expected_tensors
+from .build import tensor_layout
 from .spec import ModelSpec
 
 
 def _float_names(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
-    return [
-        (n, shape)
-        for n, (shape, dtype) in expected_tensors(spec).items()
-        if dtype.is_floating_point
-    ]
+    return [(n, shape) for n, shape, dtype, _ in tensor_layout(spec) if dtype.is_floating_point]
 
 
 def vector_size(spec: ModelSpec) -> int:
-    return sum(int(np.prod(shape)) for _, shape in _float_names(spec))
+    return sum(math.prod(shape) for _, shape in _float_names(spec))
+
+
+def l2_norm(vector: npt.NDArray[np.floating[Any]]) -> float:
+    """‖v‖₂ summed in float64 on one thread, as ``training.secagg.encoding.l2_norm`` (not
+    ``np.linalg.norm``: its BLAS ``dot`` wakes OpenBLAS's threads, which spin on a busy machine;
+    the two packages import nothing of each other)."""
+    return math.sqrt(float(np.square(np.asarray(vector).reshape(-1), dtype=np.float64).sum()))
 
 
 def flatten_state(state: Mapping[str, torch.Tensor], spec: ModelSpec) -> npt.NDArray[np.float32]:

@@ -352,16 +352,14 @@ class ClientRound:
             raise SurvivorsBelowFloor("Too few neighbours survived to unmask safely.")
         signatures = index_map(m.get("signatures", {}), "signatures")
         valid = 0
+        signed_message = crypto.survivors_message(self.round_id, self._survivors)  # once, not per v
         for v, value in signatures.items():
             if v not in alive or v not in self._identities:
                 raise ProtocolError(
                     "A signature from outside my survivors.", code="not_a_neighbour"
                 )
-            crypto.verify_survivors(
-                self._identities[v],
-                unb64(value, "signature", size=64),
-                self.round_id,
-                self._survivors,
+            crypto.verify_survivors_message(
+                self._identities[v], unb64(value, "signature", size=64), signed_message
             )
             valid += 1
         if valid < self.threshold:

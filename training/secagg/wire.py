@@ -60,7 +60,14 @@ def index(value: Any, field: str) -> int:
 def index_list(value: Any, field: str) -> list[int]:
     if not isinstance(value, list) or len(value) > 100_000:
         raise ProtocolError(f"{field} must be a list of indices.", code="malformed_message")
-    out = [index(v, field) for v in value]
+    if set(map(type, value)) <= {int}:
+        # Plain ints (the usual case: a thousand-pod round's member list): checked by builtins,
+        # as :func:`index` would one by one.
+        if value and (min(value) < 1 or max(value) >= 2**31):
+            raise ProtocolError(f"{field} must be a positive index.", code="malformed_message")
+        out = list(value)
+    else:
+        out = [index(v, field) for v in value]
     if len(set(out)) != len(out):
         raise ProtocolError(f"{field} lists an index twice.", code="malformed_message")
     return out
