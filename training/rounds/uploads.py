@@ -90,7 +90,7 @@ def masked_input_store(
     return locked
 
 
-def _store(round_id: int, index: int, body: bytes | BinaryIO) -> str:
+def _store(round_id: int, index: int, body: bytes | memoryview | BinaryIO) -> str:
     """Write a pod's input under its one name for the round (what a killed attempt left
     there is replaced, and the round's end removes it if nothing does); the name to record."""
     name = input_name(round_id, index)
@@ -116,7 +116,7 @@ class MaskedFrame:
     pod_id: uuid.UUID | str
     round_id: int
     sha256: str  # hex, as the pod declared it
-    body: bytes
+    body: bytes | memoryview  # a view of the frame as received: never copied
 
 
 def masked_frames_store(frames: Sequence[MaskedFrame]) -> list[str | None]:
