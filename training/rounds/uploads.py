@@ -24,9 +24,9 @@ from django.utils import timezone
 from dataspace.errors import Conflict, DomainError, NotFound
 from dataspace.rows import update_rows
 from pods.models import Pod
-from training.models import RoundParticipant, RoundStatus, TrainingRound
+from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
 
-from . import closing
+from . import closing, statements
 from .cohort import may_take_part, still_consenting
 from .files import input_name, write_input
 from .locking import ROUND_STATE, lock_round_row
@@ -109,6 +109,19 @@ def _check_may_upload(training_round: TrainingRound, participant: RoundParticipa
         raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")
 
 
+# What storing a frame's input reads of a participant (and its pod's status).
+STORING = (
+    "round",
+    "pod",
+    "user",
+    "index",
+    "stage_reached",
+    "dropped_at_stage",
+    "masked_input",
+    "masked_sha256",
+)
+
+
 @dataclass(frozen=True)
 class MaskedFrame:
     """A masked input that came as a binary frame on the pod's control channel."""
@@ -144,17 +157,24 @@ def _frames_to_round(round_id: int, frames: list[MaskedFrame]) -> list[str | Non
     # Hashed before the lock is taken: the lock is held only for the checks and the writes.
     digests = [hashlib.sha256(frame.body).hexdigest() for frame in frames]
     with transaction.atomic():
-        training_round = lock_round_row(round_id, "status", "vector_length", "model_request")
-        if training_round is None:
+        locked = statements.lock_round_values(
+            round_id, "status", "vector_length", "model_request_id"
+        )
+        if locked is None:
             return ["not_in_round"] * len(frames)
+        status, vector_length, request_id = locked
+        training_round = TrainingRound(
+            pk=round_id, status=status, vector_length=vector_length, model_request_id=request_id
+        )
         mine = {
             str(p.pod_id): p
             for p in RoundParticipant.objects.select_related("pod")
-            .defer("reply")
+            .only(*STORING, "pod__status")
             .filter(round_id=round_id, pod_id__in={str(f.pod_id) for f in frames})
         }
+        # The request's id is all the consent query needs (no read of the request's row).
         consenting = still_consenting(
-            training_round.model_request, list(mine.values()), timezone.now()
+            ModelRequest(pk=request_id), list(mine.values()), timezone.now()
         )
         expected = training_round.vector_length * 4
         stored: dict[int, RoundParticipant] = {}
