@@ -267,35 +267,46 @@ class PodConsumer(TypedJsonConsumer):
         if not self.weights_limit:
             return
         try:
-            frame = _weights_frames.get(sha256)
-            if frame is None:
-                blob = downloads.cached_weights(sha256)
-                if blob is None:
-                    blob = await database_sync_to_async(downloads.stored_weights)(sha256)
-                if blob is None:
-                    return
-                frame = _weights_frames.keep(sha256, weights_frame(blob, sha256))
-            if len(frame) <= self.weights_limit and not self.closed:
+            frame = await _weights_frames.frame(sha256)
+            if frame is not None and len(frame) <= self.weights_limit and not self.closed:
                 await self.send(bytes_data=frame)
         except Exception:
             logger.warning("weights frame not sent", exc_info=True)
 
 
 class WeightsFrames:
-    """The last few weights frames this process built (a cohort's task names one version)."""
+    """The last few weights frames this process built (a cohort's task names one version):
+    the first connection to need one reads it (once: the rest of the cohort, asking at the
+    same moment, wait for that read rather than each making its own)."""
 
     def __init__(self, kept: int = 2) -> None:
         self.kept = kept
         self.frames: dict[str, bytes] = {}
+        self.reading: dict[str, asyncio.Future[bytes | None]] = {}
 
-    def get(self, sha256: str) -> bytes | None:
-        return self.frames.get(sha256)
+    async def frame(self, sha256: str) -> bytes | None:
+        frame = self.frames.get(sha256)
+        if frame is not None:
+            return frame
+        loop = asyncio.get_running_loop()
+        reading = self.reading.get(sha256)
+        if reading is None or reading.get_loop() is not loop:
+            reading = self.reading[sha256] = loop.create_task(self._read(sha256))
+        return await asyncio.shield(reading)
 
-    def keep(self, sha256: str, frame: bytes) -> bytes:
-        self.frames[sha256] = frame
-        while len(self.frames) > self.kept:
-            del self.frames[next(iter(self.frames))]
-        return frame
+    async def _read(self, sha256: str) -> bytes | None:
+        try:
+            blob = downloads.cached_weights(sha256)
+            if blob is None:
+                blob = await database_sync_to_async(downloads.stored_weights)(sha256)
+            if blob is None:
+                return None
+            frame = self.frames[sha256] = weights_frame(blob, sha256)
+            while len(self.frames) > self.kept:
+                del self.frames[next(iter(self.frames))]
+            return frame
+        finally:
+            self.reading.pop(sha256, None)
 
 
 _weights_frames = WeightsFrames()
