@@ -76,7 +76,7 @@ def stored_weights(sha256: str) -> bytes | None:
     return _cached(version.weights, sha256)
 
 
-def _open(field: FieldFile) -> File:
+def _open(field: FieldFile) -> File[bytes]:
     """A handle of this request's own on a stored file. Not ``field.open()``: a version (and its
     field) is shared by the process's request threads, and ``field.open()`` reuses the one handle
     the field holds, which another thread may be reading or closing."""

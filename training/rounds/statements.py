@@ -117,11 +117,13 @@ def _is_uuid(key: str) -> bool:
 def _waiting_sql(alias: str) -> str:
     connection = connections[alias]
     quote = connection.ops.quote_name
-    meta = RoundParticipant._meta
-    column = lambda name: quote(meta.get_field(name).column)  # noqa: E731
+    round_, dropped, stage = (
+        _columns(RoundParticipant, [name], connection)
+        for name in ("round", "dropped_at_stage", "stage_reached")
+    )
     return (
-        f"SELECT 1 FROM {quote(meta.db_table)} WHERE {column('round')} = %s "  # noqa: S608
-        f"AND {column('dropped_at_stage')} = '' AND {column('stage_reached')} = %s LIMIT 1"
+        f"SELECT 1 FROM {quote(RoundParticipant._meta.db_table)} "  # noqa: S608
+        f"WHERE {round_} = %s AND {dropped} = '' AND {stage} = %s LIMIT 1"
     )
 
 
