@@ -70,6 +70,7 @@ class PodConsumer(TypedJsonConsumer):
         self.nonce = None
         self.public_key: bytes = b""
         self.weights_limit = 0  # the largest weights frame the pod takes (0: none)
+        self.weights_sent = ""  # the SHA-256 of the last weights framed on this connection
         await self.accept()
         ensure_running()  # the embedded default's rounds clock, on this process's loop
         self._auth_timer = asyncio.get_running_loop().call_later(
@@ -263,12 +264,14 @@ class PodConsumer(TypedJsonConsumer):
     async def send_weights(self, sha256: str) -> None:
         """The weights a task names, as one binary frame before the task, to a pod that takes
         them so (its ``hello``): read once per process and kept in memory, framed once per
-        version. Best effort: without the frame the pod downloads them over HTTP."""
-        if not self.weights_limit:
+        version; once per connection (the clock asking a slow pod again sends the task alone:
+        the pod holds the weights). Best effort: without the frame the pod downloads them."""
+        if not self.weights_limit or sha256 == self.weights_sent:
             return
         try:
             frame = await _weights_frames.frame(sha256)
             if frame is not None and len(frame) <= self.weights_limit and not self.closed:
+                self.weights_sent = sha256
                 await self.send(bytes_data=frame)
         except Exception:
             logger.warning("weights frame not sent", exc_info=True)

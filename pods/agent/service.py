@@ -39,7 +39,7 @@ def _error(response: httpx.Response) -> ServiceError:
 
 
 # Weights received on the channel and not downloaded yet, kept at most (one per open task).
-RECEIVED_KEPT = 4
+RECEIVED_KEPT = 2
 
 
 class PodService:

@@ -348,7 +348,7 @@ async def test_a_task_sent_to_a_live_pod_comes_after_its_weights_frame(
 ) -> None:
     """A round's task, sent through the channel layer (one JSON text per pod), is preceded
     on a connection that takes weights frames by the weights it names, read once per process;
-    any other message goes alone."""
+    any other message goes alone, and so does the same task asked again."""
     import hashlib
 
     from dataspace import delivery
@@ -380,6 +380,12 @@ async def test_a_task_sent_to_a_live_pod_comes_after_its_weights_frame(
     assert downloads.cached_weights(version.sha256) == found[1]
     assert (await comm.receive_json_from())["task"] == task
     assert (await comm.receive_json_from())["type"] == "round.end"
+    # Asked again on the same connection (the clock's resend): the task alone.
+    await layer.group_send(
+        delivery.pod_group(paired_pod.pod.pk),
+        delivery.wire_event({"type": "pod.send", "message": {"type": "round.stage", "task": task}}),
+    )
+    assert (await comm.receive_json_from())["task"] == task
     assert await comm.receive_nothing()
     await comm.disconnect()
 
