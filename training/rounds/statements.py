@@ -18,7 +18,9 @@ from typing import Any
 
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 
+from pods.models import Pod
 from training.models import RoundParticipant, TrainingRound
 
 # What an answer batch reads of each participant answering, in the model's column order (the
@@ -36,9 +38,17 @@ def _connection() -> BaseDatabaseWrapper:
     return connections[router.db_for_write(RoundParticipant)]
 
 
+def _column(model: Any, name: str) -> str:
+    """A field's column in its model's own table."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or not field.column:
+        raise ValueError(f"{name} is not a column of {model.__name__}")
+    return field.column
+
+
 def _columns(model: Any, fields: Iterable[str], connection: BaseDatabaseWrapper) -> str:
     quote = connection.ops.quote_name
-    return ", ".join(quote(model._meta.get_field(name).column) for name in fields)
+    return ", ".join(quote(_column(model, name)) for name in fields)
 
 
 @cache
@@ -63,16 +73,34 @@ def lock_round_values(round_id: int, *fields: str) -> tuple[Any, ...] | None:
     return tuple(row) if row is not None else None
 
 
+# What storing a masked input reads of a participant besides (its input; its pod's status).
+STORING = tuple(
+    f.attname
+    for f in RoundParticipant._meta.concrete_fields
+    if f.attname in {*ANSWERING, "masked_input", "masked_sha256"}
+)
+
+
 @cache
-def _answering_sql(alias: str, count: int) -> str:
+def _answering_sql(alias: str, count: int, fields: tuple[str, ...], pod_status: bool) -> str:
     connection = connections[alias]
     quote = connection.ops.quote_name
-    meta = RoundParticipant._meta
+    meta, pods = RoundParticipant._meta, Pod._meta
+    table = quote(meta.db_table)
+    pod_column = f"{table}.{quote(_column(RoundParticipant, 'pod'))}"
+    columns = [f"{table}.{quote(_column(RoundParticipant, name))}" for name in fields]
+    joined = ""
+    if pod_status:
+        columns.append(f"{quote(pods.db_table)}.{quote(_column(Pod, 'status'))}")
+        joined = (
+            f" INNER JOIN {quote(pods.db_table)} "
+            f"ON {quote(pods.db_table)}.{quote(pods.pk.column)} = {pod_column}"
+        )
     marks = ", ".join(["%s"] * count)
     return (
-        f"SELECT {_columns(RoundParticipant, ANSWERING, connection)} "  # noqa: S608
-        f"FROM {quote(meta.db_table)} WHERE {quote(meta.get_field('round').column)} = %s "
-        f"AND {quote(meta.get_field('pod').column)} IN ({marks})"
+        f"SELECT {', '.join(columns)} FROM {table}{joined} "  # noqa: S608
+        f"WHERE {table}.{quote(_column(RoundParticipant, 'round'))} = %s "
+        f"AND {pod_column} IN ({marks})"
     )
 
 
@@ -85,22 +113,34 @@ def pod_key(pod_id: uuid.UUID | str) -> str:
         return str(pod_id)
 
 
-def answering(round_id: int, pod_ids: Sequence[uuid.UUID | str]) -> dict[str, RoundParticipant]:
-    """The round's participants among ``pod_ids``, by :func:`pod_key`, with the columns an
-    answer is judged on (:data:`ANSWERING`); their replies and the rest are not read."""
+def answering(
+    round_id: int,
+    pod_ids: Sequence[uuid.UUID | str],
+    fields: tuple[str, ...] = ANSWERING,
+    *,
+    pod_status: bool = False,
+) -> dict[str, RoundParticipant]:
+    """The round's participants among ``pod_ids``, by :func:`pod_key`, with ``fields`` only
+    (attribute names in the model's column order: :data:`ANSWERING`, :data:`STORING`) — their
+    replies and the rest are read only if touched; with ``pod_status``, each one's pod too
+    (its id and status: ``participant.pod.is_active`` costs no query)."""
     keys = sorted({key for key in map(pod_key, pod_ids) if _is_uuid(key)})
     connection = _connection()
     prepare = RoundParticipant._meta.get_field("pod").target_field.get_db_prep_value
-    pod_at = ANSWERING.index("pod_id")
+    pod_at = fields.index("pod_id")
     found = {}
     with connection.cursor() as cursor:
         for start in range(0, len(keys), CHUNK):
             chunk = [prepare(key, connection) for key in keys[start : start + CHUNK]]
-            cursor.execute(_answering_sql(connection.alias, len(chunk)), [round_id, *chunk])
+            sql = _answering_sql(connection.alias, len(chunk), fields, pod_status)
+            cursor.execute(sql, [round_id, *chunk])
             for row in cursor.fetchall():
-                values = list(row)
+                values = list(row[: len(fields)])
                 values[pod_at] = uuid.UUID(str(values[pod_at]))  # SQLite keeps it as hex
-                participant = RoundParticipant.from_db(connection.alias, ANSWERING, values)
+                participant = RoundParticipant.from_db(connection.alias, fields, values)
+                if pod_status:
+                    pod = Pod.from_db(connection.alias, ["id", "status"], [values[pod_at], row[-1]])
+                    RoundParticipant.pod.field.set_cached_value(participant, pod)
                 found[str(participant.pod_id)] = participant
     return found
 

@@ -109,19 +109,6 @@ def _check_may_upload(training_round: TrainingRound, participant: RoundParticipa
         raise Conflict("This pod cannot send a masked input now.", code="wrong_stage")
 
 
-# What storing a frame's input reads of a participant (and its pod's status).
-STORING = (
-    "round",
-    "pod",
-    "user",
-    "index",
-    "stage_reached",
-    "dropped_at_stage",
-    "masked_input",
-    "masked_sha256",
-)
-
-
 @dataclass(frozen=True)
 class MaskedFrame:
     """A masked input that came as a binary frame on the pod's control channel."""
@@ -166,12 +153,9 @@ def _frames_to_round(round_id: int, frames: list[MaskedFrame]) -> list[str | Non
         training_round = TrainingRound(
             pk=round_id, status=status, vector_length=vector_length, model_request_id=request_id
         )
-        mine = {
-            str(p.pod_id): p
-            for p in RoundParticipant.objects.select_related("pod")
-            .only(*STORING, "pod__status")
-            .filter(round_id=round_id, pod_id__in={str(f.pod_id) for f in frames})
-        }
+        mine = statements.answering(
+            round_id, [f.pod_id for f in frames], statements.STORING, pod_status=True
+        )
         # The request's id is all the consent query needs (no read of the request's row).
         consenting = still_consenting(
             ModelRequest(pk=request_id), list(mine.values()), timezone.now()
@@ -180,7 +164,7 @@ def _frames_to_round(round_id: int, frames: list[MaskedFrame]) -> list[str | Non
         stored: dict[int, RoundParticipant] = {}
         codes: list[str | None] = []
         for frame, digest in zip(frames, digests, strict=True):
-            participant = mine.get(str(frame.pod_id))
+            participant = mine.get(statements.pod_key(frame.pod_id))
             code = _refusal(training_round, participant, frame, digest, expected, consenting)
             codes.append(code)
             if code is not None or participant is None or participant.masked_input:

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from pods.models import Pod
 from tests.factories import open_request
 from tests.training.rounds.test_engine import consenting_online_pod
 from training.models import RoundParticipant, RoundStatus, TrainingRound
@@ -84,6 +85,12 @@ def test_the_statements_read_what_the_orm_reads() -> None:
             row.user_id,
         )
         assert participant.reply == row.reply  # deferred: read when touched
+    Pod.objects.filter(pk=pods[2]).update(status=Pod.Status.REVOKED)
+    storing = statements.answering(round_id, pods, statements.STORING, pod_status=True)
+    with CaptureQueriesContext(connection) as read:
+        active = {key: (p.pod.is_active, p.masked_input.name) for key, p in storing.items()}
+    assert len(read) == 0  # what storing an input judges is read with the participants
+    assert active == {str(pods[0]): (True, ""), str(pods[1]): (True, ""), str(pods[2]): (False, "")}
     assert statements.lock_round_values(round_id, "status") == (RoundStatus.ADVERTISING,)
     assert statements.lock_round_values(round_id + 1000, "status") is None
     assert statements.anyone_waiting(round_id, "selected")
