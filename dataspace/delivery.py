@@ -77,9 +77,17 @@ async def _send_all(layer: Any, sends: Sequence[tuple[str, Event]]) -> None:
 
 
 def wire_event(event: Event) -> Event:
-    """A pod's message as it goes on the layer: its JSON text, encoded once."""
+    """A pod's message as it goes on the layer: its JSON text, encoded once. A message handing
+    the pod a task also names (``weights``) the SHA-256 of the weights the task trains from:
+    the pod's connection sends them first as a binary frame, if the pod takes them so
+    (``pods.consumers``), rather than the pod downloading them over HTTP."""
     if event.get("type") == "pod.send" and "message" in event:
-        return {"type": "pod.send", "text": json.dumps(event["message"])}
+        message = event["message"]
+        wired: Event = {"type": "pod.send", "text": json.dumps(message)}
+        task = message.get("task")
+        if isinstance(task, dict) and isinstance(task.get("weights_sha256"), str):
+            wired["weights"] = task["weights_sha256"]
+        return wired
     return event
 
 

@@ -21,7 +21,14 @@ from django.conf import settings
 
 from dataspace.consumers import TypedJsonConsumer
 from dataspace.delivery import pod_group
-from pods.agent.protocol import CloseCode, MessageType, challenge_message, read_masked_frame
+from pods.agent.protocol import (
+    CloseCode,
+    MessageType,
+    challenge_message,
+    read_masked_frame,
+    weights_frame,
+)
+from training import downloads
 from training.rounds import answers, messages, uploads
 from training.rounds.clock import ensure_running
 
@@ -62,6 +69,8 @@ class PodConsumer(TypedJsonConsumer):
         self.pod_id = None
         self.nonce = None
         self.public_key: bytes = b""
+        self.weights_limit = 0  # the largest weights frame the pod takes (0: none)
+        self.weights_sent = ""  # the SHA-256 of the last weights framed on this connection
         await self.accept()
         ensure_running()  # the embedded default's rounds clock, on this process's loop
         self._auth_timer = asyncio.get_running_loop().call_later(
@@ -105,6 +114,9 @@ class PodConsumer(TypedJsonConsumer):
             await self.close(code=Close.UNAUTHENTICATED)
             return
         pod, self.token_expires = found
+        limit = content.get("weights_frames")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            self.weights_limit = limit
         self.token_checksum = live_tokens.checksum(token)
         self.pod_id = str(pod.pk)
         self.public_key = bytes(pod.public_key)
@@ -160,6 +172,9 @@ class PodConsumer(TypedJsonConsumer):
         )
         # A stage the pod has not answered yet (it was offline, or this server restarted).
         for message in await database_sync_to_async(messages.stage_messages_for)(self.pod_id):
+            task = message.get("task")
+            if isinstance(task, dict) and isinstance(task.get("weights_sha256"), str):
+                await self.send_weights(task["weights_sha256"])
             await self.send_json(message)
 
     async def on_ping(self, content: dict[str, Any]) -> None:
@@ -237,11 +252,67 @@ class PodConsumer(TypedJsonConsumer):
         the sender (:func:`dataspace.delivery.wire_event`), or the message itself."""
         if self.state is not State.READY:
             return
+        weights = event.get("weights")
+        if isinstance(weights, str):
+            await self.send_weights(weights)
         text = event.get("text")
         if isinstance(text, str):
             await self.send(text_data=text)
         else:
             await self.send_json(event["message"])
+
+    async def send_weights(self, sha256: str) -> None:
+        """The weights a task names, as one binary frame before the task, to a pod that takes
+        them so (its ``hello``): read once per process and kept in memory, framed once per
+        version; once per connection (the clock asking a slow pod again sends the task alone:
+        the pod holds the weights). Best effort: without the frame the pod downloads them."""
+        if not self.weights_limit or sha256 == self.weights_sent:
+            return
+        try:
+            frame = await _weights_frames.frame(sha256)
+            if frame is not None and len(frame) <= self.weights_limit and not self.closed:
+                self.weights_sent = sha256
+                await self.send(bytes_data=frame)
+        except Exception:
+            logger.warning("weights frame not sent", exc_info=True)
+
+
+class WeightsFrames:
+    """The last few weights frames this process built (a cohort's task names one version):
+    the first connection to need one reads it (once: the rest of the cohort, asking at the
+    same moment, wait for that read rather than each making its own)."""
+
+    def __init__(self, kept: int = 2) -> None:
+        self.kept = kept
+        self.frames: dict[str, bytes] = {}
+        self.reading: dict[str, asyncio.Future[bytes | None]] = {}
+
+    async def frame(self, sha256: str) -> bytes | None:
+        frame = self.frames.get(sha256)
+        if frame is not None:
+            return frame
+        loop = asyncio.get_running_loop()
+        reading = self.reading.get(sha256)
+        if reading is None or reading.get_loop() is not loop:
+            reading = self.reading[sha256] = loop.create_task(self._read(sha256))
+        return await asyncio.shield(reading)
+
+    async def _read(self, sha256: str) -> bytes | None:
+        try:
+            blob = downloads.cached_weights(sha256)
+            if blob is None:
+                blob = await database_sync_to_async(downloads.stored_weights)(sha256)
+            if blob is None:
+                return None
+            frame = self.frames[sha256] = weights_frame(blob, sha256)
+            while len(self.frames) > self.kept:
+                del self.frames[next(iter(self.frames))]
+            return frame
+        finally:
+            self.reading.pop(sha256, None)
+
+
+_weights_frames = WeightsFrames()
 
 
 class Heartbeats:

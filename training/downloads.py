@@ -2,7 +2,9 @@
 
 A version's weights never change once stored (the ETag is their hash), so each web process
 keeps the recent ones in memory: a round's cohort downloads one object, sent in one piece,
-instead of every pod opening and reading the file.
+instead of every pod opening and reading the file. The same copy goes as a binary frame on a
+pod's control channel with the task that names it (:func:`stored_weights`, ``pods.consumers``):
+no HTTP request per pod and round.
 """
 
 from __future__ import annotations
@@ -50,7 +52,31 @@ def _cached(field: FieldFile, sha256: str) -> bytes | None:
     return read
 
 
-def _open(field: FieldFile) -> File:
+def cached_weights(sha256: str) -> bytes | None:
+    """Weights (or any stored file) this process holds in memory, by their SHA-256: no I/O, so
+    an event loop may call it. Content-addressed: whatever is kept under that hash is those
+    bytes."""
+    with _lock:
+        for (_, kept), blob in _cache.items():
+            if kept == sha256:
+                return blob
+    return None
+
+
+def stored_weights(sha256: str) -> bytes | None:
+    """A model version's weights by their SHA-256, read once per process and kept in memory
+    (:func:`cached_weights` next time); None when no version has them, or they are too big to
+    keep (a pod then downloads them)."""
+    blob = cached_weights(sha256)
+    if blob is not None:
+        return blob
+    version = ModelVersion.objects.filter(sha256=sha256).only("weights", "sha256").first()
+    if version is None or not version.weights:
+        return None
+    return _cached(version.weights, sha256)
+
+
+def _open(field: FieldFile) -> File[bytes]:
     """A handle of this request's own on a stored file. Not ``field.open()``: a version (and its
     field) is shared by the process's request threads, and ``field.open()`` reuses the one handle
     the field holds, which another thread may be reading or closing."""

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Origin
 
 from .home import PodHome, PodState
-from .protocol import CloseCode, MessageType, challenge_message
+from .protocol import WEIGHTS_FRAME, CloseCode, MessageType, challenge_message, read_weights_frame
 from .service import PodService, ServiceError
 
 Event = dict[str, Any]
@@ -38,6 +38,11 @@ def websocket_url(server: str) -> str:
     return "ws://" + server.removeprefix("http://") + "/ws/pods/"
 
 
+# The largest weights frame a pod takes on its channel (its ``hello`` says so; bigger weights
+# are downloaded). The service keeps weights up to 16 MiB in memory to frame them.
+WEIGHTS_FRAME_BYTES = WEIGHTS_FRAME.size + (16 << 20)
+
+
 def open_channel(server: str, **options: Any) -> connect:
     """How a pod opens its control channel (await it, or use it as an async context manager).
     No permessage-deflate: the channel carries small JSON messages and masked-input frames
@@ -50,6 +55,7 @@ def open_channel(server: str, **options: Any) -> connect:
         origin=Origin(server),
         ping_interval=None,
         compression=None,
+        max_size=WEIGHTS_FRAME_BYTES,
         **options,
     )
 
@@ -83,9 +89,16 @@ class PodChannel:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.rng = rng or random.SystemRandom()
+        self.weights: dict[str, bytes] = {}  # weights frames by SHA-256, awaiting their task
 
     async def _handshake(self, ws: ClientConnection) -> Event:
-        await ws.send(json.dumps({"type": MessageType.HELLO, "token": self.state.access_token}))
+        hello = {
+            "type": MessageType.HELLO,
+            "token": self.state.access_token,
+            # The round's weights may come as a binary frame before the task (up to this size).
+            "weights_frames": WEIGHTS_FRAME_BYTES,
+        }
+        await ws.send(json.dumps(hello))
         challenge = json.loads(await ws.recv())
         if (
             challenge.get("type") != MessageType.CHALLENGE
@@ -121,9 +134,14 @@ class PodChannel:
                 if recv_task not in done:
                     recv_task.cancel()
                     return
-                message = json.loads(recv_task.result())
+                data = recv_task.result()
+                if isinstance(data, bytes):
+                    self._keep_weights(data)
+                    continue
+                message = json.loads(data)
                 if message.get("type") == MessageType.PONG:
                     continue
+                self._hand_weights(message)
                 if self.handler is not None:
                     await self.handler(message, ws)
                 else:
@@ -131,6 +149,27 @@ class PodChannel:
         finally:
             ping_task.cancel()
             stop_task.cancel()
+
+    def _keep_weights(self, frame: bytes) -> None:
+        """A binary frame from the service: weights that hash to what their header says are
+        kept until the task naming them comes (the last two); anything else is ignored."""
+        found = read_weights_frame(frame)
+        if found is not None:
+            sha256, blob = found
+            self.weights[sha256] = blob
+            while len(self.weights) > 2:
+                del self.weights[next(iter(self.weights))]
+
+    def _hand_weights(self, message: Event) -> None:
+        """A task whose weights came as a frame: its download of them takes the frame's bytes
+        (checked against the task's hash there, as downloaded ones are)."""
+        task = message.get("task") if message.get("type") == MessageType.ROUND_STAGE else None
+        if not isinstance(task, dict):
+            return
+        sha256, url = task.get("weights_sha256"), task.get("weights_url")
+        blob = self.weights.pop(sha256, None) if isinstance(sha256, str) else None
+        if blob is not None and isinstance(url, str):
+            self.service.received(url, blob)
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0

@@ -98,15 +98,42 @@ def masked_frame(round_id: int, vector: bytes) -> bytes:
     return MASKED_FRAME.pack(MASKED_FRAME_MAGIC, round_id, digest) + vector
 
 
-def read_masked_frame(frame: bytes) -> tuple[int, str, bytes]:
+def read_masked_frame(frame: bytes) -> tuple[int, str, memoryview]:
     """(round id, SHA-256 in hex, vector) of a masked-input frame; ValueError if it is not one
-    (the hash is only read here: the service checks it against the vector)."""
+    (the hash is only read here: the service checks it against the vector). The vector is a
+    view of the frame, not a copy (a few hundred KiB per pod and round)."""
     if len(frame) < MASKED_FRAME.size:
         raise ValueError("too short for a masked-input frame")
     magic, round_id, digest = MASKED_FRAME.unpack_from(frame)
     if magic != MASKED_FRAME_MAGIC:
         raise ValueError("not a masked-input frame")
-    return round_id, digest.hex(), frame[MASKED_FRAME.size :]
+    return round_id, digest.hex(), memoryview(frame)[MASKED_FRAME.size :]
+
+
+# A round's global weights sent on the control channel as one binary frame, just before the
+# task that names them, to a pod whose ``hello`` carries ``weights_frames`` (the largest frame
+# it takes, in bytes): magic, the weights' SHA-256, then the safetensors file. The pod keeps
+# them only if they hash to what the header says, uses them only if the task names that hash,
+# and checks them against the task as it checks a download; otherwise it downloads them.
+WEIGHTS_FRAME = struct.Struct("<4s32s")
+WEIGHTS_FRAME_MAGIC = b"DSW1"
+
+
+def weights_frame(blob: bytes, sha256: str) -> bytes:
+    """The binary frame that carries weights whose SHA-256 (hex) is ``sha256``."""
+    return WEIGHTS_FRAME.pack(WEIGHTS_FRAME_MAGIC, bytes.fromhex(sha256)) + blob
+
+
+def read_weights_frame(frame: bytes) -> tuple[str, bytes] | None:
+    """(SHA-256 in hex, weights) of a weights frame whose body hashes to its header's hash;
+    None for anything else (another frame, or a body that does not match)."""
+    if len(frame) < WEIGHTS_FRAME.size:
+        return None
+    magic, digest = WEIGHTS_FRAME.unpack_from(frame)
+    body = frame[WEIGHTS_FRAME.size :]
+    if magic != WEIGHTS_FRAME_MAGIC or hashlib.sha256(body).digest() != digest:
+        return None
+    return digest.hex(), body
 
 
 # The round metrics a progress event and the provider client carry; never a per-pod figure.

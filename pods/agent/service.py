@@ -38,6 +38,10 @@ def _error(response: httpx.Response) -> ServiceError:
     return ServiceError("http_error", f"HTTP {response.status_code}")
 
 
+# Weights received on the channel and not downloaded yet, kept at most (one per open task).
+RECEIVED_KEPT = 2
+
+
 class PodService:
     """Calls the service for one pod; renews the access token with the refresh token."""
 
@@ -52,6 +56,9 @@ class PodService:
         self.home = home
         self.state = state
         self._http = httpx.Client(base_url=state.server, timeout=timeout, transport=transport)
+        # Weights that came on the control channel, by the path a task names for them
+        # (pods.agent.channel): the next download of that path takes them instead.
+        self._received: dict[str, bytes] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -168,8 +175,18 @@ class PodService:
         return dict(self.request("GET", f"/api/v1/pod/receipts/{request_id}/").json())
 
     def download(self, path: str) -> bytes:
-        """A round's global weights (safetensors)."""
+        """A round's global weights (safetensors): the ones the channel received for ``path``,
+        if any, else over HTTP. Either way the caller checks them against the task's hash."""
+        received = self._received.pop(path, None)
+        if received is not None:
+            return received
         return bytes(self.request("GET", path).content)
+
+    def received(self, path: str, blob: bytes) -> None:
+        """Weights the control channel received for the task that names them at ``path``."""
+        self._received[path] = blob
+        while len(self._received) > RECEIVED_KEPT:  # a task declined before its download
+            del self._received[next(iter(self._received))]
 
     def upload(self, path: str, body: bytes) -> None:
         """A masked input: octet-stream, with its SHA-256 for the service to check."""

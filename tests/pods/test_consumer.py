@@ -34,10 +34,10 @@ async def expect_close(comm: WebsocketCommunicator, code: int) -> None:
             return
 
 
-async def handshake(comm: WebsocketCommunicator, pod: PairedPod) -> dict[str, Any]:
+async def handshake(comm: WebsocketCommunicator, pod: PairedPod, **hello: Any) -> dict[str, Any]:
     connected, _ = await comm.connect()
     assert connected
-    await comm.send_json_to({"type": "hello", "token": pod.token})
+    await comm.send_json_to({"type": "hello", "token": pod.token, **hello})
     challenge = await comm.receive_json_from()
     assert challenge["type"] == "challenge"
     nonce = base64.b64decode(challenge["nonce"])
@@ -292,10 +292,13 @@ async def test_round_replies_are_checked_before_the_rounds_engine(paired_pod: Pa
     await expect_close(comm, Close.PROTOCOL)
 
 
+@pytest.mark.parametrize("frames", [0, 16 << 20, 64])
 async def test_a_stage_not_answered_yet_is_asked_again_on_connecting(
-    paired_pod: PairedPod,
+    paired_pod: PairedPod, frames: int
 ) -> None:
-    """A pod offline when its round opened (or cut off mid-stage) is asked again on arrival."""
+    """A pod offline when its round opened (or cut off mid-stage) is asked again on arrival;
+    the task's weights come first as a binary frame if the pod's hello takes frames that big
+    (else the pod downloads them)."""
     from django.utils import timezone
 
     from consent.services import consent_grant
@@ -321,11 +324,69 @@ async def test_a_stage_not_answered_yet_is_asked_again_on_connecting(
 
     round_id = await database_sync_to_async(open_round_while_the_pod_is_away)()
     comm = communicator()
-    await handshake(comm, paired_pod)
+    await handshake(comm, paired_pod, **({"weights_frames": frames} if frames else {}))
     assert (await comm.receive_json_from())["type"] == "welcome"
+    weights = None
+    if frames > 64:
+        weights = await comm.receive_output(timeout=5)
+        assert weights["type"] == "websocket.send" and weights.get("bytes")
     asked = await comm.receive_json_from()
     assert asked["type"] == "round.stage" and asked["round"] == round_id
     assert asked["stage"] == "advertise_keys" and asked["task"]["request"]
+    if weights is not None:
+        from pods.agent.protocol import read_weights_frame
+
+        assert read_weights_frame(weights["bytes"]) is not None
+        sha256, _ = read_weights_frame(weights["bytes"]) or ("", b"")
+        assert sha256 == asked["task"]["weights_sha256"]
+    assert await comm.receive_nothing()
+    await comm.disconnect()
+
+
+async def test_a_task_sent_to_a_live_pod_comes_after_its_weights_frame(
+    paired_pod: PairedPod,
+) -> None:
+    """A round's task, sent through the channel layer (one JSON text per pod), is preceded
+    on a connection that takes weights frames by the weights it names, read once per process;
+    any other message goes alone, and so does the same task asked again."""
+    import hashlib
+
+    from dataspace import delivery
+    from pods.agent.protocol import read_weights_frame
+    from training import downloads
+    from training.models import ModelVersion
+
+    def stored() -> ModelVersion:
+        from tests.factories import open_request
+
+        version = open_request().versions.get()
+        return version
+
+    version = await database_sync_to_async(stored)()
+    comm = communicator()
+    await handshake(comm, paired_pod, weights_frames=16 << 20)
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    layer = get_channel_layer()
+    task = {"weights_url": "/w", "weights_sha256": version.sha256}
+    for message in ({"type": "round.stage", "round": 1, "task": task}, {"type": "round.end"}):
+        await layer.group_send(
+            delivery.pod_group(paired_pod.pod.pk),
+            delivery.wire_event({"type": "pod.send", "message": message}),
+        )
+    frame = await comm.receive_output(timeout=5)
+    found = read_weights_frame(frame["bytes"])
+    assert found is not None and found[0] == version.sha256
+    assert hashlib.sha256(found[1]).hexdigest() == version.sha256
+    assert downloads.cached_weights(version.sha256) == found[1]
+    assert (await comm.receive_json_from())["task"] == task
+    assert (await comm.receive_json_from())["type"] == "round.end"
+    # Asked again on the same connection (the clock's resend): the task alone.
+    await layer.group_send(
+        delivery.pod_group(paired_pod.pod.pk),
+        delivery.wire_event({"type": "pod.send", "message": {"type": "round.stage", "task": task}}),
+    )
+    assert (await comm.receive_json_from())["task"] == task
+    assert await comm.receive_nothing()
     await comm.disconnect()
 
 

@@ -3,7 +3,8 @@
 Each answer waits in the pod's participant row until its stage closes
 (:func:`training.rounds.closing.round_advance`). Stage replies come in batches
 (:func:`round_replies`): per batch and round, the round row locked once, one read, one update,
-one check whether all have answered.
+one check whether all have answered — plain statements made once (``statements``), not ORM
+queries built per batch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pods.agent.protocol import RoundEnd
 from pods.models import Pod
 from training.models import ModelRequest, RoundParticipant
 
-from . import closing
+from . import closing, statements
 from .ending import decline_reason, discard_input, drop
 from .locking import lock_round_row
 from .messages import round_end
@@ -70,26 +71,19 @@ def round_replies(replies: Sequence[StageReply]) -> list[bool]:
 
 @transaction.atomic
 def _replies_to_round(round_id: int, replies: list[StageReply]) -> list[bool]:
-    training_round = lock_round_row(round_id)
-    if training_round is None:
+    locked = statements.lock_round_values(round_id, "status")
+    if locked is None:
         return [False] * len(replies)
-    step = step_of(training_round.status)
+    step = step_of(locked[0])
     current = step.stage.value if step is not None else None
     # Under the round's lock: every writer of a participant's stage takes it first (locking).
-    # The pending answers are read only for a repeat of the current stage (rare); no order.
-    mine = {
-        str(p.pod_id): p
-        for p in RoundParticipant.objects.filter(
-            round_id=round_id, pod_id__in={str(r.pod_id) for r in replies}
-        )
-        .defer("reply")
-        .order_by()
-    }
+    # Their replies are not read: only a repeat of the current stage (rare) reads its own.
+    mine = statements.answering(round_id, [r.pod_id for r in replies])
     recorded: dict[int, RoundParticipant] = {}
     changed = False
     taken = []
     for reply in replies:
-        participant = mine.get(str(reply.pod_id))
+        participant = mine.get(statements.pod_key(reply.pod_id))
         taken.append(participant is not None)
         if participant is None:
             continue

@@ -23,7 +23,7 @@ from training.secagg.errors import AbortError, SecAggError
 from training.secagg.server import ServerRound
 from training.secagg.wire import Stage
 
-from . import aggregation
+from . import aggregation, statements
 from .cohort import still_consenting
 from .ending import abort, discard_input, drop
 from .locking import lock_participants, lock_round
@@ -42,9 +42,7 @@ def all_answered(round_id: int, status: str) -> bool:
     step = step_of(status)
     if step is None:
         return False
-    return not RoundParticipant.objects.filter(
-        round_id=round_id, dropped_at_stage="", stage_reached=step.waiting
-    ).exists()
+    return not statements.anyone_waiting(round_id, step.waiting)
 
 
 def close_when_answered(round_id: int, status: str) -> None:

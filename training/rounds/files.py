@@ -34,7 +34,7 @@ def input_name(round_id: int, index: int) -> str:
     return f"{round_dir(MASKED_DIR, round_id)}/pod-{index}.u32"
 
 
-def write_input(name: str, body: bytes | BinaryIO) -> None:
+def write_input(name: str, body: bytes | memoryview | BinaryIO) -> None:
     """Write a masked input at ``name`` (the file-system storage), replacing what a killed
     attempt left there: written under a name of its own, then renamed over (atomic), so the
     file at ``name`` is always a whole input."""
@@ -45,7 +45,7 @@ def write_input(name: str, body: bytes | BinaryIO) -> None:
     mode = settings.FILE_UPLOAD_PERMISSIONS or 0o666
     try:
         with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
-            if isinstance(body, bytes):
+            if isinstance(body, bytes | memoryview):
                 out.write(body)
             else:
                 shutil.copyfileobj(body, out, _COPY_CHUNK)

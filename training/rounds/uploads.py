@@ -24,9 +24,9 @@ from django.utils import timezone
 from dataspace.errors import Conflict, DomainError, NotFound
 from dataspace.rows import update_rows
 from pods.models import Pod
-from training.models import RoundParticipant, RoundStatus, TrainingRound
+from training.models import ModelRequest, RoundParticipant, RoundStatus, TrainingRound
 
-from . import closing
+from . import closing, statements
 from .cohort import may_take_part, still_consenting
 from .files import input_name, write_input
 from .locking import ROUND_STATE, lock_round_row
@@ -90,7 +90,7 @@ def masked_input_store(
     return locked
 
 
-def _store(round_id: int, index: int, body: bytes | BinaryIO) -> str:
+def _store(round_id: int, index: int, body: bytes | memoryview | BinaryIO) -> str:
     """Write a pod's input under its one name for the round (what a killed attempt left
     there is replaced, and the round's end removes it if nothing does); the name to record."""
     name = input_name(round_id, index)
@@ -116,7 +116,7 @@ class MaskedFrame:
     pod_id: uuid.UUID | str
     round_id: int
     sha256: str  # hex, as the pod declared it
-    body: bytes
+    body: bytes | memoryview  # a view of the frame as received: never copied
 
 
 def masked_frames_store(frames: Sequence[MaskedFrame]) -> list[str | None]:
@@ -144,23 +144,27 @@ def _frames_to_round(round_id: int, frames: list[MaskedFrame]) -> list[str | Non
     # Hashed before the lock is taken: the lock is held only for the checks and the writes.
     digests = [hashlib.sha256(frame.body).hexdigest() for frame in frames]
     with transaction.atomic():
-        training_round = lock_round_row(round_id, "status", "vector_length", "model_request")
-        if training_round is None:
+        locked = statements.lock_round_values(
+            round_id, "status", "vector_length", "model_request_id"
+        )
+        if locked is None:
             return ["not_in_round"] * len(frames)
-        mine = {
-            str(p.pod_id): p
-            for p in RoundParticipant.objects.select_related("pod")
-            .defer("reply")
-            .filter(round_id=round_id, pod_id__in={str(f.pod_id) for f in frames})
-        }
+        status, vector_length, request_id = locked
+        training_round = TrainingRound(
+            pk=round_id, status=status, vector_length=vector_length, model_request_id=request_id
+        )
+        mine = statements.answering(
+            round_id, [f.pod_id for f in frames], statements.STORING, pod_status=True
+        )
+        # The request's id is all the consent query needs (no read of the request's row).
         consenting = still_consenting(
-            training_round.model_request, list(mine.values()), timezone.now()
+            ModelRequest(pk=request_id), list(mine.values()), timezone.now()
         )
         expected = training_round.vector_length * 4
         stored: dict[int, RoundParticipant] = {}
         codes: list[str | None] = []
         for frame, digest in zip(frames, digests, strict=True):
-            participant = mine.get(str(frame.pod_id))
+            participant = mine.get(statements.pod_key(frame.pod_id))
             code = _refusal(training_round, participant, frame, digest, expected, consenting)
             codes.append(code)
             if code is not None or participant is None or participant.masked_input:
