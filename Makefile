@@ -100,8 +100,9 @@ bench: $(STAMP)  ## secure-aggregation benchmark (1M parameters, 100 pods, K=16,
 	$(PY) -m training.secagg.bench --clients 100 --neighbours 16 --dim 1000000 --dropout 0.1
 
 .PHONY: bench-federation
-bench-federation: $(STAMP)  ## two timed 100-pod rounds, 100k-parameter model; 1000 connected pods
-	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 100 --params 100000
+bench-federation: $(STAMP)  ## 100-pod rounds (100k parameters), 1000-pod rounds (digits, 10k); 1000 connected pods
+	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 100 --params 100000 --rounds 3 --simulators 2
+	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode round --pods 1000 --params 10000 --dataset digits --rounds 2 --simulators 2
 	$(EMBEDDED_ENV) $(PY) -m dataspace.bench.federation --mode connections --pods 1000
 
 .PHONY: bench-idle
