@@ -24,24 +24,26 @@ exits ends the benchmark at once, with its log's last lines. Example::
 from __future__ import annotations
 
 import argparse
-import base64
 import itertools
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataspace.processes import free_port, server_command, stop, wait_answering, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]  # the repository: servers start from there
+from dataspace.bench.children import (
+    ROOT,
+    Child,
+    bench_server,
+    bench_setup,
+    usage,
+    usage_sum,
+    wait_for,
+)
+from dataspace.processes import stop, wait_answering
 
 DATASETS = ("breast_screening", "digits")
 
@@ -52,55 +54,6 @@ def pooled(dataset: str) -> int:
     from pods.agent import datasets
 
     return len(datasets.split(datasets.load(dataset), seed=0)[0])
-
-
-class ChildExited(SystemExit):
-    """A child process (the server or the simulator) ended while the benchmark waited on it."""
-
-
-@dataclass
-class Child:
-    """A child process the benchmark waits on, and where its output goes."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def check(self) -> None:
-        """Raise :class:`ChildExited` (with the log's last lines) if the process has ended."""
-        code = self.process.poll()
-        if code is None:
-            return
-        tail = ""
-        if self.log.exists():
-            lines = self.log.read_text(errors="replace").strip().splitlines()[-5:]
-            tail = "".join(f"\n  {line}" for line in lines)
-        raise ChildExited(f"the {self.name} exited with status {code} (log: {self.log}){tail}")
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float, children: list[Child], every: float = 0.5
-) -> bool:
-    """Poll ``predicate`` until it is truthy (True) or ``timeout`` seconds pass (False); a
-    child that exits meanwhile raises :class:`ChildExited` at once."""
-
-    def done() -> object:
-        for child in children:
-            child.check()
-        return predicate()
-
-    return wait_until(done, timeout, every)
-
-
-def _proc(pid: int) -> tuple[float, float]:
-    """(resident MiB, CPU seconds) of a process, from /proc."""
-    if not Path(f"/proc/{pid}/status").exists():
-        raise ChildExited(f"process {pid} has exited; see the logs in DATASPACE_DATA_DIR")
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
 def stage_spans(training_round: Any) -> list[tuple[str, float, float]]:
@@ -119,27 +72,6 @@ def stage_spans(training_round: Any) -> list[tuple[str, float, float]]:
     if training_round.finished_at is not None:
         spans.append(("aggregate", previous, training_round.finished_at.timestamp()))
     return spans
-
-
-def bench_setup(prefix: str, **env: str) -> Path:
-    """A fresh data directory (``DATASPACE_DATA_DIR``), ``env`` in the environment, Django set
-    up on it (or on DATABASE_URL when set), migrated and seeded. Returns the directory."""
-    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    os.environ.setdefault("DEBUG", "1")
-    os.environ["DATASPACE_DATA_DIR"] = str(data_dir)
-    os.environ.update(env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
-    if not os.environ.get("RECEIPT_SIGNING_KEY"):
-        # The server runs with DEBUG off, which (on PostgreSQL) wants the key given.
-        os.environ["RECEIPT_SIGNING_KEY"] = base64.b64encode(os.urandom(32)).decode()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", quiet=True)
-    return data_dir
 
 
 def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
@@ -285,10 +217,10 @@ def _time_round(
     samples: list[tuple[float, float]] = []
 
     def cpu_each() -> list[float]:
-        return [_proc(child.process.pid)[1] for child in servers]
+        return [usage(child.process.pid)[1] for child in servers]
 
     def simulators_cpu() -> float:
-        return sum(_proc(child.process.pid)[1] for child in simulators)
+        return sum(usage(child.process.pid)[1] for child in simulators)
 
     each0, sim0 = cpu_each(), simulators_cpu()
     cpu0 = sum(each0), sim0
@@ -327,29 +259,6 @@ def _time_round(
     }
 
 
-def bench_server(data_dir: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
-    """A server process on a free port, its rounds clock in-process, logging to
-    ``data_dir/server.log``: (port, process, log path). It runs as in production (DEBUG off: no
-    per-query bookkeeping)."""
-    port = free_port()
-    log = data_dir / "server.log"
-    process = subprocess.Popen(  # noqa: S603
-        server_command(port, "--log-level", "warning"),
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "ROUNDS_TICK_IN_PROCESS": "1",
-            "SITE_URL": f"http://127.0.0.1:{port}",
-            "DEBUG": "0",
-            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        },
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return port, process, log
-
-
 def shares(pods: int, parts: int) -> list[int]:
     """``pods`` split as evenly as can be into ``parts`` (the first ones one bigger)."""
     return [pods // parts + (1 if part < pods % parts else 0) for part in range(parts)]
@@ -375,12 +284,6 @@ def _simulator(
         stderr=log.open("wb"),
     )
     return Child(name, process, log)
-
-
-def _procs(children: list[Child]) -> tuple[float, float]:
-    """:func:`_proc` summed over processes: (RSS MiB, CPU seconds)."""
-    each = [_proc(child.process.pid) for child in children]
-    return sum(mb for mb, _ in each), sum(cpu for _, cpu in each)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,11 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             profiler.wait(60)
-        server_mb, server_cpu0 = _proc(server.process.pid)
-        sim_mb, sim_cpu0 = _procs(simulators)
+        server_mb, server_cpu0 = usage(server.process.pid)
+        sim_mb, sim_cpu0 = usage_sum(simulators)
         wait_for(lambda: False, args.hold, children)
-        server_mb, server_cpu1 = _proc(server.process.pid)
-        sim_mb, sim_cpu1 = _procs(simulators)
+        server_mb, server_cpu1 = usage(server.process.pid)
+        sim_mb, sim_cpu1 = usage_sum(simulators)
         figures.update(
             {
                 "connected_after_hold": online_pods().count(),

@@ -246,7 +246,7 @@ def _last_counts(path: Path) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from dataspace.bench.federation import Child, _proc, bench_server, bench_setup, wait_for
+    from dataspace.bench.children import Child, bench_server, bench_setup, usage, wait_for
 
     limit = raise_open_files(args.steps[-1] + 1000)
     if limit < args.steps[-1] + 100:
@@ -271,9 +271,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.check()
             raise SystemExit("the server did not start")
         time.sleep(2)
-        rss, cpu0 = _proc(server.process.pid)
+        rss, cpu0 = usage(server.process.pid)
         time.sleep(args.baseline)
-        rss, cpu1 = _proc(server.process.pid)
+        rss, cpu1 = usage(server.process.pid)
         figures["baseline"] = {
             "server_rss_mib": round(rss, 1),
             "server_cpu_percent": round(100 * (cpu1 - cpu0) / args.baseline, 1),
@@ -308,9 +308,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             connect_s = time.monotonic() - began
             held = size
             time.sleep(args.settle)
-            _, cpu0 = _proc(server.process.pid)
+            _, cpu0 = usage(server.process.pid)
             wait_for(lambda: False, args.hold, children)
-            rss, cpu1 = _proc(server.process.pid)
+            rss, cpu1 = usage(server.process.pid)
             figures["steps"].append(
                 {
                     "pods": size,

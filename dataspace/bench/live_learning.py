@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dataspace.bench.federation import bench_server, bench_setup
+from dataspace.bench.children import bench_server, bench_setup
 from dataspace.bench.learning import (
     STRATEGIES,
     TASKS,

@@ -24,15 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dataspace.bench.federation import (
-    ROOT,
-    Child,
-    _time_round,
-    bench_setup,
-    pooled,
-    request_spec,
-    wait_for,
-)
+from dataspace.bench.children import ROOT, Child, bench_setup, wait_for
+from dataspace.bench.federation import _time_round, pooled, request_spec
 from dataspace.processes import free_port, server_command, stop, wait_answering
 
 

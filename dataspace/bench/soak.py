@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dataspace.bench.federation import ROOT, _proc, bench_setup
+from dataspace.bench.children import ROOT, bench_setup, usage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=open(os.devnull, "w"),  # noqa: SIM115
             )
         mine = online_pods().filter(name__startswith=prefix)
-        cpu0 = [_proc(s.pid)[1] for s in servers]
+        cpu0 = [usage(s.pid)[1] for s in servers]
         figures = asyncio.run(_hold(data_dir, args, lambda: mine.count()))
-        cpu1 = [_proc(s.pid) for s in servers]
+        cpu1 = [usage(s.pid) for s in servers]
         figures.update(
             {
                 "web_rss_mib": [round(mb, 1) for mb, _ in cpu1],

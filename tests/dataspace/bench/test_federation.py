@@ -22,7 +22,7 @@ def test_the_federation_benchmark_starts_its_processes_from_the_repository() -> 
 
 def test_a_child_that_exits_ends_the_wait_at_once_with_its_log(tmp_path: Path) -> None:
     """Seen: the simulator died at start and the benchmark waited its whole timeout (300 s)."""
-    from dataspace.bench.federation import Child, ChildExited, wait_for
+    from dataspace.bench.children import Child, ChildExited, wait_for
 
     log = tmp_path / "pods.log"
     with log.open("wb") as out:
@@ -39,7 +39,7 @@ def test_a_child_that_exits_ends_the_wait_at_once_with_its_log(tmp_path: Path) -
 
 
 def test_a_live_child_leaves_the_wait_to_its_predicate(tmp_path: Path) -> None:
-    from dataspace.bench.federation import Child, wait_for
+    from dataspace.bench.children import Child, wait_for
 
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
