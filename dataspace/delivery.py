@@ -84,11 +84,19 @@ def wire_event(event: Event) -> Event:
     if event.get("type") == "pod.send" and "message" in event:
         message = event["message"]
         wired: Event = {"type": "pod.send", "text": json.dumps(message)}
-        task = message.get("task")
-        if isinstance(task, dict) and isinstance(task.get("weights_sha256"), str):
-            wired["weights"] = task["weights_sha256"]
+        weights = task_weights(message)
+        if weights is not None:
+            wired["weights"] = weights
         return wired
     return event
+
+
+def task_weights(message: Event) -> str | None:
+    """The SHA-256 of the weights a pod's message hands it a task for (None: no task)."""
+    task = message.get("task")
+    if isinstance(task, dict) and isinstance(task.get("weights_sha256"), str):
+        return str(task["weights_sha256"])
+    return None
 
 
 def _serving_loop() -> asyncio.AbstractEventLoop | None:

@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from dataspace.consumers import TypedJsonConsumer
-from dataspace.delivery import pod_group
+from dataspace.delivery import pod_group, task_weights
 from pods.agent.protocol import (
     CloseCode,
     MessageType,
@@ -172,9 +172,9 @@ class PodConsumer(TypedJsonConsumer):
         )
         # A stage the pod has not answered yet (it was offline, or this server restarted).
         for message in await database_sync_to_async(messages.stage_messages_for)(self.pod_id):
-            task = message.get("task")
-            if isinstance(task, dict) and isinstance(task.get("weights_sha256"), str):
-                await self.send_weights(task["weights_sha256"])
+            weights = task_weights(message)
+            if weights is not None:
+                await self.send_weights(weights)
             await self.send_json(message)
 
     async def on_ping(self, content: dict[str, Any]) -> None:
