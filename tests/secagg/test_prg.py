@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.secagg import encoding
+from training.secagg import encoding, prg
 from training.secagg.aggregate import sum_range
 from training.secagg.encoding import Layout, encode_vector
 from training.secagg.errors import SecAggError
@@ -145,3 +145,55 @@ def test_sum_range_refuses_a_short_input() -> None:
     with pytest.raises(SecAggError) as caught:
         sum_range([io.BytesIO(bytes(400))], 0, 101)
     assert caught.value.code == "wrong_length"
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    length=st.integers(4, 5000),
+    offset_blocks=st.integers(0, 50),
+    threads=st.integers(2, 4),
+    adds=st.integers(0, 3),
+    subtracts=st.integers(0, 3),
+)
+def test_masks_applied_on_threads_equal_masks_applied_on_one(
+    length: int, offset_blocks: int, threads: int, adds: int, subtracts: int
+) -> None:
+    """A vector cut into ranges masked at once (each from its own offset in every stream)
+    gets exactly the words one thread gives it, whatever the cut."""
+    start = np.arange(length, dtype=np.uint32) * np.uint32(2654435761)
+    add, subtract = [key(i) for i in range(adds)], [key(10 + i) for i in range(subtracts)]
+    one, many = start.copy(), start.copy()
+    apply_masks(one, add=add, subtract=subtract, offset=4 * offset_blocks, threads=1)
+    original = prg.PARALLEL_MIN_WORDS
+    prg.PARALLEL_MIN_WORDS = 1  # cut even a short vector
+    try:
+        apply_masks(
+            many,
+            add=add,
+            subtract=subtract,
+            offset=4 * offset_blocks,
+            threads=threads,
+            chunk_words=64,
+        )
+    finally:
+        prg.PARALLEL_MIN_WORDS = original
+    assert np.array_equal(many, one)
+
+
+def test_a_large_vector_is_masked_on_several_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the threshold the work goes to the pool (and comes out equal to one thread's)."""
+    ranges: list[tuple[int, int]] = []
+    apply = prg._apply
+
+    def counted(acc: np.ndarray, *args: object) -> None:
+        ranges.append((int(args[2]), len(acc)))  # type: ignore[call-overload]
+        apply(acc, *args)  # type: ignore[arg-type]
+
+    vector = np.arange(3 * prg.PARALLEL_MIN_WORDS // 2, dtype=np.uint32)
+    expected = vector.copy()
+    apply_masks(expected, add=[key(1)], subtract=[key(2)], threads=1)
+    monkeypatch.setattr(prg, "_apply", counted)
+    apply_masks(vector, add=[key(1)], subtract=[key(2)], threads=2)
+    assert np.array_equal(vector, expected)
+    assert len(ranges) == 2 and sum(size for _, size in ranges) == len(vector)
+    assert sorted(offset for offset, _ in ranges)[1] % 4 == 0

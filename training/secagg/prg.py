@@ -9,11 +9,17 @@ Speed (DESIGN.md section 5a): the keystream is written with ``update_into`` into
 reused buffer and added in place in the same step, chunk by chunk, so the chunk of keystream
 and the chunk of the vector it is added to stay in the L2 cache; every stream of a vector is
 applied to one chunk before the next chunk, and uint32 arithmetic wraps modulo 2^32 for free.
+A long vector is cut into contiguous coordinate ranges masked on a few threads at once (the
+cipher and numpy's ufuncs release the GIL; each range starts its streams at its own offset), so
+the server's unmasking and a pod's masking of a large model use the cores the machine has.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +28,40 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 BLOCK_WORDS = 4  # one AES block is four uint32 coordinates
 CHUNK_WORDS = 1 << 15  # 128 KiB of keystream per step: it and the vector's chunk stay in L2
 KEY_BYTES = 32
+# Keystream words a thread makes at least (4 MiB, ~1 ms): below this, handing a range to a
+# thread costs more than it saves.
+PARALLEL_MIN_WORDS = 1 << 20
+MAX_THREADS = 4
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=min(MAX_THREADS, os.cpu_count() or 1), thread_name_prefix="masks"
+            )
+        return _pool
+
+
+def _forget_pool() -> None:
+    """A forked child (a Celery worker) has none of its parent's threads."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _parts(length: int, streams: int, threads: int | None) -> int:
+    """How many ranges to mask at once: as many as the cores (at most MAX_THREADS) and the
+    work (PARALLEL_MIN_WORDS of keystream each) allow, unless ``threads`` says."""
+    if threads is None:
+        threads = min(MAX_THREADS, os.cpu_count() or 1)
+    return max(1, min(threads, length * streams // PARALLEL_MIN_WORDS, length // BLOCK_WORDS))
 
 
 def _check(keys: Sequence[bytes], offset: int) -> None:
@@ -43,9 +83,12 @@ def apply_masks(
     subtract: Sequence[bytes] = (),
     offset: int = 0,
     chunk_words: int = CHUNK_WORDS,
+    threads: int | None = None,
 ) -> None:
     """acc += Σ PRG(k) for k in ``add`` − Σ PRG(k) for k in ``subtract`` (mod 2^32), in place,
-    for the coordinates [offset, offset + len(acc)) of each stream."""
+    for the coordinates [offset, offset + len(acc)) of each stream. ``threads`` caps the
+    ranges masked at once (default: the cores, at most MAX_THREADS; small work stays on the
+    calling thread)."""
     _check([*add, *subtract], offset)
     if acc.dtype != np.uint32 or acc.ndim != 1 or not acc.flags.c_contiguous:
         raise ValueError("masks apply to a contiguous one-dimensional uint32 vector")
@@ -54,6 +97,31 @@ def apply_masks(
     length = len(acc)
     if length == 0 or not (add or subtract):
         return
+    parts = _parts(length, len(add) + len(subtract), threads)
+    if parts == 1:
+        _apply(acc, add, subtract, offset, chunk_words)
+        return
+    # Ranges start on AES blocks, so each one's streams start at a block of their own.
+    size = -(-length // parts)
+    size += (-size) % BLOCK_WORDS
+    futures = [
+        _threads().submit(
+            _apply, acc[start : start + size], add, subtract, offset + start, chunk_words
+        )
+        for start in range(0, length, size)
+    ]
+    for future in futures:
+        future.result()
+
+
+def _apply(
+    acc: npt.NDArray[np.uint32],
+    add: Sequence[bytes],
+    subtract: Sequence[bytes],
+    offset: int,
+    chunk_words: int,
+) -> None:
+    length = len(acc)
     chunk = min(chunk_words, length)
     streams: list[tuple[CipherContext, np.ufunc]] = [
         (_keystream(key, offset), np.add) for key in add
