@@ -12,7 +12,9 @@ Runs on the embedded default in a fresh temporary data directory (or on DATABASE
 when set), the server with DEBUG off as in production. Prints one JSON object of figures: in
 round mode also the CPU seconds the server and the simulator spent while the round ran, the
 server's CPU milliseconds per pod per round, and each stage's duration and server CPU (stages
-from the close times recorded on the round). The server's CPU is the main figure on a shared
+from the close times recorded on the round), and ``host_reference_s``, this host's time for a
+fixed piece of plain Python (figures from hosts of different speed compare once divided by
+it). The server's CPU is the main figure on a shared
 machine: wall times grow with whatever else runs. A child process (server or simulator) that
 exits ends the benchmark at once, with its log's last lines. Example::
 
@@ -39,6 +41,7 @@ from dataspace.bench.children import (
     Child,
     bench_server,
     bench_setup,
+    host_reference_s,
     usage,
     usage_sum,
     wait_for,
@@ -178,6 +181,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "connected to the end of the rounds; collapsed stacks to PATH (flamegraph.pl, "
         "speedscope.app)",
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (the server's Python CPU; "
+        "threads waiting for the GIL are otherwise sampled as busy)",
+    )
     args = parser.parse_args(argv)
     if args.dataset is None:
         args.dataset = "breast_screening" if args.mode == "round" else "digits"
@@ -313,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     children = [server]
     profiler = None
     figures: dict[str, Any] = {"mode": args.mode, "pods": args.pods, "dataset": args.dataset}
+    figures["host_reference_s"] = host_reference_s()
     try:
         if not wait_answering(f"{url}/readyz", server.process, args.timeout):
             server.check()
@@ -352,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler = subprocess.Popen(  # noqa: S603
                 [
                     *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
+                    *(["--gil"] if args.profile_gil else []),
                     *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
                     *("--output", str(args.profile)),
                 ],
