@@ -11,6 +11,8 @@ import base64
 import functools
 import hashlib
 import os
+import uuid
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils import timezone
 
@@ -108,14 +111,22 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def receipt_build(consent: Consent) -> dict[str, Any]:
-    """The receipt's content for one consent, with its whole event history."""
+def receipt_build(
+    consent: Consent,
+    *,
+    pseudonym: uuid.UUID | None = None,
+    events: Iterable[ConsentEvent] | None = None,
+) -> dict[str, Any]:
+    """The receipt's content for one consent, with its whole event history (``pseudonym``
+    and ``events``, in order, when the caller read them already)."""
     model_request = consent.model_request
     provider = model_request.provider
     category = model_request.data_category
-    subject = DataSubject.objects.get_or_create(user_id=consent.user_id)[0]
+    if pseudonym is None:
+        pseudonym = DataSubject.objects.get_or_create(user_id=consent.user_id)[0].pseudonym
     fields = [*model_request.features, *([model_request.label] if model_request.label else [])]
-    events = ConsentEvent.objects.filter(consent=consent).order_by("seq")
+    if events is None:
+        events = ConsentEvent.objects.filter(consent=consent).order_by("seq")
     # The provider's words in the language of the notice the person read, where it gave them.
     texts = model_request.texts
     language = consent.notice.language
@@ -125,7 +136,7 @@ def receipt_build(consent: Consent) -> dict[str, Any]:
         "record_id": str(consent.id),
         "issued_at": timezone.now().isoformat(),
         "jurisdiction": "EU (GDPR)",
-        "subject": {"pseudonym": str(subject.pseudonym)},
+        "subject": {"pseudonym": str(pseudonym)},
         "controllers": [
             {
                 "role": "controller",
@@ -202,3 +213,29 @@ def receipt_build(consent: Consent) -> dict[str, Any]:
 
 def receipt_signed(consent: Consent) -> dict[str, Any]:
     return sign(receipt_build(consent))
+
+
+def receipts_signed_for(request_id: uuid.UUID, user_ids: Collection[int]) -> dict[int, Any]:
+    """The signed receipts of these people's consents to one request, by person, read in a
+    fixed number of queries whatever their number (a round's cohort: the receipts ride its
+    first message instead of one request each)."""
+    consents = list(
+        Consent.objects.filter(model_request_id=request_id, user_id__in=list(user_ids))
+        .select_related("model_request__provider", "model_request__data_category", "notice", "pod")
+        .prefetch_related(Prefetch("events", queryset=ConsentEvent.objects.order_by("seq")))
+    )
+    pseudonyms = dict(
+        DataSubject.objects.filter(user_id__in=[c.user_id for c in consents]).values_list(
+            "user_id", "pseudonym"
+        )
+    )
+    return {
+        consent.user_id: sign(
+            receipt_build(
+                consent,
+                pseudonym=pseudonyms.get(consent.user_id),
+                events=consent.events.all(),
+            )
+        )
+        for consent in consents
+    }

@@ -32,7 +32,9 @@ class MessageType(enum.StrEnum):
     PING = "ping"
     PONG = "pong"
     ERROR = "error"
-    ROUND_STAGE = "round.stage"  # service → pod: answer this stage (the first carries the task)
+    # service → pod: answer this stage. The first carries the task and, for a pod new to the
+    # request, its owner's signed consent receipt (``receipt``; checked as a fetched one).
+    ROUND_STAGE = "round.stage"
     ROUND_REPLY = "round.reply"  # pod → service: a stage's answer
     ROUND_DECLINE = "round.decline"  # pod → service: refuse the task, with a reason code
     ROUND_END = "round.end"  # service → pod: the round is over for this pod

@@ -7,10 +7,11 @@ HTTP (or, where the service offers it, as one binary frame on the channel), or d
 and never an unmasked update: the update is clipped, weighted and (under DP) noised, then masked.
 
 First stage (``advertise_keys``): the pod downloads the round's global weights (checking their
-SHA-256 against the task), fetches its owner's signed consent receipt (once per request; again
-when a task fails the check against the receipt held) and verifies it with the service key
-pinned at pairing, checks the task against it (:mod:`pods.agent.consent`), reads the
-consented fields from the local store and trains. Only then does it advertise keys, so a pod that
+SHA-256 against the task), takes its owner's signed consent receipt from the message (a pod new
+to the request finds it there) or else fetches it (once per request; again when a task fails
+the check against the receipt held), verifies it with the service key pinned at pairing,
+checks the task against it (:mod:`pods.agent.consent`), reads the consented fields from the
+local store and trains. Only then does it advertise keys, so a pod that
 declines never enters the round's graph.
 """
 
@@ -232,7 +233,7 @@ class RoundWorker:
             task = message.get("task")
             if not isinstance(task, dict):
                 raise Declined("malformed_task")
-            plan, parts = self._prepare(task, payload)
+            plan, parts = self._prepare(task, payload, message.get("receipt"))
             client = ClientRound(self.identity, floors=plan.floors())
             state = _Round(task=task, plan=plan, client=client, parts=parts)
             self.rounds[round_id] = state
@@ -332,7 +333,7 @@ class RoundWorker:
         }
 
     def _prepare(
-        self, task: Mapping[str, Any], payload: Mapping[str, Any]
+        self, task: Mapping[str, Any], payload: Mapping[str, Any], offered: Any = None
     ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
         """Check consent, the privacy budget, the data and the round's shape against the plan,
         then train: the plan's privacy parameters and the pod's contribution, before any key is
@@ -366,6 +367,14 @@ class RoundWorker:
                     check(receipt)
                 except ConsentRefused:
                     receipt = None  # no longer fits; the owner may have consented anew since
+            if receipt is None and offered is not None:
+                # The receipt that came with the task: checked exactly as a fetched one (the
+                # pinned key's signature, then the task against it); if it fails, fetched.
+                try:
+                    receipt = verify_receipt(offered, self.pinned_keys)
+                    check(receipt)
+                except ConsentRefused:
+                    receipt = None
             if receipt is None:
                 signed = self._call(self.transport.receipt, request_id)
                 receipt = verify_receipt(signed, self.pinned_keys)

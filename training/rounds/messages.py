@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from consent.receipts import receipts_signed_for
 from pods.agent.protocol import MessageType, RoundEnd, Task
 from pods.key_log import key_log_for_round
 from training.models import ModelRequest, RoundParticipant, TrainingRound
@@ -90,10 +91,33 @@ class KeyLogProofs:
         return payload
 
 
+def first_receipts(
+    training_round: TrainingRound, participants: list[RoundParticipant]
+) -> dict[int, Any]:
+    """The owners' signed consent receipts for the participants whose pods took part in no
+    earlier round of the request, by index: they ride the task's message (one bulk read and
+    a signature each) instead of one HTTP request per pod. A pod checks a receipt whichever
+    way it came (signature, request, plan, fields); one that held it already, or that
+    restarted since, fetches it as before when it has none that fits."""
+    earlier = set(
+        RoundParticipant.objects.filter(
+            round__model_request_id=training_round.model_request_id,
+            round__number__lt=training_round.number,
+            pod_id__in=[p.pod_id for p in participants],
+        ).values_list("pod_id", flat=True)
+    )
+    new = {p.user_id: p.index for p in participants if p.pod_id not in earlier}
+    if not new:
+        return {}
+    signed = receipts_signed_for(training_round.model_request_id, new)
+    return {new[user_id]: receipt for user_id, receipt in signed.items()}
+
+
 class StageParts:
     """What every pod's message of one open stage shares, made once for the cohort: the
-    deadline, the task (the first stage) and the key-log proofs (the key-sharing stage; they
-    need the round's ``participants``, all of them, dropped or not)."""
+    deadline, the task and its new participants' receipts (the first stage, when given its
+    ``participants``) and the key-log proofs (the key-sharing stage; they need the round's
+    ``participants``, all of them, dropped or not)."""
 
     def __init__(
         self,
@@ -104,6 +128,9 @@ class StageParts:
         deadline = training_round.stage_deadline
         self.deadline = deadline.isoformat() if deadline else None
         self.task = task_for(training_round) if step.stage is Stage.ADVERTISE_KEYS else None
+        self.receipts: dict[int, Any] = {}
+        if self.task is not None and participants is not None:
+            self.receipts = first_receipts(training_round, participants)
         self.key_log = None
         if step.stage is Stage.SHARE_KEYS:
             if participants is None:
@@ -135,6 +162,8 @@ def stage_message(
     }
     if parts.task is not None:
         message["task"] = parts.task
+        if index in parts.receipts:
+            message["receipt"] = parts.receipts[index]
     return message
 
 

@@ -74,7 +74,7 @@ def round_open(
             "group_labels": [g.label for g in groups],
         }
         training_round.save(update_fields=["metrics"])
-    parts = StageParts(training_round, first)
+    parts = StageParts(training_round, first, participants)
     assert parts.task is not None
     server = ServerRound(
         # The model, seed and candidates bound into the id: pods given different ones cannot

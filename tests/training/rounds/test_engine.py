@@ -3,6 +3,7 @@ real local training), with dropouts at two stages and a withdrawal between round
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import uuid
@@ -24,8 +25,9 @@ from consent.services import consent_grant, consent_withdraw
 from dataspace import delivery
 from dataspace.celery import app as celery_app
 from dataspace.demo import breast_features
+from pods.agent.consent import verify_receipt
 from pods.agent.data import MemoryData
-from pods.agent.protocol import read_masked_frame
+from pods.agent.protocol import canonical_json, read_masked_frame
 from pods.agent.rounds import RoundWorker, Vanish
 from pods.key_log import key_log_append
 from pods.models import Pod, key_fingerprint
@@ -84,8 +86,8 @@ class RecordingWorker(RoundWorker):
 
     plain: dict[str, Any]
 
-    def _prepare(self, task: Any, payload: Any) -> Any:
-        plan, parts = super()._prepare(task, payload)
+    def _prepare(self, task: Any, payload: Any, offered: Any = None) -> Any:
+        plan, parts = super()._prepare(task, payload, offered)
         self.plain = {k: v.copy() for k, v in parts.items()}
         self.history = [*getattr(self, "history", []), self.plain]  # one per round
         return plan, parts
@@ -394,7 +396,8 @@ def test_a_pod_fetches_its_receipt_once_per_request_and_again_when_it_stops_fitt
 
     x, y = breast_data()
     opened = open_round(monkeypatch, 3)
-    pod_id, task = opened.outbox[0]
+    pod_id, message = opened.outbox[0]
+    task = {k: v for k, v in message.items() if k != "receipt"}  # as a resend: no receipt
     pod, key = opened.pods[pod_id]
     sim = SimPod(pod, key, x[:40], y[:40])
     transport = sim.worker.transport
@@ -418,6 +421,84 @@ def test_a_pod_fetches_its_receipt_once_per_request_and_again_when_it_stops_fitt
     reply = sim.worker.handle(task)
     assert reply is not None and reply["type"] == "round.decline"
     assert transport.receipts_fetched == 3
+
+
+def test_the_receipt_rides_the_first_message_of_a_pod_new_to_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 1 sends each pod its owner's signed receipt with the task (the one the receipt
+    API gives, but for its issue time); the pod checks it as a fetched one and fetches none.
+    A receipt that does not verify, or does not fit the task, is fetched instead."""
+    x, y = breast_data()
+    opened = open_round(monkeypatch, 3)
+    messages = [m for _, m in opened.outbox if m["stage"] == "advertise_keys"]
+    assert len(messages) == 3 and all("receipt" in m for m in messages)
+    for pod_id, message in opened.outbox:
+        pod = opened.pods[pod_id][0]
+        consent = Consent.objects.get(user=pod.owner, model_request_id=message["task"]["request"])
+        content = verify_receipt(message["receipt"], receipts.public_jwks())
+        fetched = verify_receipt(receipts.receipt_signed(consent), receipts.public_jwks())
+        assert {**content, "issued_at": None} == {**fetched, "issued_at": None}
+
+    pod_id, message = opened.outbox[0]
+    pod, key = opened.pods[pod_id]
+
+    def advertise(message: dict[str, Any]) -> tuple[str, int]:
+        sim = SimPod(pod, key, x[:40], y[:40])
+        transport = sim.worker.transport
+        assert isinstance(transport, InProcessTransport)
+        reply = sim.worker.handle(message)
+        assert reply is not None
+        return str(reply["type"]), transport.receipts_fetched
+
+    assert advertise(message) == ("round.reply", 0)
+    forger = Ed25519PrivateKey.generate()
+    forged = {
+        **message["receipt"],
+        "signature": {
+            **message["receipt"]["signature"],
+            "value": base64.urlsafe_b64encode(
+                forger.sign(canonical_json(message["receipt"]["receipt"]))
+            ).decode(),
+        },
+    }
+    assert advertise({**message, "receipt": forged}) == ("round.reply", 1)
+    other = {**message["receipt"]["receipt"], "purpose": {"model_request": {"id": "another"}}}
+    assert advertise({**message, "receipt": receipts.sign(other)}) == ("round.reply", 1)
+    assert advertise({**message, "receipt": "not a receipt"}) == ("round.reply", 1)
+
+
+def test_a_later_round_sends_receipts_only_to_pods_new_to_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training.rounds.messages import first_receipts
+
+    opened = open_round(monkeypatch, 3)
+    training_round = opened.round
+    participants = list(training_round.participants.order_by("index"))
+    later = TrainingRound.objects.create(
+        model_request=training_round.model_request,
+        number=2,
+        attempt=1,
+        status=training_round.status,
+        cohort_size=3,
+        vector_length=training_round.vector_length,
+        base_version=training_round.base_version,
+        metrics={"seed": 1},
+    )
+    newcomer_pod, _ = consenting_online_pod(training_round.model_request, "newcomer")
+    again = [
+        RoundParticipant(round=later, pod=p.pod, user_id=p.user_id, index=p.index)
+        for p in participants[:2]
+    ]
+    again.append(
+        RoundParticipant(round=later, pod=newcomer_pod, user_id=newcomer_pod.owner_id, index=3)
+    )
+    RoundParticipant.objects.bulk_create(again)
+    sent = first_receipts(later, again)
+    assert list(sent) == [3]
+    content = verify_receipt(sent[3], receipts.public_jwks())
+    assert content["purpose"]["model_request"]["id"] == str(training_round.model_request_id)
 
 
 def test_stages_asked_twice_get_the_same_answers_and_the_round_completes(
