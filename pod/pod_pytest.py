@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 SERVER_STACK = ("django", "rest_framework", "channels", "celery", "psycopg", "redis")
-POD_PACKAGES = ("pods", "pods.agent", "training", "training.secagg", "training.modelspec")
+POD_PACKAGES = (
+    "pods",
+    "pods.agent",
+    "training",
+    "training.secagg",
+    "training.modelspec",
+    "training.shared",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

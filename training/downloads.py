@@ -10,8 +10,6 @@ no HTTP request per pod and round.
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from django.core.files import File
@@ -22,45 +20,35 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .models import ModelVersion
+from .shared.kept import Kept
 
 # Django's FileResponse reads 4 KiB at a time; under ASGI each block is one message to send.
 BLOCK = 1 << 18
 # Weights kept in memory per process (bytes, all versions together); bigger ones stream.
 CACHE_BYTES = 64 << 20
 
-_cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-_lock = threading.Lock()
+_cache: Kept[tuple[str, str], bytes] = Kept(64, weight=CACHE_BYTES, weigh=len)
 
 
 def _cached(field: FieldFile, sha256: str) -> bytes | None:
     """A stored file (a version's weights or control variate) from this process's memory,
     read once from storage; None when it is too big to keep (it is then streamed)."""
     key = (field.name or "", sha256)
-    with _lock:
-        blob = _cache.get(key)
-        if blob is not None:
-            _cache.move_to_end(key)
-            return blob
+    blob = _cache.get(key)
+    if blob is not None:
+        return blob
     if field.size > CACHE_BYTES // 4:
         return None
     with _open(field) as handle:
         read: bytes = handle.read()
-    with _lock:
-        _cache[key] = read
-        while sum(len(b) for b in _cache.values()) > CACHE_BYTES:
-            _cache.popitem(last=False)
-    return read
+    return _cache.put(key, read)
 
 
 def cached_weights(sha256: str) -> bytes | None:
     """Weights (or any stored file) this process holds in memory, by their SHA-256: no I/O, so
     an event loop may call it. Content-addressed: whatever is kept under that hash is those
     bytes."""
-    with _lock:
-        for (_, kept), blob in _cache.items():
-            if kept == sha256:
-                return blob
-    return None
+    return _cache.find(lambda key: key[1] == sha256)
 
 
 def stored_weights(sha256: str) -> bytes | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from django.db.models import QuerySet
@@ -12,6 +10,7 @@ from consent.services import notice_plan_hash
 from pods.models import Pod
 
 from .models import ModelRequest, ModelVersion, Provider, RoundParticipant
+from .shared.kept import Kept
 
 
 def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
@@ -35,22 +34,13 @@ def round_weights_for(*, pod: Pod, round_id: int) -> ModelVersion | None:
 
 # Versions by (id, weights' SHA-256, file name): a stored version's weights, hashes and
 # control variate never change; the key never matches a row made again under the same id.
-_VERSIONS: OrderedDict[tuple[int, str, str], ModelVersion] = OrderedDict()
-_VERSIONS_KEPT = 16
-_versions_lock = threading.Lock()
+_VERSIONS: Kept[tuple[int, str, str], ModelVersion] = Kept(16)
 
 
 def _model_version(key: tuple[int, str, str]) -> ModelVersion:
-    with _versions_lock:
-        version = _VERSIONS.get(key)
-        if version is not None:
-            _VERSIONS.move_to_end(key)
-            return version
-    version = ModelVersion.objects.get(pk=key[0])
-    with _versions_lock:
-        _VERSIONS[key] = version
-        while len(_VERSIONS) > _VERSIONS_KEPT:
-            _VERSIONS.popitem(last=False)
+    version = _VERSIONS.get(key)
+    if version is None:
+        version = _VERSIONS.put(key, ModelVersion.objects.get(pk=key[0]))
     return version
 
 

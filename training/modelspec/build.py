@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..shared.kept import Kept
 from .errors import SpecError
 from .spec import ModelSpec, validate_spec
 
@@ -161,9 +162,8 @@ def architecture_key(spec: ModelSpec) -> str:
 
 # name, shape, dtype, and whether it is a parameter (not a buffer)
 TensorLayout = tuple[tuple[str, tuple[int, ...], torch.dtype, bool], ...]
-_layouts: OrderedDict[str, TensorLayout] = OrderedDict()
-_layouts_lock = threading.Lock()
 LAYOUTS_KEPT = 64
+_layouts: Kept[str, TensorLayout] = Kept(LAYOUTS_KEPT)
 
 
 def tensor_layout(spec: ModelSpec) -> TensorLayout:
@@ -171,11 +171,9 @@ def tensor_layout(spec: ModelSpec) -> TensorLayout:
     the meta device once per architecture and process: a build on meta costs about a
     millisecond, and a pod asks for it several times per round (weights check, vectors)."""
     key = architecture_key(spec)
-    with _layouts_lock:
-        found = _layouts.get(key)
-        if found is not None:
-            _layouts.move_to_end(key)
-            return found
+    found = _layouts.get(key)
+    if found is not None:
+        return found
     with torch.device("meta"):
         module = build_module(spec)
     parameters = {name for name, _ in module.named_parameters()}
@@ -183,11 +181,7 @@ def tensor_layout(spec: ModelSpec) -> TensorLayout:
         (name, tuple(t.shape), t.dtype, name in parameters)
         for name, t in module.state_dict().items()
     )
-    with _layouts_lock:
-        _layouts[key] = layout
-        while len(_layouts) > LAYOUTS_KEPT:
-            _layouts.popitem(last=False)
-    return layout
+    return _layouts.put(key, layout)
 
 
 def expected_tensors(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..shared.numeric import l2_norm
 from .server_optim import fednova_average
 from .spec import ModelSpec
 from .trainer import LocalResult
-from .vectors import l2_norm
 
 
 def fednova_norm(steps: int, momentum: float = 0.0) -> float:

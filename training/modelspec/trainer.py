@@ -23,10 +23,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from ..shared.numeric import l2_norm
 from .build import build_module, loaded_module, tensor_layout
 from .explain import explanation_sums
 from .spec import ModelSpec
-from .vectors import flatten_state, l2_norm, vector_size, vector_slices
+from .vectors import flatten_state, vector_size, vector_slices
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,6 @@ def vector_size(spec: ModelSpec) -> int:
     return sum(math.prod(shape) for _, shape in _float_names(spec))
 
 
-def l2_norm(vector: npt.NDArray[np.floating[Any]]) -> float:
-    """‖v‖₂ summed in float64 on one thread, as ``training.secagg.encoding.l2_norm`` (not
-    ``np.linalg.norm``: its BLAS ``dot`` wakes OpenBLAS's threads, which spin on a busy machine;
-    the two packages import nothing of each other)."""
-    return math.sqrt(float(np.square(np.asarray(vector).reshape(-1), dtype=np.float64).sum()))
-
-
 def flatten_state(state: Mapping[str, torch.Tensor], spec: ModelSpec) -> npt.NDArray[np.float32]:
     parts = [
         state[n].detach().cpu().reshape(-1).to(torch.float32).numpy() for n, _ in _float_names(spec)

@@ -7,7 +7,6 @@ the database and the protocol state.
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 from django.db import transaction
@@ -20,6 +19,7 @@ from training.modelspec import validate_spec
 from training.secagg.encoding import Layout
 from training.secagg.server import ServerRound
 from training.secagg.wire import Stage
+from training.shared.kept import Kept
 
 from .transitions import OPEN_STATUSES, StageStep, step_of
 from .valuation import candidates_of
@@ -211,8 +211,7 @@ def stage_messages_for(pod_id: uuid.UUID | str) -> list[Message]:
 # its protocol state and the parts every pod's message shares, the same for the whole cohort
 # (rebuilt per pod, a cohort reconnecting mid-stage cost O(n²): n states parsed, n key-log
 # proofs built for each pod).
-_OPEN_STAGES: OrderedDict[tuple[int, str, str, str], tuple[ServerRound, StageParts]] = OrderedDict()
-_OPEN_STAGES_KEPT = 8
+_OPEN_STAGES: Kept[tuple[int, str, str, str], tuple[ServerRound, StageParts]] = Kept(8)
 
 
 def _stage_key(training_round: TrainingRound) -> tuple[int, str, str, str]:
@@ -251,7 +250,4 @@ def stage_opened(training_round: TrainingRound, server: ServerRound, parts: Stag
 
 
 def _keep(key: tuple[int, str, str, str], opened: tuple[ServerRound, StageParts]) -> None:
-    _OPEN_STAGES[key] = opened
-    _OPEN_STAGES.move_to_end(key)
-    while len(_OPEN_STAGES) > _OPEN_STAGES_KEPT:
-        _OPEN_STAGES.popitem(last=False)
+    _OPEN_STAGES.put(key, opened)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..shared.numeric import l2_norm
 from .errors import SecAggError
 
 INT32_MAX = 2**31 - 1
@@ -123,13 +124,6 @@ class Layout:
         if len({s.name for s in self.segments + extra}) != len(self.segments) + len(extra):
             raise SecAggError("Part names must be unique.", code="invalid_layout")
         return Layout(self.segments + extra)
-
-
-def l2_norm(vector: npt.NDArray[np.floating[Any]]) -> float:
-    """‖v‖₂ summed in float64 on one thread. ``np.linalg.norm`` calls BLAS ``dot``, which for a
-    model-sized vector wakes OpenBLAS's worker threads: twice the CPU for the same wall time,
-    and far worse on a busy machine, where they spin waiting for a core."""
-    return math.sqrt(float(np.square(np.asarray(vector).reshape(-1), dtype=np.float64).sum()))
 
 
 def clip_l2(vector: npt.NDArray[np.float32], max_norm: float) -> npt.NDArray[np.float32]:
