@@ -273,7 +273,7 @@ def shares(pods: int, parts: int) -> list[int]:
     return [pods // parts + (1 if part < pods % parts else 0) for part in range(parts)]
 
 
-def _simulator(
+def simulator_child(
     data_dir: Path, homes: Path, args: argparse.Namespace, part: int, pods: int
 ) -> Child:
     """Simulator ``part`` running ``pods`` of the homes: each claims its own (``--claim``) and
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             for pod in Pod.objects.filter(name__startswith=f"bench{port}-pod-"):
                 consent_grant(user=pod.owner, model_request=model_request, pod=pod)
         simulators = [
-            _simulator(data_dir, homes, args, part, share)
+            simulator_child(data_dir, homes, args, part, share)
             for part, share in enumerate(shares(args.pods, args.simulators))
         ]
         children.extend(simulators)

@@ -2,8 +2,9 @@
 
 The production topology of ``docker/compose.yaml`` on one machine: ``--web N`` uvicorn processes
 sharing the Redis channel layer and cache, one Celery worker (solo pool: one process) for the
-aggregation tree, the rounds clock in the first web process, and one ``simulate`` process whose
-pods are pinned to the web processes in turn. Times the same rounds as
+aggregation tree, the rounds clock in the first web process, and ``--simulators K`` ``simulate``
+processes (default 2: one process's GIL otherwise caps the pods' side) whose pods are pinned to
+the web processes in turn. Times the same rounds as
 ``dataspace.bench.federation --mode round`` and prints one JSON object with, per round, the
 wall time, the service's CPU (all its processes) per pod, and each process's CPU seconds — what
 an added web process takes over. Needs DATABASE_URL (PostgreSQL) and REDIS_URL; the database
@@ -25,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from dataspace.bench.children import ROOT, Child, bench_setup, wait_for
-from dataspace.bench.federation import _time_round, pooled, request_spec
+from dataspace.bench.federation import (
+    _time_round,
+    pooled,
+    request_spec,
+    shares,
+    simulator_child,
+)
 from dataspace.processes import free_port, server_command, stop, wait_answering
 
 
@@ -35,11 +42,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--params", type=int, default=100_000, help="model size")
     parser.add_argument("--rounds", type=int, default=3, help="rounds to time (the first warms up)")
+    parser.add_argument(
+        "--simulators", type=int, default=2, help="simulator processes running the pods"
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     args.dataset = "breast_screening"
     if args.web < 1:
         parser.error("--web must be at least 1")
+    if not 1 <= args.simulators <= args.pods:
+        parser.error("--simulators must be 1 to --pods")
     if not 1 <= args.pods <= pooled(args.dataset):
         parser.error(f"--pods must be 1 to {pooled(args.dataset)}")
     if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL"):
@@ -125,29 +137,24 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=open(os.devnull, "w"),  # noqa: SIM115
             )
         (data_dir / "pods").mkdir()
-        for home in sorted(data_dir.glob("homes-*/*")):  # one simulator runs them all
+        for home in sorted(data_dir.glob("homes-*/*")):  # the simulators claim them in turn
             (data_dir / "pods" / f"{home.parent.name}-{home.name}").symlink_to(home)
         model_request = model_request_create(
             provider=Provider.objects.get(), spec=spec, weights=demo_weights(spec)
         )
         for pod in Pod.objects.filter(name__startswith=f"{prefix}-"):
             consent_grant(user=pod.owner, model_request=model_request, pod=pod)
-        simulator = _start(
-            "simulator",
-            [
-                *(sys.executable, "-m", "pods.agent.cli", "--json", "simulate"),
-                *("--pods", str(args.pods), "--homes", str(data_dir / "pods")),
-                *("--stats-every", "3600", "--dataset", args.dataset),
-            ],
-            data_dir,
-        )
-        children.append(simulator)
+        simulators = [
+            simulator_child(data_dir, data_dir / "pods", args, part, share)
+            for part, share in enumerate(shares(args.pods, args.simulators))
+        ]
+        children.extend(simulators)
         mine = online_pods().filter(name__startswith=f"{prefix}-")
         if not wait_for(lambda: mine.count() >= args.pods, args.timeout, children):
             raise SystemExit(f"only {mine.count()} of {args.pods} pods connected")
         service = [web for _, web in webs] + [worker]
         figures["rounds"] = [
-            _time_round(model_request, number, args, service, simulator)
+            _time_round(model_request, number, args, service, simulators)
             for number in range(1, args.rounds + 1)
         ]
         figures["round_s"] = [r["round_s"] for r in figures["rounds"]]
