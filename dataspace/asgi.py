@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, WebSockets (``/ws/...``) through Channels."""
 
+import gc
 import os
 
 import django
@@ -29,3 +30,14 @@ application = ProtocolTypeRouter(
 
 # The embedded default sends notifications from this process (production: Celery beat).
 start_in_process()
+
+# Garbage collection for a process holding thousands of connections. With CPython's defaults
+# (700, 10, 10) each message promoted the objects it had in flight, and a full collection
+# walked every connection's objects twice a minute: at 10,000 idle pods, 2 s each, 44 % of the
+# server's CPU (measured with gc.callbacks). The objects made while starting (modules, the
+# URL and settings machinery) are frozen out of every collection, and the youngest generation
+# is collected every 20,000 allocations rather than every 700, so few objects in flight are
+# caught and promoted.
+GC_THRESHOLDS = (20_000, 10, 10)
+gc.freeze()
+gc.set_threshold(*GC_THRESHOLDS)

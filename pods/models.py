@@ -48,7 +48,8 @@ class Pod(models.Model):
     # Names and coarse counts only, reported by the pod for its owner's eyes.
     categories_held = models.JSONField(default=list, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
-    # The channel of the pod's live control connection ("" when offline).
+    # The channel of the pod's live control connection ("" when offline); indexed: heartbeats
+    # are written by channel name.
     channel_name = models.CharField(max_length=200, blank=True, default="")
     connected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -56,6 +57,7 @@ class Pod(models.Model):
 
     class Meta:
         ordering = ["owner_id", "name"]
+        indexes = [models.Index(fields=["channel_name"], name="pod_channel_name")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=PodStatus.values), name="pod_status_valid"

@@ -64,20 +64,19 @@ def mark_seen_many(seen: Mapping[str, str]) -> int:
     """Heartbeats of many pods, pod id → the channel that beat, in one UPDATE per batch (a row
     whose live channel is another, the pod having reconnected elsewhere since, is left alone).
 
-    Matched as "id in the batch and channel in the batch" rather than pair by pair: a channel
-    name belongs to one connection, which proves one pod and records its name on that pod's
-    row only (``mark_online``), so a row holding a channel of the batch is that channel's pod.
-    Two IN lists cost the ORM a fraction of a disjunction of one Q per pod (at 5,000 idle pods
-    the disjunctions were a quarter of the server's CPU)."""
+    Matched by channel name alone, not pod by pod: a channel name belongs to one connection,
+    which proves one pod and records its name on that pod's row only (``mark_online``), so the
+    row holding a channel of the batch is that channel's pod. One IN list of names (indexed)
+    costs the ORM a third of what ids and names did (each id is parsed as a UUID), and a
+    fraction of a disjunction of one Q per pod (at 5,000 idle pods the disjunctions were a
+    quarter of the server's CPU)."""
     now = timezone.now()
     items = list(seen.items())
     updated = 0
     for start in range(0, len(items), SEEN_BATCH):
         batch = items[start : start + SEEN_BATCH]
-        updated += Pod.objects.filter(
-            pk__in=[pod_id for pod_id, _ in batch],
-            channel_name__in=[channel_name for _, channel_name in batch],
-        ).update(last_seen_at=now)
+        names = [channel_name for _, channel_name in batch if channel_name]
+        updated += Pod.objects.filter(channel_name__in=names).update(last_seen_at=now)
     return updated
 
 

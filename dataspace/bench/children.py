@@ -8,7 +8,9 @@ import base64
 import json
 import os
 import secrets
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -132,3 +134,25 @@ def bench_server(data_dir: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
         stderr=subprocess.STDOUT,
     )
     return port, process, log
+
+
+class Profiler:
+    """py-spy (a dev dependency) sampling one process until :meth:`stop`: collapsed stacks to
+    ``output`` (flamegraph.pl, speedscope.app). ``gil``: only the thread holding the GIL (the
+    process's Python CPU; threads waiting for the GIL are otherwise sampled as busy)."""
+
+    def __init__(self, pid: int, output: Path, log: Path, *, gil: bool = False) -> None:
+        self.process = subprocess.Popen(  # noqa: S603
+            [
+                *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
+                *(["--gil"] if gil else []),
+                *("--pid", str(pid), "--rate", "200", "--format", "raw"),
+                *("--output", str(output)),
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        self.process.wait(60)

@@ -39,6 +39,7 @@ from typing import Any
 from dataspace.bench.children import (
     ROOT,
     Child,
+    Profiler,
     bench_server,
     bench_setup,
     host_reference_s,
@@ -359,15 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["connected"] = online_pods().count()
         if args.profile is not None:
             # From here: the rounds alone, not the server's start-up and the pods' connecting.
-            profiler = subprocess.Popen(  # noqa: S603
-                [
-                    *(str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"),
-                    *(["--gil"] if args.profile_gil else []),
-                    *("--pid", str(server.process.pid), "--rate", "200", "--format", "raw"),
-                    *("--output", str(args.profile)),
-                ],
-                stdout=(data_dir / "py-spy.log").open("wb"),
-                stderr=subprocess.STDOUT,
+            profiler = Profiler(
+                server.process.pid, args.profile, data_dir / "py-spy.log", gil=args.profile_gil
             )
         if model_request is not None:
             figures["rounds"] = [
@@ -379,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["server_cpu_ms_per_pod"] for r in figures["rounds"]
             ]
         if profiler is not None:
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            profiler.wait(60)
+            profiler.stop()
         server_mb, server_cpu0 = usage(server.process.pid)
         sim_mb, sim_cpu0 = usage_sum(simulators)
         wait_for(lambda: False, args.hold, children)

@@ -69,7 +69,7 @@ async def idle_pod(
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
     from pods.agent.channel import backoff_delay, open_channel
-    from pods.agent.protocol import MessageType, challenge_message
+    from pods.agent.protocol import PING_TEXT, MessageType, challenge_message
 
     key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(pod["key"]))
     rng = random.Random()
@@ -98,7 +98,7 @@ async def idle_pod(
     async def pinger(ws: ClientConnection, heartbeat: float) -> None:
         while True:
             await asyncio.sleep(heartbeat)
-            await ws.send(json.dumps({"type": MessageType.PING}))
+            await ws.send(PING_TEXT)
             counts.pings += 1
 
     attempt = 0
@@ -246,7 +246,14 @@ def _last_counts(path: Path) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from dataspace.bench.children import Child, bench_server, bench_setup, usage, wait_for
+    from dataspace.bench.children import (
+        Child,
+        Profiler,
+        bench_server,
+        bench_setup,
+        usage,
+        wait_for,
+    )
 
     limit = raise_open_files(args.steps[-1] + 1000)
     if limit < args.steps[-1] + 100:
@@ -308,9 +315,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             connect_s = time.monotonic() - began
             held = size
             time.sleep(args.settle)
+            profiler = None
+            if args.profile is not None and step == len(args.steps) - 1:
+                log = data_dir / "py-spy.log"
+                profiler = Profiler(server.process.pid, args.profile, log, gil=args.profile_gil)
             _, cpu0 = usage(server.process.pid)
             wait_for(lambda: False, args.hold, children)
             rss, cpu1 = usage(server.process.pid)
+            if profiler is not None:
+                profiler.stop()
             figures["steps"].append(
                 {
                     "pods": size,
@@ -353,6 +366,18 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", type=float, default=20.0, help="seconds with no pod")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--concurrency", type=int, default=50, help="handshakes in flight")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="sample the server with py-spy (a dev dependency) over the last step's hold; "
+        "collapsed stacks to PATH (flamegraph.pl, speedscope.app)",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL",
+    )
     parser.add_argument("--generator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--server", help=argparse.SUPPRESS)
     return parser.parse_args(None if argv is None else list(argv))

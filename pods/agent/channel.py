@@ -21,7 +21,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Origin
 
 from .home import PodHome, PodState
-from .protocol import WEIGHTS_FRAME, CloseCode, MessageType, challenge_message, read_weights_frame
+from .protocol import (
+    PING_TEXT,
+    WEIGHTS_FRAME,
+    CloseCode,
+    MessageType,
+    challenge_message,
+    read_weights_frame,
+)
 from .service import PodService, ServiceError
 
 Event = dict[str, Any]
@@ -121,7 +128,7 @@ class PodChannel:
         async def pinger() -> None:
             while True:
                 await asyncio.sleep(heartbeat)
-                await ws.send(json.dumps({"type": MessageType.PING}))
+                await ws.send(PING_TEXT)
 
         ping_task = asyncio.create_task(pinger())
         stop_task = asyncio.create_task(stop.wait())
@@ -139,8 +146,6 @@ class PodChannel:
                     self._keep_weights(data)
                     continue
                 message = json.loads(data)
-                if message.get("type") == MessageType.PONG:
-                    continue
                 self._hand_weights(message)
                 if self.handler is not None:
                     await self.handler(message, ws)

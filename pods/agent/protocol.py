@@ -29,8 +29,9 @@ class MessageType(enum.StrEnum):
     CHALLENGE = "challenge"  # service → pod: a fresh nonce to sign
     PROVE = "prove"  # pod → service: Ed25519 signature over the challenge
     WELCOME = "welcome"  # service → pod: ready, with the heartbeat interval
+    # pod → service: a heartbeat every ``heartbeat`` seconds, sent as PING_TEXT; unanswered
+    # (the service's protocol-level pings find connections gone silent).
     PING = "ping"
-    PONG = "pong"
     ERROR = "error"
     # service → pod: answer this stage. The first carries the task and, for a pod new to the
     # request, its owner's signed consent receipt (``receipt``; checked as a fetched one).
@@ -39,6 +40,11 @@ class MessageType(enum.StrEnum):
     ROUND_DECLINE = "round.decline"  # pod → service: refuse the task, with a reason code
     ROUND_END = "round.end"  # service → pod: the round is over for this pod
     ROUND_STORED = "round.stored"  # service → pod: its masked input (a binary frame) is stored
+
+
+# A heartbeat as pods send it: the service knows it by its text, before any JSON is parsed
+# (idle pods send nothing else; 10,000 of them send 500 a second).
+PING_TEXT = json.dumps({"type": MessageType.PING})
 
 
 class RoundEnd(enum.StrEnum):

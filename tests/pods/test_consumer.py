@@ -11,8 +11,8 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dataspace.asgi import application
-from pods.agent.protocol import challenge_message
-from pods.consumers import Close
+from pods.agent.protocol import PING_TEXT, challenge_message
+from pods.consumers import Close, heartbeats
 from pods.models import Pod
 from pods.presence import online_pods
 from tests.pods.conftest import PairedPod, make_paired_pod
@@ -54,10 +54,34 @@ async def test_handshake_heartbeat_and_presence(paired_pod: PairedPod) -> None:
     assert await database_sync_to_async(
         lambda: list(online_pods().values_list("pk", flat=True))
     )() == [paired_pod.pod.pk]
-    await comm.send_json_to({"type": "ping"})
-    assert await comm.receive_json_from() == {"type": "pong"}
     await comm.disconnect()
     assert await database_sync_to_async(lambda: online_pods().count())() == 0
+
+
+@pytest.mark.parametrize("ping", [PING_TEXT, '{"type":"ping"}'], ids=["agent", "other-json"])
+async def test_a_heartbeat_is_noted_and_not_answered(paired_pod: PairedPod, ping: str) -> None:
+    """The agent's heartbeat is known by its text; a ping written otherwise is parsed."""
+    heartbeats.seen.clear()
+    comm = communicator()
+    await handshake(comm, paired_pod)
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    await comm.send_to(text_data=ping)
+    assert await comm.receive_nothing(timeout=0.5)
+    assert set(heartbeats.seen) == {str(paired_pod.pod.pk)}
+    await comm.disconnect()
+    heartbeats.seen.clear()
+
+
+async def test_a_heartbeat_before_the_proof_is_refused(paired_pod: PairedPod) -> None:
+    heartbeats.seen.clear()
+    comm = communicator()
+    await comm.connect()
+    await comm.send_json_to({"type": "hello", "token": paired_pod.token})
+    assert (await comm.receive_json_from())["type"] == "challenge"
+    await comm.send_to(text_data=PING_TEXT)
+    assert (await comm.receive_json_from())["code"] == "unexpected_message"
+    await expect_close(comm, Close.PROTOCOL)
+    assert heartbeats.seen == {}
 
 
 async def test_heartbeats_are_written_in_one_batch_for_the_live_channel_only(
@@ -82,8 +106,8 @@ async def test_heartbeats_are_written_in_one_batch_for_the_live_channel_only(
         )
     )()
     for comm in comms:
-        await comm.send_json_to({"type": "ping"})
-        assert await comm.receive_json_from() == {"type": "pong"}
+        await comm.send_to(text_data=PING_TEXT)
+        assert await comm.receive_nothing(timeout=0.5)
     # The second pod reconnected elsewhere meanwhile: its old channel's beat is not its own.
     await database_sync_to_async(
         lambda: Pod.objects.filter(pk=other.pod.pk).update(channel_name="elsewhere")
@@ -461,11 +485,13 @@ async def test_messages_are_dispatched_without_a_thread_hop_each(
     comm = communicator()
     await handshake(comm, paired_pod)
     assert (await comm.receive_json_from())["type"] == "welcome"
-    for _ in range(3):
-        await comm.send_json_to({"type": "ping"})
-        assert await comm.receive_json_from() == {"type": "pong"}
+    for ping in (PING_TEXT, '{"type":"ping"}', PING_TEXT):
+        await comm.send_to(text_data=ping)
+    assert await comm.receive_nothing(timeout=0.5)
+    assert str(paired_pod.pod.pk) in heartbeats.seen  # handled, not answered
     assert hops == []
     await comm.disconnect()
+    heartbeats.seen.clear()
 
 
 @pytest.mark.parametrize("batch", [1, 2, 400])
@@ -485,6 +511,8 @@ def test_heartbeats_in_batches_touch_exactly_the_pods_on_their_live_channels(
         Pod.objects.filter(pk=pod.pk).update(channel_name=f"live-{i}", last_seen_at=long_ago)
     seen = {str(pod.pk): f"live-{i}" for i, pod in enumerate(pods[:4])}
     seen[str(pods[3].pk)] = "an-old-channel"  # pod 3 reconnected elsewhere since this beat
+    Pod.objects.filter(pk=pods[4].pk).update(channel_name="")  # pod 4 is offline:
+    seen[str(pods[4].pk)] = ""  # no name matches the rows of offline pods
 
     assert presence.mark_seen_many(seen) == 3
 

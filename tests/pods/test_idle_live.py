@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from pods.agent.protocol import MessageType, challenge_message
+from pods.agent.protocol import PING_TEXT, MessageType, challenge_message
 from tests.live import on_test_database
 from tests.pods.conftest import make_paired_pod
 
@@ -63,10 +63,17 @@ def test_an_idle_pod_connection_on_the_redis_layer_is_not_dropped(tmp_path: Path
                     f"(code {closed.rcvd.code if closed.rcvd else None})"
                 )
 
-            # Then nothing arrived, the socket is still open and still answers
+            # Then nothing arrived, the socket is still open and the pod's heartbeat is written
             assert message is None
-            ws.send(json.dumps({"type": MessageType.PING}))
-            assert json.loads(ws.recv(timeout=10))["type"] == MessageType.PONG
+            assert ws.ping().wait(timeout=10)
+            paired.pod.refresh_from_db()
+            before = paired.pod.last_seen_at
+            ws.send(PING_TEXT)
+            deadline = time.monotonic() + 15  # the server writes heartbeats every few seconds
+            while paired.pod.last_seen_at == before and time.monotonic() < deadline:
+                time.sleep(0.5)
+                paired.pod.refresh_from_db()
+            assert paired.pod.last_seen_at != before
     finally:
         service.stop()
     log = service.log()
