@@ -8,7 +8,7 @@ from the spec and weights the pod actually received — and only for fields the 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -99,3 +99,24 @@ def check_task(
     ]
     if not set(wanted) <= set(data.get("fields", [])):
         raise ConsentRefused("fields_not_consented", "the task asks for fields outside the consent")
+
+
+def first_fitting(
+    sources: Sequence[Callable[[], dict[str, Any]]], fits: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """The first receipt that ``fits``, the ``sources`` tried in order and each only if those
+    before it gave none (a source may refuse too: a signature that does not verify). The last
+    source's refusal is the task's."""
+    if not sources:
+        raise ValueError("no source of receipts")
+    *earlier, last = sources
+    for source in earlier:
+        try:
+            receipt = source()
+            fits(receipt)
+        except ConsentRefused:
+            continue
+        return receipt
+    receipt = last()
+    fits(receipt)
+    return receipt

@@ -39,7 +39,7 @@ from training.secagg.client import ClientRound, check_advertise
 from training.secagg.errors import FloorError, SecAggError
 
 from .candidates import CandidateError, load_candidates
-from .consent import ConsentRefused, check_task, verify_receipt
+from .consent import ConsentRefused, check_task, first_fitting, verify_receipt
 from .controls import ControlError, ControlVariates, scaffold_inputs
 from .data import DataSource, encode_for
 from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
@@ -332,6 +332,34 @@ class RoundWorker:
             "payload": payload,
         }
 
+    def _receipt(self, task: Mapping[str, Any], offered: Any) -> dict[str, Any]:
+        """The receipt a task runs under: the one held for its request, else the one that came
+        with the task, else one fetched now — the first that verifies with a pinned key and
+        covers exactly this task (one fetched that does not refuses the task). The one held
+        may no longer fit: consent renewed or expired since."""
+        request_id = str(task["request"])
+        held = self.receipts.pop(request_id, None)
+        sources: list[Callable[[], dict[str, Any]]] = []
+        if held is not None:
+            sources.append(lambda: held)
+        if offered is not None:
+            sources.append(lambda: verify_receipt(offered, self.pinned_keys))
+        sources.append(
+            lambda: verify_receipt(self._call(self.transport.receipt, request_id), self.pinned_keys)
+        )
+
+        def fits(receipt: dict[str, Any]) -> None:
+            check_task(
+                receipt=receipt,
+                request_id=request_id,
+                spec=task["spec"],
+                weights_sha256=str(task["initial_weights_sha256"]),
+                now=self.now(),
+            )
+
+        receipt = self.receipts[request_id] = first_fitting(sources, fits)
+        return receipt
+
     def _prepare(
         self, task: Mapping[str, Any], payload: Mapping[str, Any], offered: Any = None
     ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
@@ -351,35 +379,7 @@ class RoundWorker:
             initial = str(task["initial_weights_sha256"])
             if int(task.get("base_round", 0)) == 0 and task["weights_sha256"] != initial:
                 raise Declined("plan_mismatch")
-
-            def check(receipt: Any) -> None:
-                check_task(
-                    receipt=receipt,
-                    request_id=request_id,
-                    spec=task["spec"],
-                    weights_sha256=initial,
-                    now=self.now(),
-                )
-
-            receipt = self.receipts.pop(request_id, None)
-            if receipt is not None:
-                try:
-                    check(receipt)
-                except ConsentRefused:
-                    receipt = None  # no longer fits; the owner may have consented anew since
-            if receipt is None and offered is not None:
-                # The receipt that came with the task: checked exactly as a fetched one (the
-                # pinned key's signature, then the task against it); if it fails, fetched.
-                try:
-                    receipt = verify_receipt(offered, self.pinned_keys)
-                    check(receipt)
-                except ConsentRefused:
-                    receipt = None
-            if receipt is None:
-                signed = self._call(self.transport.receipt, request_id)
-                receipt = verify_receipt(signed, self.pinned_keys)
-                check(receipt)
-            self.receipts[request_id] = receipt
+            self._receipt(task, offered)
             state = load_weights(weights, spec)
         except ConsentRefused as refused:
             raise Declined(refused.code) from None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -99,3 +101,34 @@ def test_withdrawn_expired_wrong_request_and_forged_receipts_are_refused(task: d
     withdrawn = services.consent_withdraw(user=task["user"], consent=task["consent"])
     task["signed"] = receipts.receipt_signed(withdrawn)
     assert refused(task) == "no_consent"
+
+
+def test_the_first_receipt_that_fits_is_taken_and_later_sources_are_not_asked() -> None:
+    from pods.agent.consent import first_fitting
+
+    asked: list[str] = []
+
+    def source(name: str, *, refuses: bool = False) -> Callable[[], dict[str, Any]]:
+        def give() -> dict[str, Any]:
+            asked.append(name)
+            if refuses:
+                raise ConsentRefused("bad_receipt", "does not verify")
+            return {"name": name}
+
+        return give
+
+    def fits(receipt: dict[str, Any]) -> None:
+        if receipt["name"] == "stale":
+            raise ConsentRefused("consent_expired", "expired")
+
+    sources = [source("stale"), source("forged", refuses=True), source("good"), source("fetched")]
+    assert first_fitting(sources, fits) == {"name": "good"}
+    assert asked == ["stale", "forged", "good"]
+
+    # The last source's refusal is the task's.
+    asked.clear()
+    with pytest.raises(ConsentRefused) as refused:
+        first_fitting([source("forged", refuses=True), source("stale")], fits)
+    assert refused.value.code == "consent_expired" and asked == ["forged", "stale"]
+    with pytest.raises(ValueError, match="no source"):
+        first_fitting([], fits)
