@@ -69,6 +69,15 @@ def dispatch_all(sends: Sequence[tuple[str, Event]]) -> None:
 
 
 async def _send_all(layer: Any, sends: Sequence[tuple[str, Event]]) -> None:
+    """Each (group, event), in order: all at once where the layer can (our layers'
+    ``group_send_many``: one Redis message per receiving process), else one by one."""
+    many = getattr(layer, "group_send_many", None)
+    if many is not None:
+        try:
+            await many(sends)
+            return
+        except Exception:  # then one by one: what can still go, goes
+            logger.warning("%d events not sent at once", len(sends), exc_info=True)
     for group, event in sends:
         try:
             await layer.group_send(group, event)
@@ -117,7 +126,10 @@ def _serving_loop() -> asyncio.AbstractEventLoop | None:
 
 class Outbox:
     """Events for the channel layer, handed in by any thread, sent by one task on the loop in
-    the order they came. The first event of a batch wakes the loop; the rest only queue."""
+    the order they came. The first event of a batch wakes the loop; the rest only queue; the
+    task sends what has queued meanwhile together (:func:`_send_all`)."""
+
+    most = 1000  # events sent together at most
 
     _boxes: dict[asyncio.AbstractEventLoop, Outbox] = {}
     _boxes_lock = threading.Lock()
@@ -162,11 +174,12 @@ class Outbox:
                 if not self.events:
                     self.draining = False
                     return
-                layer, group, event = self.events.popleft()
-            try:
-                await layer.group_send(group, event)
-            except Exception:
-                logger.warning("%s to %s not delivered", event.get("type"), group, exc_info=True)
+                layer = self.events[0][0]
+                sends: list[tuple[str, Event]] = []
+                while self.events and self.events[0][0] is layer and len(sends) < self.most:
+                    _, group, event = self.events.popleft()
+                    sends.append((group, event))
+            await _send_all(layer, sends)
 
 
 def send_on_commit(group: str, event: Event) -> None:

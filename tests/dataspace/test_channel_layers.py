@@ -75,3 +75,99 @@ def test_the_settings_choose_the_layers_of_this_module(setting: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].strip('"').startswith("dataspace.channel_layers.")
+
+
+async def test_in_memory_group_send_many_delivers_each_in_order() -> None:
+    layer = InMemoryChannelLayer()
+    one, two = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("g1", one)
+    await layer.group_add("g2", two)
+    await layer.group_send_many(
+        [(group, {"type": "m", "n": n}) for n, group in enumerate(("g1", "g2", "g1"), 1)]
+    )
+    assert [(await layer.receive(one))["n"] for _ in range(2)] == [1, 3]
+    assert (await layer.receive(two))["n"] == 2
+
+
+def _redis_url() -> str:
+    import os
+
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("needs Redis")
+    return url
+
+
+async def test_redis_group_send_many_sends_one_message_per_receiving_process(
+    monkeypatch: Any,
+) -> None:
+    """Three layers stand for three processes on one Redis. Messages to many groups reach
+    each process as one Redis message per BATCH_MOST (here 3), and each channel gets exactly
+    its own messages, in order — a group with two channels of one process, both."""
+    import uuid
+
+    from dataspace import channel_layers
+    from dataspace.channel_layers import RedisChannelLayer
+
+    monkeypatch.setattr(channel_layers, "BATCH_MOST", 3)
+    url = _redis_url()
+    prefix = f"test-batch-{uuid.uuid4().hex[:8]}"
+    sender, b, c = (RedisChannelLayer(hosts=[url], prefix=prefix) for _ in range(3))
+    try:
+        b1, b2, c1 = await b.new_channel(), await b.new_channel(), await c.new_channel()
+        await sender.group_add("pod.1", b1)
+        await sender.group_add("pod.2", b2)
+        await sender.group_add("pod.3", c1)
+        await sender.group_add("both", b1)
+        await sender.group_add("both", b2)
+        sends: list[tuple[str, dict[str, Any]]] = [
+            (group, {"type": "pod.send", "text": f"{group}/{n}"})
+            for n in range(3)
+            for group in ("pod.1", "pod.2", "pod.3")
+        ]
+        sends.append(("both", {"type": "pod.send", "text": "both"}))
+        sends.append(("nobody", {"type": "pod.send", "text": "lost"}))
+        await sender.group_send_many(sends)
+
+        connection = sender.connection(0)
+        # b: 7 messages (3 + 3 + 1 for both) in batches of 3; c: 3 in one
+        assert await connection.zcard(prefix + b.non_local_name(b1)) == 3
+        assert await connection.zcard(prefix + c.non_local_name(c1)) == 1
+
+        async def texts(layer: RedisChannelLayer, channel: str, count: int) -> list[str]:
+            return [(await layer.receive(channel))["text"] for _ in range(count)]
+
+        assert await texts(b, b1, 4) == ["pod.1/0", "pod.1/1", "pod.1/2", "both"]
+        assert await texts(b, b2, 4) == ["pod.2/0", "pod.2/1", "pod.2/2", "both"]
+        assert await texts(c, c1, 3) == ["pod.3/0", "pod.3/1", "pod.3/2"]
+        assert all(not buffer.qsize() for buffer in b.receive_buffer.values())
+    finally:
+        for layer in (sender, b, c):
+            await layer.flush()
+            await layer.close_pools()
+
+
+async def test_redis_a_batch_over_capacity_is_dropped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import uuid
+
+    from dataspace.channel_layers import RedisChannelLayer
+
+    url = _redis_url()
+    prefix = f"test-full-{uuid.uuid4().hex[:8]}"
+    sender = RedisChannelLayer(hosts=[url], prefix=prefix, capacity=1)
+    receiver = RedisChannelLayer(hosts=[url], prefix=prefix, capacity=1)
+    try:
+        channel = await receiver.new_channel()
+        await sender.group_add("pod.1", channel)
+        await sender.group_send_many([("pod.1", {"type": "pod.send", "text": "first"})])
+        with caplog.at_level("INFO", logger="dataspace.channel_layers"):
+            await sender.group_send_many([("pod.1", {"type": "pod.send", "text": "second"})])
+        assert "over capacity" in caplog.text
+        assert (await receiver.receive(channel))["text"] == "first"
+        assert await sender.connection(0).zcard(prefix + receiver.non_local_name(channel)) == 0
+    finally:
+        for layer in (sender, receiver):
+            await layer.flush()
+            await layer.close_pools()
