@@ -81,7 +81,10 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
                 batches[process].append([channels, message])
         for process, items in batches.items():
             for start in range(0, len(items), BATCH_MOST):
-                await self._send_batch(process, items[start : start + BATCH_MOST])
+                try:
+                    await self._send_batch(process, items[start : start + BATCH_MOST])
+                except Exception:  # one lost batch never stops the others
+                    logger.warning("a batch for %s not delivered", process, exc_info=True)
 
     async def _members(self, groups: Sequence[str]) -> list[list[str]]:
         now = int(time.time())

@@ -70,14 +70,15 @@ def dispatch_all(sends: Sequence[tuple[str, Event]]) -> None:
 
 async def _send_all(layer: Any, sends: Sequence[tuple[str, Event]]) -> None:
     """Each (group, event), in order: all at once where the layer can (our layers'
-    ``group_send_many``: one Redis message per receiving process), else one by one."""
+    ``group_send_many``: one Redis message per receiving process), else one by one. Not sent
+    again one by one when sending at once fails: part may have gone (the clock asks again)."""
     many = getattr(layer, "group_send_many", None)
     if many is not None:
         try:
             await many(sends)
-            return
-        except Exception:  # then one by one: what can still go, goes
-            logger.warning("%d events not sent at once", len(sends), exc_info=True)
+        except Exception:
+            logger.warning("%d events not delivered", len(sends), exc_info=True)
+        return
     for group, event in sends:
         try:
             await layer.group_send(group, event)
