@@ -9,12 +9,9 @@ and checks its own entry never changes. Keys the service adds under a person's a
 up in that person's portal and in ``dataspace-pod audit``.
 
 Both sides read this module: the service builds trees and proofs with it, the pod verifies.
-It is pure (no Django) and typed strictly.
-
-Hashing is RFC 9162 §2.1.1: SHA-256, leaf hash ``H(0x00 || leaf)``, node hash
-``H(0x01 || left || right)``, the tree over ``n`` leaves split at the largest power of two
-smaller than ``n``. Proof generation follows §2.1.3.1 (PATH) and §2.1.4.1 (PROOF/SUBPROOF);
-verification follows §2.1.3.2 and §2.1.4.2 step by step.
+It is pure (no Django) and typed strictly. The Merkle tree itself (RFC 9162 §2.1 hashing, proof
+generation and verification) is :mod:`pods.agent.merkle`; this module holds what the key log
+puts in it (entries, signed tree heads) and the pod's verifier.
 
 Every failure raises :class:`KeyLogError` with a stable ``code`` and a fixed message: like a
 decrypt, a proof check says only *that* it failed, never which hash differed.
@@ -36,16 +33,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .merkle import HASH_SIZE, MAX_PATH, is_consistent, is_included, leaf_hash
+from .merkle import MerkleTree as MerkleTree  # re-exported: pods.key_log(_bench) import it here
 from .protocol import key_fingerprint
 
-HASH_SIZE = 32
-LEAF_PREFIX = b"\x00"
-NODE_PREFIX = b"\x01"
 ENTRY_LABEL = b"dataspace/keylog/entry/v1\x00"
 ACCOUNT_LABEL = b"dataspace/keylog/account/v1\x00"
 STH_LABEL = b"dataspace/keylog/tree-head/v1\x00"
 STATE_FILE = "keylog.json"
-MAX_PATH = 64  # a tree of 2^64 leaves needs 64 hashes; anything longer is junk
 
 # Stable error codes (API and CLI).
 KEY_LOG_INCONSISTENT = "key_log_inconsistent"  # a new head does not extend the one seen before
@@ -72,151 +67,14 @@ class KeyLogError(Exception):
         super().__init__(f"{code}: {self.message}")
 
 
-# -- RFC 9162 §2.1.1 hashing -----------------------------------------------------------------------
-
-
-def leaf_hash(leaf: bytes) -> bytes:
-    return hashlib.sha256(LEAF_PREFIX + leaf).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(NODE_PREFIX + left + right).digest()
-
-
-EMPTY_ROOT = hashlib.sha256(b"").digest()  # MTH({}) = HASH()
-
-
-def _split(n: int) -> int:
-    """The largest power of two smaller than ``n`` (n > 1), where §2.1.1 splits the tree."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-class MerkleTree:
-    """The leaf hashes of a log plus every complete, aligned subtree hash (for fast proofs).
-
-    ``levels[h][i]`` is the hash of leaves ``[i * 2^h, (i + 1) * 2^h)``; only complete blocks
-    are kept, so appending costs O(log n) and every node of the RFC 9162 tree over any prefix
-    is either such a block or one of the O(log n) right-edge nodes, computed on demand.
-    """
-
-    def __init__(self, leaf_hashes: Sequence[bytes] = ()) -> None:
-        self.levels: list[list[bytes]] = [[]]
-        for value in leaf_hashes:
-            self.append(value)
-
-    @property
-    def size(self) -> int:
-        return len(self.levels[0])
-
-    def append(self, value: bytes) -> None:
-        if len(value) != HASH_SIZE:
-            raise ValueError("a leaf hash is 32 bytes")
-        self.levels[0].append(value)
-        level = 0
-        while len(self.levels[level]) % 2 == 0:
-            if len(self.levels) == level + 1:
-                self.levels.append([])
-            row = self.levels[level]
-            self.levels[level + 1].append(node_hash(row[-2], row[-1]))
-            level += 1
-
-    def leaf(self, index: int) -> bytes:
-        return self.levels[0][index]
-
-    def _mth(self, start: int, end: int) -> bytes:
-        """MTH(D[start:end]) for a node of the tree (``start`` aligned as §2.1.1 splits)."""
-        count = end - start
-        if count == 0:
-            return EMPTY_ROOT
-        height = count.bit_length() - 1
-        if count == 1 << height and start % count == 0:
-            return self.levels[height][start >> height]
-        k = _split(count)
-        return node_hash(self._mth(start, start + k), self._mth(start + k, end))
-
-    def _check_size(self, tree_size: int) -> None:
-        if not 0 <= tree_size <= self.size:
-            raise ValueError("tree size outside the log")
-
-    def root(self, tree_size: int | None = None) -> bytes:
-        size = self.size if tree_size is None else tree_size
-        self._check_size(size)
-        return self._mth(0, size)
-
-    def inclusion_path(self, index: int, tree_size: int | None = None) -> list[bytes]:
-        """PATH(m, D[n]) of RFC 9162 §2.1.3.1, leaf first."""
-        size = self.size if tree_size is None else tree_size
-        self._check_size(size)
-        if not 0 <= index < size:
-            raise ValueError("leaf index outside the tree")
-        path: list[bytes] = []
-        start, end, m = 0, size, index
-        while end - start > 1:
-            k = _split(end - start)
-            if m < k:
-                path.append(self._mth(start + k, end))
-                end = start + k
-            else:
-                path.append(self._mth(start, start + k))
-                start, m = start + k, m - k
-        path.reverse()
-        return path
-
-    def consistency_path(self, first: int, second: int | None = None) -> list[bytes]:
-        """PROOF(m, D[n]) of RFC 9162 §2.1.4.1 (empty when ``first`` is 0 or equals ``second``)."""
-        size = self.size if second is None else second
-        self._check_size(size)
-        if not 0 <= first <= size:
-            raise ValueError("first tree size outside the log")
-        if first == 0 or first == size:
-            return []
-        path: list[bytes] = []
-        start, end, m, whole = 0, size, first, True
-        while True:
-            n = end - start
-            if m == n:
-                if not whole:
-                    path.append(self._mth(start, end))
-                break
-            k = _split(n)
-            if m <= k:
-                path.append(self._mth(start + k, end))
-                end = start + k
-            else:
-                path.append(self._mth(start, start + k))
-                start, m, whole = start + k, m - k, False
-        path.reverse()
-        return path
-
-
-def root_hash(leaf_hashes: Sequence[bytes]) -> bytes:
-    return MerkleTree(leaf_hashes).root()
-
-
-# -- RFC 9162 §2.1.3.2 and §2.1.4.2 verification ---------------------------------------------------
+# -- proofs (RFC 9162 §2.1.3.2 and §2.1.4.2, in pods.agent.merkle) ---------------------------------
 
 
 def verify_inclusion(
     leaf: bytes, index: int, tree_size: int, path: Sequence[bytes], root: bytes
 ) -> None:
     """Check that the leaf hash ``leaf`` sits at ``index`` of the tree of ``tree_size`` leaves."""
-    if not 0 <= index < tree_size or len(path) > MAX_PATH:
-        raise KeyLogError(KEY_NOT_IN_LOG)
-    fn, sn, r = index, tree_size - 1, leaf
-    for p in path:
-        if sn == 0:
-            raise KeyLogError(KEY_NOT_IN_LOG)
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0 or r != root:
+    if not is_included(leaf, index, tree_size, path, root):
         raise KeyLogError(KEY_NOT_IN_LOG)
 
 
@@ -224,39 +82,7 @@ def verify_consistency(
     first: int, second: int, first_root: bytes, second_root: bytes, path: Sequence[bytes]
 ) -> None:
     """Check that the tree of ``second`` leaves extends the tree of ``first`` leaves."""
-    if not 0 <= first <= second or len(path) > MAX_PATH:
-        raise KeyLogError(KEY_LOG_INCONSISTENT)
-    if first == 0:
-        return  # every tree extends the empty one
-    if first == second:
-        if path or first_root != second_root:
-            raise KeyLogError(KEY_LOG_INCONSISTENT)
-        return
-    if not path:
-        raise KeyLogError(KEY_LOG_INCONSISTENT)
-    nodes = list(path)
-    if first & (first - 1) == 0:
-        nodes.insert(0, first_root)
-    fn, sn = first - 1, second - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = nodes[0]
-    for c in nodes[1:]:
-        if sn == 0:
-            raise KeyLogError(KEY_LOG_INCONSISTENT)
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if fr != first_root or sr != second_root or sn != 0:
+    if not is_consistent(first, second, first_root, second_root, path):
         raise KeyLogError(KEY_LOG_INCONSISTENT)
 
 
@@ -593,50 +419,3 @@ def verify_neighbour_key(
         verifier.check_head(sth, path_from_json(consistency_path))
     verifier.check_member(parsed, path_from_json(inclusion_path), sth)
     return parsed
-
-
-def verify_share_keys_adverts(
-    verifier: KeyLogVerifier,
-    message: Mapping[str, Any],
-    *,
-    owner_pseudonym: str | None = None,
-) -> dict[str, LogEntry]:
-    """Check every neighbour advert of a ``share_keys`` message against the key log.
-
-    Expects, besides the adverts the SecAgg client already reads::
-
-        "key_log": {"head": <tree head>, "consistency_path": [<b64>, ...]},
-        "adverts": {"<v>": {..., "identity_key": <b64>, "pod_id": <uuid>,
-                            "key_log": {"entry": <entry>, "inclusion_path": [<b64>, ...]}}}
-
-    ``consistency_path`` runs from the head this pod reported holding to ``head``. Raises
-    :class:`KeyLogError` on the first advert the log does not vouch for (the pod then declines
-    the round); returns the verified entries by neighbour index.
-    """
-    try:
-        log = message["key_log"]
-        head = log["head"]
-        consistency = log.get("consistency_path", [])
-        adverts = dict(message["adverts"])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise KeyLogError(KEY_LOG_MALFORMED) from None
-    verified: dict[str, LogEntry] = {}
-    for v, advert in adverts.items():
-        try:
-            proof = advert["key_log"]
-            identity_key = base64.b64decode(advert["identity_key"], validate=True)
-            pod_id = str(advert["pod_id"])
-            entry, inclusion = proof["entry"], proof["inclusion_path"]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise KeyLogError(KEY_NOT_IN_LOG) from None
-        verified[str(v)] = verify_neighbour_key(
-            verifier,
-            pod_id=pod_id,
-            public_key=identity_key,
-            entry=entry,
-            inclusion_path=inclusion,
-            head=head,
-            consistency_path=consistency,
-            owner_pseudonym=owner_pseudonym,
-        )
-    return verified

@@ -11,14 +11,14 @@ SHA-256 against the task), takes its owner's signed consent receipt from the mes
 to the request finds it there) or else fetches it (once per request; again when a task fails
 the check against the receipt held), verifies it with the service key pinned at pairing,
 checks the task against it (:mod:`pods.agent.consent`), reads the consented fields from the
-local store and trains. Only then does it advertise keys, so a pod that
-declines never enters the round's graph.
+local store and trains (:mod:`pods.agent.prepare`). Only then does it advertise keys, so a pod
+that declines never enters the round's graph. At ``share_keys`` it checks every neighbour's
+identity key against the key log (:mod:`pods.agent.neighbours`) before sending any share.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
@@ -28,24 +28,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from training.modelspec import load_weights, validate_spec
-from training.modelspec.errors import SpecError
-from training.modelspec.trainer import train_local
-from training.secagg.client import ClientRound, check_advertise
+from training.secagg.client import ClientRound
 from training.secagg.errors import FloorError, SecAggError
 
-from .candidates import CandidateError, load_candidates
-from .consent import ConsentRefused, check_task, first_fitting, verify_receipt
-from .controls import ControlError, ControlVariates, scaffold_inputs
-from .data import DataSource, encode_for
-from .keylog import KeyLogError, KeyLogVerifier, verify_share_keys_adverts
-from .layout import LayoutRefused, check_layout
-from .plan import PlanPrivacy, PrivacyLedger, contribution
-from .protocol import MASKED_FRAME, MessageType, masked_frame, on_pinned_origin, task_bound
+from .consent import check_task, first_fitting, verify_receipt
+from .controls import ControlVariates
+from .data import DataSource
+from .keylog import KeyLogError, KeyLogVerifier
+from .neighbours import verify_share_keys_adverts
+from .plan import PlanPrivacy, PrivacyLedger
+from .prepare import Declined, Parts, prepare_round
+from .protocol import MASKED_FRAME, MessageType, masked_frame
 from .retry import TransportFailed, with_retries
 
 logger = logging.getLogger(__name__)
@@ -65,18 +60,12 @@ class Transport(Protocol):
     def upload(self, path: str, body: bytes) -> None: ...
 
 
-class Declined(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 @dataclass
 class _Round:
     task: Mapping[str, Any]
     plan: PlanPrivacy
     client: ClientRound
-    parts: dict[str, npt.NDArray[np.floating[Any]]] = field(default_factory=dict)
+    parts: Parts = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     # What the pod answered at each stage (None: the masked input went over HTTP; bytes: as a
@@ -362,101 +351,20 @@ class RoundWorker:
 
     def _prepare(
         self, task: Mapping[str, Any], payload: Mapping[str, Any], offered: Any = None
-    ) -> tuple[PlanPrivacy, dict[str, npt.NDArray[np.floating[Any]]]]:
-        """Check consent, the privacy budget, the data and the round's shape against the plan,
-        then train: the plan's privacy parameters and the pod's contribution, before any key is
-        advertised. A round the pod declines costs it no training (nor, under load, the
-        stage's deadline: the service learns why, not only that the pod was silent)."""
-        try:
-            spec = validate_spec(task["spec"])
-            request_id = str(task["request"])
-            for url in (task["weights_url"], task["masked_input_url"]):
-                if not isinstance(url, str) or not on_pinned_origin(url):
-                    raise Declined("origin_not_pinned")  # the token goes to no other host
-            weights = self._download(str(task["weights_url"]))
-            if hashlib.sha256(weights).hexdigest() != task["weights_sha256"]:
-                raise Declined("weights_mismatch")
-            initial = str(task["initial_weights_sha256"])
-            if int(task.get("base_round", 0)) == 0 and task["weights_sha256"] != initial:
-                raise Declined("plan_mismatch")
-            self._receipt(task, offered)
-            state = load_weights(weights, spec)
-        except ConsentRefused as refused:
-            raise Declined(refused.code) from None
-        except SpecError:
-            raise Declined("bad_spec") from None
-        except (KeyError, TypeError, ValueError):
-            raise Declined("malformed_task") from None
-        plan = PlanPrivacy.of(spec)
-        if not plan.next_round_fits(self.ledger.rounds(request_id)):
-            raise Declined("privacy_budget_exhausted")
-        if not spec.data.label:
-            raise Declined("no_label")
-        try:
-            category = spec.data.category
-            encoded = encode_for(spec, self.data.records(category), self.data.fields(category))
-        except (KeyError, ValueError):
-            raise Declined("no_data") from None
-        # Records the plan's fields cannot take were set aside (or filled, as the plan says):
-        # counted here, on the device; never used, never sent.
-        self.on_event(
-            {
-                "event": "data",
-                "request": request_id,
-                "used": encoded.used,
-                "set_aside": dict(encoded.dropped),
-                "filled": dict(encoded.filled),
-            }
+    ) -> tuple[PlanPrivacy, Parts]:
+        """The task's checks, then training (:func:`pods.agent.prepare.prepare_round`): the
+        plan's privacy parameters and the pod's contribution, before any key is advertised."""
+        return prepare_round(
+            task,
+            payload,
+            download=self._download,
+            check_receipt=lambda: self._receipt(task, offered),
+            data=self.data,
+            ledger=self.ledger,
+            controls=self.controls,
+            speed=self.speed,
+            on_event=self.on_event,
         )
-        if any(reason.startswith("label_outside_model") for reason in encoded.dropped):
-            raise Declined("training_failed")  # the plan does not fit this pod's labels
-        if encoded.used == 0:
-            raise Declined("no_data")
-        x, y = encoded.x, encoded.y
-        try:  # group value: the last round's models without one group each
-            candidates = load_candidates(task, spec, plan, self._download)
-        except CandidateError as refused:
-            raise Declined(refused.code) from None
-        try:  # SCAFFOLD's c and c_i, when the verified spec asks for it
-            c, c_i = scaffold_inputs(spec, task, self.controls, self._download)
-        except ControlError as refused:
-            raise Declined(refused.code) from None
-        try:  # the plan's layout only: no other can single a pod out inside a sum
-            check_layout(payload.get("layout"), spec, candidates=len(task.get("candidates") or []))
-        except LayoutRefused as refused:
-            raise Declined(refused.code) from None
-        check_advertise(plan.floors(), payload)  # the neighbourhood the plan promises (FloorError)
-        if not task_bound(payload.get("round_id"), task):
-            # Its signatures and masks would not bind the model it trains on: the service could
-            # give other pods another one unseen (the model-inconsistency attack).
-            raise Declined("model_not_bound")
-        max_steps = None
-        if self.speed < 1.0:
-            batches = -(-max(1, round(len(x) * 0.8)) // spec.training.batch_size)
-            planned = spec.training.local_epochs * batches
-            if spec.training.local_steps is not None:
-                planned = min(planned, spec.training.local_steps)
-            max_steps = max(1, int(planned * self.speed))
-        try:
-            result = train_local(
-                spec,
-                state,
-                x,
-                y,
-                seed=int(task.get("seed", 0)),
-                max_steps=max_steps,
-                server_control=c,
-                client_control=c_i,
-                candidates=candidates,
-            )
-            if result.control is not None:
-                self.controls.stage(request_id, result.control)
-            self.on_event({"event": "trained", "steps": result.steps, "speed": self.speed})
-            return plan, contribution(result, plan, spec)
-        except Exception as exc:  # e.g. a label outside the model's outputs: decline, go on
-            # Only the error's kind: its text may quote a record's value.
-            logger.warning("local training failed (%s)", exc.__class__.__name__)
-            raise Declined("training_failed") from None
 
 
 def channel_handler(

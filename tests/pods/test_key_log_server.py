@@ -162,7 +162,7 @@ def test_cached_tree_follows_new_entries_and_a_replaced_database() -> None:
     view = key_log.key_log_view()
     assert view.size == 6
     leaves = [bytes(h) for h in KeyLogEntry.objects.values_list("leaf_hash", flat=True)]
-    from pods.agent.keylog import root_hash
+    from pods.agent.merkle import root_hash
 
     assert view.tree.root() == root_hash(leaves)
 
@@ -314,7 +314,8 @@ def test_round_attachment_lets_a_pod_check_its_neighbours(tmp_path: Any) -> None
     """What the rounds engine will attach to share_keys, checked as a pod will check it."""
     import base64
 
-    from pods.agent.keylog import KeyLogVerifier, verify_share_keys_adverts
+    from pods.agent.keylog import KeyLogVerifier
+    from pods.agent.neighbours import verify_share_keys_adverts
 
     ada, bea, cy = UserFactory(), UserFactory(), UserFactory()
     me, _ = provision(ada)

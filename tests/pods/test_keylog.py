@@ -1,4 +1,5 @@
-"""The pure key-log core (pods.agent.keylog): RFC 9162 hashing, proofs, tree heads, verifier.
+"""The pure key-log core (pods.agent.keylog, pods.agent.merkle): RFC 9162 hashing, proofs,
+tree heads, verifier.
 
 Trees are checked against a literal transcription of RFC 9162 §2.1.1's recursive MTH; proofs
 against tampered logs: a forked head, a removed entry, a substituted key, a wrong size.
@@ -17,12 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pods.agent import keylog
+from pods.agent import keylog, merkle
 from pods.agent.keylog import (
     KeyLogError,
     KeyLogVerifier,
     LogEntry,
-    MerkleTree,
     TreeHead,
     account_commitment,
     path_to_json,
@@ -31,6 +31,7 @@ from pods.agent.keylog import (
     verify_inclusion,
     verify_neighbour_key,
 )
+from pods.agent.merkle import MerkleTree
 
 SERVICE_KEY = Ed25519PrivateKey.generate()
 KID = "test-kid"
@@ -93,14 +94,14 @@ def test_known_vectors() -> None:
     assert MerkleTree().root().hex() == (
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
-    assert keylog.leaf_hash(b"").hex() == (
+    assert merkle.leaf_hash(b"").hex() == (
         "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
     )
 
 
 @given(st.lists(st.binary(max_size=40), max_size=70))
 def test_root_matches_rfc_definition(leaves: list[bytes]) -> None:
-    tree = MerkleTree([keylog.leaf_hash(x) for x in leaves])
+    tree = MerkleTree([merkle.leaf_hash(x) for x in leaves])
     for size in range(len(leaves) + 1):
         assert tree.root(size) == reference_mth(leaves[:size])
 
