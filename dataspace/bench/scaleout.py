@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dataspace.bench.children import ROOT, Child, bench_setup, wait_for
+from dataspace.bench.children import ROOT, Child, Profiler, bench_setup, wait_for
 from dataspace.bench.federation import (
     _time_round,
     pooled,
@@ -46,6 +46,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--simulators", type=int, default=2, help="simulator processes running the pods"
     )
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the first web process and the Celery worker with py-spy (a dev dependency) "
+        "from the moment every pod is connected to the end of the rounds; collapsed stacks to "
+        "DIR/web0.txt and DIR/worker.txt (flamegraph.pl, speedscope.app)",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (each process's Python CPU)",
+    )
     args = parser.parse_args(argv)
     args.dataset = "breast_screening"
     if args.web < 1:
@@ -153,10 +166,24 @@ def main(argv: list[str] | None = None) -> int:
         if not wait_for(lambda: mine.count() >= args.pods, args.timeout, children):
             raise SystemExit(f"only {mine.count()} of {args.pods} pods connected")
         service = [web for _, web in webs] + [worker]
+        profilers = []
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profilers = [
+                Profiler(
+                    child.process.pid,
+                    args.profile / f"{child.name}.txt",
+                    data_dir / f"py-spy-{child.name}.log",
+                    gil=args.profile_gil,
+                )
+                for child in (webs[0][1], worker)
+            ]
         figures["rounds"] = [
             _time_round(model_request, number, args, service, simulators)
             for number in range(1, args.rounds + 1)
         ]
+        for profiler in profilers:
+            profiler.stop()
         figures["round_s"] = [r["round_s"] for r in figures["rounds"]]
         figures["service_cpu_ms_per_pod"] = [r["server_cpu_ms_per_pod"] for r in figures["rounds"]]
         figures["data_dir"] = str(data_dir)
