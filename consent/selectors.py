@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from django.utils.functional import Promise as StrPromise
@@ -33,11 +33,14 @@ def consent_active(*, user: User, model_request: ModelRequest, at: datetime | No
     ).exists()
 
 
-def usable_consents(model_request: ModelRequest, at: datetime | None = None) -> QuerySet[Consent]:
+def usable_consents(
+    model_request: ModelRequest | OuterRef, at: datetime | None = None
+) -> QuerySet[Consent]:
     """Consents to the request that let their person's pod train now: given, not expired at
-    ``at``, training not paused. (The rounds engine's one test of "may this person take part".)"""
+    ``at``, training not paused. (The rounds engine's one test of "may this person take part".)
+    ``model_request`` may be an ``OuterRef`` to a request, for a subquery over many requests."""
     return Consent.objects.filter(
-        model_request=model_request,
+        Q(model_request=model_request),  # a Q: the stubs' lookup check knows no OuterRef
         status=Consent.Status.GIVEN,
         expires_at__gt=at or timezone.now(),
     ).exclude(user__in=DataSubject.objects.filter(training_paused=True).values("user"))

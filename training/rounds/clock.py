@@ -24,7 +24,7 @@ from django.utils import timezone
 from training.models import ModelRequest, RoundStatus, TrainingRound
 
 from . import aggregation, closing, opening, resending, sweeping
-from .cohort import enough_consents
+from .cohort import recruiting_with_enough_consents
 from .transitions import FINISHED_STATUSES, OPEN_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,10 @@ def rounds_tick(now: datetime | None = None) -> None:
         rounds_run__in=active
     ):
         opening.resume(model_request, now)
-    for model_request in ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING):
-        # One read first: a request still short of consents (most ticks) costs no lock — on
-        # SQLite, a write transaction that every answer batch of a running round waited for.
-        if enough_consents(model_request, now):
-            opening.request_try_start(model_request, now)
+    # One read first: a request still short of consents (most ticks) costs no lock — on
+    # SQLite, a write transaction that every answer batch of a running round waited for.
+    for model_request in recruiting_with_enough_consents(now):
+        opening.request_try_start(model_request, now)
     if sweeping.sweep_due():
         sweeping.sweep_files(now)
     cache.set(LAST_TICK_KEY, time.time(), timeout=None)

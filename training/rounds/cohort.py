@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from consent.selectors import usable_consents
 from pods.models import KeyLogEntry, Pod
@@ -16,6 +17,23 @@ def enough_consents(model_request: ModelRequest, now: datetime) -> bool:
     """Whether enough people's consents are usable for a cohort at all: one COUNT, so the
     clock's tick over a recruiting request with too few consents reads no pod."""
     return usable_consents(model_request, now).count() >= model_request.min_participants
+
+
+def recruiting_with_enough_consents(now: datetime) -> QuerySet[ModelRequest]:
+    """The recruiting requests with enough usable consents for a cohort (:func:`enough_consents`
+    of each): one query for the clock's tick, however many requests are recruiting."""
+    usable = (
+        usable_consents(OuterRef("pk"), now)
+        .order_by()
+        .values("model_request")
+        .annotate(usable=Count("pk"))
+        .values("usable")
+    )
+    return (
+        ModelRequest.objects.filter(status=ModelRequest.Status.RECRUITING)
+        .annotate(usable=Coalesce(Subquery(usable), 0))
+        .filter(usable__gte=F("min_participants"))
+    )
 
 
 def eligible_pods(model_request: ModelRequest, now: datetime) -> list[Pod]:
