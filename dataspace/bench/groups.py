@@ -32,7 +32,7 @@ REQUEST = "bench-groups"
 
 
 def spec_for(pods: int, groups: int, minimum: int, rounds: int, robust: bool) -> dict[str, Any]:
-    from dataspace.bench.learning import TASKS, model_layers, request_spec
+    from dataspace.bench.learning_tasks import TASKS, model_layers, request_spec
 
     task = TASKS["digits"]
     spec = request_spec(task, "fedavg", pods, model_layers("digits", np.zeros((1, 64))), 64)

@@ -17,7 +17,8 @@ pods training alone, the first round within the target gap of centralized, and b
 per round. A PNG chart of accuracy per round goes next to it.
 
 Honest tuning: ``--eval-on validation`` carves a validation split out of the pods' pool and
-evaluates there; the test split is then never read. The defaults below were chosen that way.
+evaluates there; the test split is then never read. The defaults (the tasks in
+:mod:`dataspace.bench.learning_tasks`) were chosen that way.
 """
 
 from __future__ import annotations
@@ -28,170 +29,28 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-STRATEGIES: dict[str, tuple[str, str]] = {
-    # name: (training.algorithm, training.server_optimizer)
-    "fedavg": ("fedavg", "fedavg"),
-    "fedavgm": ("fedavg", "fedavgm"),
-    "fedadam": ("fedavg", "fedadam"),
-    "fedyogi": ("fedavg", "fedyogi"),
-    "fedadagrad": ("fedavg", "fedadagrad"),
-    "scaffold": ("scaffold", "fedavg"),
-    "fednova": ("fednova", "fedavg"),
-}
-PARTITIONS = ("iid", "dirichlet:0.3", "dirichlet:0.1")
-HETERO_PARTITION = "dirichlet:0.1"
+from dataspace.bench.learning_report import plot, table
+from dataspace.bench.learning_tasks import (
+    HETERO_PARTITION,
+    PARTITIONS,
+    STRATEGIES,
+    TASKS,
+    Data,
+    Task,
+    load_data,
+    model_layers,
+    request_spec,
+)
+
 CLIP_NORM = 10.0  # settings.ROUND_UPDATE_CLIP
 MAX_EXAMPLES = 1000  # settings.ROUND_MAX_EXAMPLES: example weighting caps there
-
-
-@dataclass(frozen=True)
-class Task:
-    """A bundled data set, its model and the training settings shared by every strategy."""
-
-    dataset: str
-    rounds: int
-    local_epochs: int
-    local_steps: int
-    batch_size: int
-    lr: float
-    # Server-optimizer hyper-parameters per strategy (the rest: server_optim.DEFAULTS).
-    server: dict[str, dict[str, Any]] = field(default_factory=dict)
-    target_gap: float = 0.03
-    central_epochs: int = 30  # the pooled baseline: enough epochs to converge on these sets
-
-
-# Chosen on a validation split carved out of the pods' pool (``--eval-on validation``, digits,
-# Dirichlet 0.1, 100 pods), never on the test split; see the report of issue 17.
-TASKS: dict[str, Task] = {
-    "digits": Task(
-        "digits",
-        rounds=30,
-        local_epochs=10,
-        local_steps=20,
-        batch_size=4,
-        lr=0.1,
-        server={
-            "fedavgm": {"lr": 1.0, "momentum": 0.9},
-            "fedadam": {"lr": 0.03},
-            "fedyogi": {"lr": 0.03},
-            "fedadagrad": {"lr": 0.1},
-            "scaffold": {"lr": 1.5},
-            "fednova": {"lr": 1.5},
-        },
-    ),
-    "breast_screening": Task(
-        "breast_screening",
-        rounds=20,
-        local_epochs=10,
-        local_steps=5,
-        batch_size=4,
-        lr=0.05,
-        server={
-            "fedavgm": {"lr": 1.0, "momentum": 0.9},
-            "fedadam": {"lr": 0.03},
-            "fedyogi": {"lr": 0.03},
-            "fedadagrad": {"lr": 0.1},
-            "scaffold": {"lr": 1.5},
-            "fednova": {"lr": 1.5},
-        },
-    ),
-}
-
-
-def model_layers(dataset: str, x_reference: npt.NDArray[np.floating[Any]]) -> list[dict[str, Any]]:
-    if dataset == "digits":
-        # Ink levels 0–16, scaled to [0, 1] by fixed constants (no data needed).
-        return [
-            {"type": "standardize", "mean": [0.0] * 64, "std": [16.0] * 64},
-            {"type": "unflatten", "shape": [1, 8, 8]},
-            {"type": "conv2d", "in_channels": 1, "out_channels": 16, "kernel_size": 3},
-            {"type": "relu"},
-            {"type": "maxpool2d", "kernel_size": 2},
-            {"type": "flatten"},
-            {"type": "linear", "in_features": 16 * 3 * 3, "out_features": 10},
-        ]
-    # The demo's MLP; its standardize constants are the label-free reference statistics of the
-    # training pool (the demo's provider brings its own).
-    mean = x_reference.mean(0)
-    std = x_reference.std(0) + 1e-6
-    n = x_reference.shape[1]
-    return [
-        {"type": "standardize", "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        {"type": "linear", "in_features": n, "out_features": 16},
-        {"type": "relu"},
-        {"type": "linear", "in_features": 16, "out_features": 2},
-    ]
-
-
-def request_spec(
-    task: Task, strategy: str, pods: int, layers: list[dict[str, Any]], n_features: int
-) -> dict[str, Any]:
-    from pods.agent.datasets import DATASETS
-
-    algorithm, server = STRATEGIES[strategy]
-    category, label = DATASETS[task.dataset]
-    return {
-        "title": f"bench {task.dataset} {strategy}",
-        "purpose": "Benchmark of federated strategies under label skew and slow devices.",
-        "intended_use": "Comparing federated strategies in a benchmark; no decision about anyone.",
-        "out_of_scope_uses": ["Any use outside this benchmark."],
-        "data": {
-            "category": category,
-            "features": [f"x{i}" for i in range(n_features)],
-            "label": label,
-        },
-        "model": {"layers": layers},
-        "training": {
-            "loss": "cross_entropy",
-            "optimizer": {"type": "sgd", "lr": task.lr},
-            "local_epochs": task.local_epochs,
-            "local_steps": task.local_steps,
-            "batch_size": task.batch_size,
-            "rounds": task.rounds,
-            "cohort_size": pods,
-            "min_participants": max(2, pods // 2),
-            "algorithm": {"type": algorithm},
-            "server_optimizer": {"type": server, **task.server.get(strategy, {})},
-        },
-        "privacy": {"secagg_threshold": 0.6},
-    }
-
-
-@dataclass(frozen=True)
-class Data:
-    x_train: npt.NDArray[np.float32]
-    y_train: npt.NDArray[np.int64]
-    x_eval: npt.NDArray[np.float32]
-    y_eval: npt.NDArray[np.int64]
-    eval_split: str
-
-
-def load_data(dataset: str, *, seed: int, eval_on: str) -> Data:
-    from pods.agent import datasets
-
-    data = datasets.load(dataset)
-    pool, test = datasets.split(data, seed=seed)
-    if eval_on == "validation":
-        # A validation split out of the pool, for tuning; the test split is never read.
-        sub = datasets.Dataset(data.name, data.category, data.label, data.x[pool], data.y[pool])
-        keep, held = datasets.split(sub, seed=seed + 1)
-        train_idx, eval_idx = pool[keep], pool[held]
-    else:
-        train_idx, eval_idx = pool, test
-    return Data(
-        data.x[train_idx].astype(np.float32),
-        data.y[train_idx],
-        data.x[eval_idx].astype(np.float32),
-        data.y[eval_idx],
-        eval_on,
-    )
 
 
 @dataclass
@@ -430,72 +289,6 @@ def run(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
                 print(text, flush=True)
     jsonl.close()
     return lines
-
-
-def plot(lines: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted(
-        {(x["dataset"], x["partition"], x["devices"]) for x in lines},
-        key=lambda k: (
-            k[0],
-            k[2] != "uniform",
-            PARTITIONS.index(k[1]) if k[1] in PARTITIONS else len(PARTITIONS),
-            k[1],
-        ),
-    )
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), dpi=110)
-    flat = np.atleast_1d(axes).ravel()
-    for ax, key in zip(flat, panels, strict=False):
-        group = [x for x in lines if (x["dataset"], x["partition"], x["devices"]) == key]
-        for x in group:
-            points = x["accuracy_per_round"]
-            ax.plot(range(1, len(points) + 1), points, label=x["strategy"], lw=1.2)
-        ax.axhline(group[0]["centralized_accuracy"], color="black", ls="--", lw=1)
-        ax.axhline(
-            group[0]["centralized_accuracy"] - group[0]["target_gap_points"] / 100,
-            color="grey",
-            ls=":",
-            lw=1,
-        )
-        title = f"{key[0]}, {key[1]}" + ("" if key[2] == "uniform" else ",\nhalf the pods slow")
-        ax.set_title(title, fontsize=9)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("round", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in flat[len(panels) :]:
-        ax.axis("off")
-    flat[0].set_ylabel("accuracy (held-out)", fontsize=8)
-    flat[0].legend(fontsize=7, loc="lower right")
-    figure.suptitle("Federated strategies: -- centralized, ··· target", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def table(lines: list[dict[str, Any]]) -> str:
-    header = (
-        f"{'dataset':<17}{'partition':<14}{'devices':<9}{'strategy':<11}{'acc':>7}"
-        f"{'central':>8}{'local':>7}{'gap':>7}{'to target':>10}{'B/pod/rnd':>10}"
-    )
-    rows = [header]
-    for x in lines:
-        local = x["local_only_accuracy_mean"]
-        rows.append(
-            f"{x['dataset']:<17}{x['partition']:<14}"
-            f"{'uniform' if x['devices'] == 'uniform' else 'hetero':<9}{x['strategy']:<11}"
-            f"{x['accuracy'] if x['accuracy'] is not None else float('nan'):>7.3f}"
-            f"{x['centralized_accuracy']:>8.3f}"
-            f"{local if local is not None else float('nan'):>7.3f}{x['gap_points']:>7.1f}"
-            f"{x['rounds_to_target'] if x['rounds_to_target'] else '-':>10}"
-            f"{x['bytes_per_pod_round']:>10}"
-        )
-    return "\n".join(rows)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from dataspace.bench.children import bench_server, bench_setup
-from dataspace.bench.learning import (
+from dataspace.bench.learning import federation_for, run_strategy
+from dataspace.bench.learning_tasks import (
     STRATEGIES,
     TASKS,
-    federation_for,
     load_data,
     model_layers,
     request_spec,
-    run_strategy,
 )
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: servers start from there

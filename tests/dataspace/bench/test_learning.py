@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dataspace.bench.learning import STRATEGIES, rounds_to
+from dataspace.bench.learning import rounds_to
+from dataspace.bench.learning_tasks import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[3]
 
