@@ -10,6 +10,14 @@ idle receive often hit the socket timeout first, raised ``redis.exceptions.Timeo
 loop cancels hanging for it; a shorter blocking receive keeps both: reads always end before the
 socket timeout, which still catches a Redis that stopped answering.
 
+A receive cancelled as its ``BZPOPMIN`` is under way (a consumer closing: channels cancels its
+pending receive) could lose the cancellation in redis-py, which then returned "no message";
+channels-redis's receive asks again, and with the short blocking receive it never hit the
+socket timeout either: the receive never ended, and a web process told to stop waited for it
+until it was killed (15 s in the chaos tests, about 1 cancelled receive in 50). The layer now
+honours a cancellation still pending when ``BZPOPMIN`` returns (a message it popped stays in
+channels-redis's backup queue, as on any cancellation).
+
 The in-memory layer, cleaning expired messages and group memberships at most once a second.
 Channels' own scans every channel and every group membership on each ``receive`` and
 ``group_send``: each connection's consumer starts a receive, and each message to a pod's group
@@ -60,6 +68,14 @@ BATCH_MOST = 200
 
 class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
     brpop_timeout = BLOCKING_RECEIVE_SECONDS
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: float) -> Any:
+        """channels-redis's, raising a cancellation the Redis client swallowed (see above)."""
+        member = await super()._brpop_with_clean(index, channel, timeout)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        return member
 
     async def group_send_many(self, sends: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Each (group, message) as ``group_send`` would deliver it, in order, in a few Redis

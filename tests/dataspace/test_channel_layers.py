@@ -4,6 +4,7 @@ every channel and membership on each receive and group send (quadratic with N po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -171,3 +172,66 @@ async def test_redis_a_batch_over_capacity_is_dropped_and_logged(
         for layer in (sender, receiver):
             await layer.flush()
             await layer.close_pools()
+
+
+async def test_a_cancelled_receive_ends_when_the_redis_client_loses_the_cancellation(
+    monkeypatch: Any,
+) -> None:
+    """redis-py could swallow a cancellation that came while ``BZPOPMIN`` blocked and return
+    "no message": channels-redis then blocked again, for ever (a closing consumer's receive, so
+    a stopping web process waited until it was killed). Here the blocking pop does exactly that;
+    the receive still ends, cancelled, after that one pop."""
+    from channels_redis.core import RedisChannelLayer as Upstream
+
+    from dataspace.channel_layers import RedisChannelLayer
+
+    pops: list[str] = []
+    checked = False
+
+    async def swallowing_pop(self: Any, index: int, channel: str, timeout: float) -> None:
+        if checked:  # the test has its answer: end a receive that would block for ever
+            raise RuntimeError("stopped by the test")
+        pops.append(channel)
+        with contextlib.suppress(asyncio.CancelledError):  # lost, as redis-py lost it
+            await asyncio.sleep(timeout)
+        return None
+
+    monkeypatch.setattr(Upstream, "_brpop_with_clean", swallowing_pop)
+    layer = RedisChannelLayer(hosts=[_redis_url()])
+    channel = await layer.new_channel()
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.05)
+    receiving.cancel()
+    # Not wait_for: on its timeout it would wait for the cancelled receive to end.
+    await asyncio.wait([receiving], timeout=3 * layer.brpop_timeout)
+    ended = receiving.done()
+    checked = True
+    await asyncio.wait([receiving], timeout=3 * layer.brpop_timeout)
+    assert ended and receiving.cancelled()
+    assert len(pops) == 1
+
+
+async def test_receives_cancelled_at_any_moment_on_real_redis_all_end() -> None:
+    """Cancelled at random moments of a real blocking receive (before, during and after the
+    Redis commands), every receive ends within one blocking period."""
+    import random
+
+    from dataspace.channel_layers import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[_redis_url()])
+    hung = []
+    for _ in range(60):
+        receiving = asyncio.ensure_future(layer.receive(await layer.new_channel()))
+        await asyncio.sleep(random.random() * 0.04)
+        receiving.cancel()
+        done, _ = await asyncio.wait([receiving], timeout=layer.brpop_timeout + 2)
+        if not done:
+            hung.append(receiving)
+    if hung:  # end them (their next pop fails), or the event loop's close waits for ever
+
+        async def failing_pop(*_: Any, **__: Any) -> None:
+            raise RuntimeError("stopped by the test")
+
+        layer._brpop_with_clean = failing_pop  # type: ignore[method-assign]
+        await asyncio.wait(hung, timeout=3 * layer.brpop_timeout)
+    assert not hung
