@@ -18,8 +18,8 @@ from training.models import ModelRequest, ModelVersion, RoundParticipant, RoundS
 from training.modelspec import validate_spec
 from training.modelspec.explain import read_explanation
 from training.modelspec.server_optim import server_step
+from training.secagg.aggregate import UnmaskPlan
 from training.secagg.encoding import Layout, decode
-from training.secagg.server import UnmaskPlan
 
 from . import opening, scaffold, valuation
 from .ending import end_round

@@ -6,6 +6,7 @@ root removes the remaining masks from each range independently (AES-CTR can star
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
@@ -15,9 +16,41 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from . import crypto
 from .errors import SecAggError
 from .prg import BLOCK_WORDS, apply_masks
-from .server import UnmaskPlan
 
 CHUNK_WORDS = 1 << 18  # 1 MiB of uint32 per read
+
+
+@dataclass
+class UnmaskPlan:
+    """What mask removal needs: survivors' self-mask seeds and dropped pods' masking keys."""
+
+    round_id: bytes
+    survivors: list[int]
+    b_seeds: dict[int, bytes] = field(repr=False)
+    dropped_keys: dict[int, bytes] = field(repr=False)
+    # (alive u, dropped v, u's masking public key): pairwise masks u applied and v never will
+    pairs: list[tuple[int, int, bytes]] = field(repr=False)
+    # Valued groups: each group's survivors, whose sum is revealed on its own (one group of
+    # all survivors when the round is not grouped).
+    groups: list[list[int]] = field(default_factory=list)
+    # Each of those groups' position in the round's groups (its label), in the same order.
+    positions: list[int] = field(default_factory=list)
+
+    def restricted(self, members: list[int]) -> UnmaskPlan:
+        """The plan for one group's sum: its survivors' self masks and its own pairwise masks
+        (a grouped graph has no edge between groups, so no other mask is in that sum)."""
+        inside = set(members)
+        pairs = [(u, v, pk) for u, v, pk in self.pairs if u in inside]
+        needed = {v for _, v, _ in pairs}
+        return UnmaskPlan(
+            round_id=self.round_id,
+            survivors=[u for u in self.survivors if u in inside],
+            b_seeds={u: b for u, b in self.b_seeds.items() if u in inside},
+            dropped_keys={v: s for v, s in self.dropped_keys.items() if v in needed},
+            pairs=pairs,
+            groups=[sorted(inside & set(self.survivors))],
+            positions=[],
+        )
 
 
 def shard_ranges(length: int, shards: int) -> list[tuple[int, int]]:
