@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from training.shared import allocator
+
 from . import __version__
 from .audit import audit, verifier_for
 from .channel import PodChannel, PodRevoked
@@ -419,6 +421,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    allocator.tune()  # a round's weights and keystreams reuse their buffers (training.shared)
     home = PodHome(args.home)
     try:
         result = COMMANDS[args.command](args, home)
