@@ -32,9 +32,9 @@ COMPOSE_FILE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
-SETTINGS = ROOT / "dataspace" / "settings.py"
+SETTINGS = ROOT / "dataspace" / "settings"  # a package: __init__.py and the modules it imports
 
-# What a production deployment cannot run without (see dataspace/settings.py, dataspace/checks.py
+# What a production deployment cannot run without (see dataspace/settings/, dataspace/checks.py
 # and consent/receipts.py): each must be read by the settings and set in .env.example.
 REQUIRED_IN_PRODUCTION = {
     "DATABASE_URL",  # unset: the embedded SQLite file
@@ -112,10 +112,10 @@ def env_example() -> dict[str, str]:
 
 
 def settings_env_names() -> set[str]:
-    """Every variable name dataspace/settings.py reads (os.environ[...], .get, env_* helpers)."""
-    tree = ast.parse(SETTINGS.read_text(encoding="utf-8"))
+    """Every variable name dataspace/settings/ reads (os.environ[...], .get, env_* helpers)."""
+    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in SETTINGS.glob("*.py")]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.Call) and node.args:
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
