@@ -7,6 +7,12 @@ the whole queue at a time. The first item goes at once (nothing waits when the p
 idle); items that arrive while a call runs go in the next one, so batches grow with the load —
 the pattern of a database's group commit.
 
+Under a steady stream — a cohort answering a stage, each pod a few milliseconds after the last —
+each call finishes before the next item comes, and batches stay small: a call per item or two,
+each paying a transaction's fixed cost. With ``gather``, a batch that starts soon after the last
+one ended (within ``burst``) first waits ``gather`` seconds for more items, as a database's
+``commit_delay``; an item that comes after a quiet moment still goes at once.
+
 A process killed with items queued loses them together with the connections they came on: the
 pods reconnect, are asked the open stage again (``training.rounds.messages.stage_messages_for``;
 the clock's resend, ``training.rounds.resending``) and answer it with their first answer.
@@ -34,10 +40,21 @@ class Batcher(Generic[Item, Result]):
     If a batch's call raises, each of its items is tried alone, so only the item at fault
     raises (and only its connection sees the error)."""
 
-    def __init__(self, call: Callable[[list[Item]], Sequence[Result]], most: int = 500) -> None:
+    def __init__(
+        self,
+        call: Callable[[list[Item]], Sequence[Result]],
+        most: int = 500,
+        *,
+        gather: float = 0.0,
+        burst: float = 0.05,
+    ) -> None:
         self.call = call
         self.most = most
+        self.gather = gather  # seconds a batch in a burst waits for more items
+        self.burst = burst  # a batch starting this soon after the last one is in a burst
         self.batches = 0  # calls made (tests and benchmarks read it)
+        self.items = 0  # items handed to calls (tests and benchmarks read it)
+        self._ended = float("-inf")  # when the last call ended (the loop's clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -46,6 +63,7 @@ class Batcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): nothing queued on the old one
             self._loop, self._queue, self._task = loop, [], None
+            self._ended = float("-inf")
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.append((item, future))
         if self._task is None or self._task.done():
@@ -53,9 +71,18 @@ class Batcher(Generic[Item, Result]):
         return await future
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
+            if (
+                self.gather > 0
+                and len(self._queue) < self.most
+                and loop.time() - self._ended < self.burst
+            ):
+                await asyncio.sleep(self.gather)
             batch, self._queue = self._queue[: self.most], self._queue[self.most :]
+            self.items += len(batch)
             await self._run(batch)
+            self._ended = loop.time()
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         self.batches += 1

@@ -358,10 +358,12 @@ heartbeats = Heartbeats()
 
 # This process's stage answers, recorded in batches (a revoked pod's connection is closed at
 # once; the stage's close re-checks every pod's status).
-stage_replies: Batcher[answers.StageReply, bool] = Batcher(answers.round_replies)
+stage_replies: Batcher[answers.StageReply, bool] = Batcher(
+    answers.round_replies, gather=settings.POD_BATCH_GATHER_MS / 1000
+)
 # Masked inputs that came as binary frames, stored in batches (a few MiB each at most).
 masked_frames: Batcher[uploads.MaskedFrame, str | None] = Batcher(
-    uploads.masked_frames_store, most=64
+    uploads.masked_frames_store, most=64, gather=settings.POD_BATCH_GATHER_MS / 1000
 )
 
 

@@ -19,6 +19,9 @@ POD_HEARTBEAT_TIMEOUT = env_int("POD_HEARTBEAT_TIMEOUT", 60)
 # The largest masked input a pod may send as one binary frame on its channel (0: none; pods
 # then upload over HTTP). Keep it under the ASGI server's WebSocket limit (uvicorn: 16 MiB).
 POD_MASKED_FRAME_BYTES = env_int("POD_MASKED_FRAME_BYTES", 8 * 1024 * 1024)
+# Milliseconds a batch of pods' answers waits for more while a cohort's answers keep coming
+# (pods.batching: fewer, larger transactions); an answer after a quiet moment goes at once.
+POD_BATCH_GATHER_MS = env_int("POD_BATCH_GATHER_MS", 10)
 
 # Rounds: seconds per secure-aggregation stage before silent pods are dropped, attempts per
 # round before a request fails, the example count at which a pod's FedAvg weight saturates,
@@ -28,8 +31,10 @@ ROUND_MAX_ATTEMPTS = env_int("ROUND_MAX_ATTEMPTS", 3)
 # Seconds after which the clock sends the open stage again to pods that have not answered it
 # (a stage message lost with the process that closed the stage costs this, not the deadline).
 ROUND_RESEND_SECONDS = env_int("ROUND_RESEND_SECONDS", 5)
-# Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree).
-ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 4)
+# Coordinate ranges summed in parallel by aggregation tasks (the leaves of the tree). Without
+# Redis the tasks run one after the other in the process that closed the stage, so ranges buy
+# no parallelism there and each would read every masked input and the round's state again.
+ROUND_AGGREGATION_SHARDS = env_int("ROUND_AGGREGATION_SHARDS", 1 if _ONE_PROCESS else 4)
 # Run the rounds clock (stage deadlines, resends) in the web process: the embedded default.
 # Production runs it on exactly one Celery beat (training.tasks.rounds_tick) instead; /readyz
 # says when no clock has ticked for ROUNDS_CLOCK_STALE_SECONDS.

@@ -99,3 +99,33 @@ async def test_a_caller_gone_meanwhile_does_not_break_the_batch() -> None:
     assert await stays == 2
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_in_a_burst_a_batch_waits_to_gather_the_items_that_follow() -> None:
+    """Each call is quick, so without ``gather`` items coming a few milliseconds apart would
+    each have a call of their own; with it, those that follow a call within ``burst`` share the
+    next one."""
+    calls: list[list[int]] = []
+
+    def call(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher(call, gather=0.3, burst=5.0)
+    assert await batcher.submit(1) == 1  # after a quiet moment: at once, alone
+    later = [asyncio.ensure_future(batcher.submit(2))]
+    for item in (3, 4):
+        await asyncio.sleep(0.03)
+        later.append(asyncio.ensure_future(batcher.submit(item)))
+    assert await asyncio.gather(*later) == [2, 3, 4]
+    assert calls == [[1], [2, 3, 4]]
+    assert (batcher.batches, batcher.items) == (2, 4)
+
+
+async def test_after_a_quiet_moment_an_item_goes_at_once() -> None:
+    """``gather`` costs an item nothing when no batch ended within ``burst``."""
+    batcher: Batcher[int, int] = Batcher(lambda items: items, gather=5.0, burst=0.05)
+    assert await asyncio.wait_for(batcher.submit(1), 2) == 1
+    await asyncio.sleep(0.1)  # longer than the burst: quiet again
+    assert await asyncio.wait_for(batcher.submit(2), 2) == 2
+    assert batcher.batches == 2
