@@ -78,7 +78,11 @@ def shard_sum(round_id: int, index: int) -> None:
     # Exactly the inputs the protocol committed to when collection closed — a pod dropped
     # later (while unmasking) stays in the sum: its masks are removed like everyone's.
     committed = set(training_round.secagg_state.get("masked", []))
-    inputs = list(training_round.participants.filter(index__in=committed).order_by("index"))
+    inputs = list(
+        training_round.participants.filter(index__in=committed)
+        .only("round_id", "index", "masked_input")
+        .order_by("index")
+    )
     if len(inputs) != len(committed) or not all(p.masked_input for p in inputs):
         _abort_missing_input(round_id)
         return
