@@ -5,10 +5,6 @@ import os
 
 import django
 
-from training.shared import allocator
-
-# Before anything large is allocated: buffers of a round are reused, not page-faulted afresh.
-allocator.tune()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does first
 

@@ -5,11 +5,6 @@ import os
 from celery import Celery
 from celery.signals import worker_init
 
-from training.shared import allocator
-
-# Workers sum masked inputs and load weights: their buffers are reused, not page-faulted afresh.
-allocator.tune()
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dataspace.settings")
 
 app = Celery("dataspace")
